@@ -1,0 +1,3 @@
+"""ModelMonitor: a Kubernetes operator that keeps machine-learning models healthy in production."""
+
+__version__ = "0.1.0"
