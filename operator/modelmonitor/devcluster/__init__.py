@@ -1,0 +1,1 @@
+"""The local sandbox the demo and the tests run on: a real control plane built from package registries."""
