@@ -1,0 +1,75 @@
+"""The pure policy engine: measurements to outcomes, per-policy state machines, decisions, status.
+
+No I/O and no clock of its own: every function takes ``now``. The operator shell calls `evaluate` once per
+cycle per monitor, hands `Evaluation.decisions` to the actions layer, emits an Event per
+`Evaluation.transitions`, and writes `render_status(...)`. Semantics: docs/policies.md.
+"""
+
+from modelmonitor.policy.decide import Decision, DecisionKind, decide, idempotency_key
+from modelmonitor.policy.engine import Evaluation, evaluate, prior_states
+from modelmonitor.policy.model import (
+    Combine,
+    Measurement,
+    MeasurementKind,
+    MonitorSpec,
+    NoDataPolicy,
+    Op,
+    Reduce,
+    Rule,
+    Series,
+    Severity,
+)
+from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify, threshold_in_force
+from modelmonitor.policy.spec import monitor_from_spec, rule_from_spec
+from modelmonitor.policy.state import PolicyState, PolicyStep, State, Transition, step
+from modelmonitor.policy.status import (
+    MAX_ACTION_HISTORY,
+    Phase,
+    action_record,
+    merge_actions,
+    monitor_phase,
+    render_invalid_status,
+    render_status,
+)
+from modelmonitor.policy.timefmt import format_time, parse_duration, parse_time
+
+__all__ = [
+    "MAX_ACTION_HISTORY",
+    "Combine",
+    "Decision",
+    "DecisionKind",
+    "Evaluation",
+    "Measurement",
+    "MeasurementKind",
+    "MonitorSpec",
+    "NoDataPolicy",
+    "Op",
+    "Outcome",
+    "OutcomeKind",
+    "Phase",
+    "PolicyState",
+    "PolicyStep",
+    "Reduce",
+    "Rule",
+    "Series",
+    "Severity",
+    "State",
+    "Transition",
+    "action_record",
+    "classify",
+    "decide",
+    "evaluate",
+    "format_time",
+    "idempotency_key",
+    "merge_actions",
+    "monitor_from_spec",
+    "monitor_phase",
+    "parse_duration",
+    "parse_time",
+    "prior_states",
+    "render_invalid_status",
+    "render_status",
+    "rule_from_spec",
+    "step",
+    "threshold_in_force",
+]

@@ -1,0 +1,97 @@
+"""One evaluation cycle of one monitor: classify each policy's measurement, step its state machine, decide.
+
+`evaluate` is the engine's entry point for the operator shell:
+
+    result = evaluate(spec, prior_status, measurements, now)
+    # act on result.decisions, emit an Event per result.transitions,
+    # then write render_status(spec, result, ...) (modelmonitor.policy.status).
+
+It is pure: ``now`` is passed in (and floored to whole seconds, the resolution of status timestamps) and the
+prior state comes from the previous status, so a restarted operator resumes the same timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from modelmonitor.policy.decide import Decision, decide
+from modelmonitor.policy.model import Measurement, MonitorSpec
+from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify
+from modelmonitor.policy.state import PolicyState, PolicyStep, Transition, step
+from modelmonitor.policy.timefmt import floor_to_second
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The result of one cycle for one monitor."""
+
+    now: datetime
+    paused: bool
+    steps: tuple[PolicyStep, ...]
+    transitions: tuple[Transition, ...]
+    decisions: tuple[Decision, ...]
+
+    @property
+    def states(self) -> tuple[PolicyState, ...]:
+        """The new state of every policy, in spec order."""
+        return tuple(s.state for s in self.steps)
+
+
+def prior_states(status: Mapping[str, Any] | None) -> dict[str, PolicyState]:
+    """The policy states recorded in a monitor's status (``status.policies``), by policy name."""
+    if not status:
+        return {}
+    entries = status.get("policies") or []
+    if not isinstance(entries, list):
+        raise ValueError("status.policies: expected a list")
+    states = [PolicyState.from_status(entry) for entry in entries]
+    return {s.name: s for s in states}
+
+
+def evaluate(
+    spec: MonitorSpec,
+    prior: Mapping[str, PolicyState] | Mapping[str, Any] | None,
+    measurements: Mapping[str, Measurement],
+    now: datetime,
+) -> Evaluation:
+    """Evaluate every policy of ``spec`` once.
+
+    ``prior`` is either the previous status dict (with ``policies``) or a mapping of policy name to
+    `PolicyState`. A policy without a prior state starts Inactive; a policy without a measurement in this
+    cycle counts as an Error (the shell failed to measure it) and so holds. When the monitor is paused no
+    measurement is needed: the states are kept as they are (timers hold), nothing transitions, nothing is
+    decided.
+    """
+    now = floor_to_second(now)
+    known: dict[str, PolicyState]
+    if prior is None:
+        known = {}
+    elif "policies" in prior or not all(isinstance(v, PolicyState) for v in prior.values()):
+        known = prior_states(prior)
+    else:
+        known = {name: state for name, state in prior.items() if isinstance(state, PolicyState)}
+
+    steps: list[PolicyStep] = []
+    for rule in spec.policies:
+        before = known.get(rule.name) or PolicyState.initial(rule.name, now)
+        if spec.paused:
+            held = Outcome(OutcomeKind.NO_DATA, None, None, None, "monitor paused")
+            steps.append(PolicyStep(rule, before, held, before, None))
+            continue
+        measurement = measurements.get(rule.name)
+        if measurement is None:
+            measurement = Measurement.error("no measurement was taken for this policy in this cycle")
+        outcome = classify(rule, measurement, clearing=before.clearing)
+        steps.append(step(rule, before, outcome, now))
+
+    transitions = tuple(s.transition for s in steps if s.transition is not None)
+    return Evaluation(
+        now=now,
+        paused=spec.paused,
+        steps=tuple(steps),
+        transitions=transitions,
+        decisions=decide(spec, steps),
+    )

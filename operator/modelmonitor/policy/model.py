@@ -1,0 +1,266 @@
+"""The engine's inputs: what a policy asks (`Rule`), what Prometheus answered (`Measurement`), and the
+monitor-level settings (`MonitorSpec`).
+
+These are plain frozen dataclasses, not the API's pydantic models: the operator shell maps a validated
+ModelMonitor into them (`modelmonitor.policy.spec` does it from the camelCase spec dict), so the engine can be
+tested with nothing but literals. Every constructor checks its own invariants and raises ValueError naming the
+field, because a rule that is silently wrong (a clear threshold on the unsafe side, a negative ``for``) would
+make the engine act at the wrong time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Op(StrEnum):
+    """The comparison in a policy's condition: the policy breaches while ``value <op> threshold``."""
+
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+    def holds(self, value: float, threshold: float) -> bool:
+        """Whether ``value <op> threshold``, i.e. whether this value breaches that threshold."""
+        if self is Op.LT:
+            return value < threshold
+        if self is Op.LE:
+            return value <= threshold
+        if self is Op.GT:
+            return value > threshold
+        return value >= threshold
+
+    @property
+    def higher_is_worse(self) -> bool:
+        """True for ``>``/``>=`` (latency, drift, error rate), False for ``<``/``<=`` (accuracy, recall)."""
+        return self in (Op.GT, Op.GE)
+
+
+class NoDataPolicy(StrEnum):
+    """What a policy does when there is nothing to judge (empty answer, NaN, too few samples)."""
+
+    HOLD = "hold"  # the default: keep the state and its timers, never act
+    OK = "ok"  # missing data counts as healthy (e.g. a batch job that is quiet at night)
+    BREACH = "breach"  # missing data counts as a breach (e.g. a heartbeat that must always be there)
+
+
+class Reduce(StrEnum):
+    """How several series become one outcome; never "whichever came last"."""
+
+    MAX = "max"
+    MIN = "min"
+    AVG = "avg"
+    ANY = "any"  # breach if any series breaches (judged on the worst series)
+    ALL = "all"  # breach only if every series breaches (judged on the best series)
+
+
+class Severity(StrEnum):
+    """How urgent a firing policy is; carried into decisions, Events and alerts."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Combine(StrEnum):
+    """How a monitor's policies combine into actions."""
+
+    ANY_OF = "anyOf"  # each firing policy triggers its own actions
+    ALL_OF = "allOf"  # actions are taken only while every policy is firing
+
+
+class MeasurementKind(StrEnum):
+    """What the Prometheus adapter got back for one policy."""
+
+    VALUES = "Values"  # one or more series with a number each (may be empty: then it is NoData)
+    NO_DATA = "NoData"  # the query ran and returned nothing usable
+    ERROR = "Error"  # the query did not run: HTTP error, timeout, PromQL error
+    INVALID = "Invalid"  # the answer has a shape the policy cannot use (e.g. a string, a matrix)
+
+
+def _require_finite(value: float, field_name: str, owner: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {field_name} must be a finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy of a ModelMonitor, as the engine needs it.
+
+    ``threshold`` is None while a ``threshold: auto`` policy has not been calibrated yet; such a policy yields
+    NoData until the shell supplies the calibrated number. ``window`` and ``query`` are the user's text, kept
+    only for messages and Events.
+    """
+
+    name: str
+    op: Op
+    threshold: float | None
+    clear_threshold: float | None = None
+    for_seconds: float = 0.0
+    keep_firing_for_seconds: float = 0.0
+    min_samples: int = 0
+    no_data: NoDataPolicy = NoDataPolicy.HOLD
+    reduce: Reduce = Reduce.MAX
+    severity: Severity = Severity.WARNING
+    actions: tuple[str, ...] = ()
+    dry_run: bool = False
+    window: str = ""
+    query: str = ""
+
+    def __post_init__(self) -> None:
+        owner = f"policy {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("policy name must be a non-empty string")
+        # Accept the API's literal strings ("<", "hold", ...) as well as the enums.
+        for attr, enum in (
+            ("op", Op),
+            ("no_data", NoDataPolicy),
+            ("reduce", Reduce),
+            ("severity", Severity),
+        ):
+            raw = getattr(self, attr)
+            try:
+                object.__setattr__(self, attr, enum(raw))
+            except ValueError:
+                allowed = ", ".join(repr(m.value) for m in enum)
+                raise ValueError(f"{owner}: {attr} must be one of {allowed}, got {raw!r}") from None
+        object.__setattr__(self, "actions", tuple(self.actions))
+        if self.threshold is not None:
+            _require_finite(self.threshold, "threshold", owner)
+        if self.clear_threshold is not None:
+            _require_finite(self.clear_threshold, "clearThreshold", owner)
+        for attr, label in (("for_seconds", "for"), ("keep_firing_for_seconds", "keepFiringFor")):
+            value = getattr(self, attr)
+            _require_finite(value, label, owner)
+            if value < 0:
+                raise ValueError(f"{owner}: {label} must not be negative, got {value}s")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 0:
+            raise ValueError(f"{owner}: minSamples must be a non-negative integer, got {self.min_samples!r}")
+        if self.threshold is not None and self.clear_threshold is not None:
+            # The clear threshold must lie on the healthy side, or the policy could never clear (or would
+            # clear while still breaching).
+            op = Op(self.op)
+            if op.higher_is_worse and self.clear_threshold > self.threshold:
+                raise ValueError(
+                    f"{owner}: clearThreshold {self.clear_threshold:g} must not be above threshold "
+                    f"{self.threshold:g} for op '{op.value}' (it is the level at which the policy clears)"
+                )
+            if not op.higher_is_worse and self.clear_threshold < self.threshold:
+                raise ValueError(
+                    f"{owner}: clearThreshold {self.clear_threshold:g} must not be below threshold "
+                    f"{self.threshold:g} for op '{op.value}' (it is the level at which the policy clears)"
+                )
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a Prometheus answer: its value, how many samples stand behind it, and its labels."""
+
+    value: float
+    samples: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label_text(self) -> str:
+        """``{model="fraud",version="3"}`` for messages, or ``{}`` when the series has no labels."""
+        return "{" + ",".join(f'{k}="{v}"' for k, v in self.labels) + "}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one query returned for one policy in one cycle. Build it with the class methods."""
+
+    kind: MeasurementKind
+    series: tuple[Series, ...] = ()
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", MeasurementKind(self.kind))
+        object.__setattr__(self, "series", tuple(self.series))
+        if self.kind is not MeasurementKind.VALUES and self.series:
+            raise ValueError(f"a {self.kind.value} measurement carries no series values")
+
+    @classmethod
+    def value(cls, value: float, samples: int | None = None) -> Measurement:
+        """A single-series answer (a scalar, or a vector with one element)."""
+        return cls(MeasurementKind.VALUES, (Series(value, samples),))
+
+    @classmethod
+    def values(cls, *series: Series) -> Measurement:
+        """A vector answer with any number of series (zero series is an empty answer: NoData)."""
+        return cls(MeasurementKind.VALUES, tuple(series))
+
+    @classmethod
+    def no_data(cls, reason: str) -> Measurement:
+        """The query ran but there was nothing to judge."""
+        return cls(MeasurementKind.NO_DATA, (), reason)
+
+    @classmethod
+    def error(cls, reason: str) -> Measurement:
+        """The query could not be run or answered (HTTP, timeout, PromQL error)."""
+        return cls(MeasurementKind.ERROR, (), reason)
+
+    @classmethod
+    def invalid(cls, reason: str) -> Measurement:
+        """The answer had a shape this policy cannot use."""
+        return cls(MeasurementKind.INVALID, (), reason)
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """The monitor-level settings the engine needs, plus the policies in spec order.
+
+    ``action_types`` maps each named action to its type (scale, rollback, retrain, alert); it lets decisions say
+    what they are and lets the engine send "resolved" only to alerts.
+    """
+
+    namespace: str
+    name: str
+    policies: tuple[Rule, ...]
+    combine: Combine = Combine.ANY_OF
+    dry_run: bool = False
+    paused: bool = False
+    degraded_after_errors: int = 3
+    action_types: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = f"monitor {self.namespace}/{self.name}"
+        if not self.namespace or not self.name:
+            raise ValueError("monitor namespace and name must be non-empty")
+        try:
+            object.__setattr__(self, "combine", Combine(self.combine))
+        except ValueError:
+            raise ValueError(f"{owner}: combine.mode must be 'anyOf' or 'allOf', got {self.combine!r}") from None
+        object.__setattr__(self, "policies", tuple(self.policies))
+        object.__setattr__(self, "action_types", MappingProxyType(dict(self.action_types)))
+        names = [rule.name for rule in self.policies]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"{owner}: policy names must be unique, repeated: {', '.join(duplicates)}")
+        if (
+            isinstance(self.degraded_after_errors, bool)
+            or not isinstance(self.degraded_after_errors, int)
+            or self.degraded_after_errors < 1
+        ):
+            raise ValueError(
+                f"{owner}: degradedAfterErrors must be a positive integer, got {self.degraded_after_errors!r}"
+            )
+        if self.action_types:
+            for rule in self.policies:
+                unknown = [a for a in rule.actions if a not in self.action_types]
+                if unknown:
+                    raise ValueError(
+                        f"{owner}: policy {rule.name!r} names actions that are not defined in spec.actions: "
+                        f"{', '.join(unknown)}"
+                    )
+
+    def rule(self, name: str) -> Rule:
+        """The policy called ``name``; KeyError when there is none."""
+        for rule in self.policies:
+            if rule.name == name:
+                return rule
+        raise KeyError(name)

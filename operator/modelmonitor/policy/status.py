@@ -1,0 +1,350 @@
+"""The one place that renders a ModelMonitor's ``status``: phase, message, per-policy states, conditions,
+the bounded action history, ``firingPolicies`` and ``lastAction``.
+
+Phase (first match wins, most urgent for the user first):
+
+=========  ==========================================================================================
+Paused     ``spec.paused``: nothing is evaluated or decided
+Invalid    the spec cannot be evaluated, or a policy's answer has an unusable shape
+Degraded   a policy failed to measure ``degradedAfterErrors`` times in a row
+Acting     an action is in progress (a record with result Pending)
+Firing     a policy is Firing or Resolving (``allOf``: every policy is)
+Pending    a policy is Pending (``allOf``: or some, not all, are firing)
+NoData     a policy has no data to judge
+Healthy    everything else
+=========  ==========================================================================================
+
+A policy held by NoData/Error counts with its held episode state (a Firing policy whose query just failed is
+still firing), so the phase does not flap with Prometheus hiccups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from modelmonitor.policy.decide import Decision
+from modelmonitor.policy.engine import Evaluation
+from modelmonitor.policy.model import Combine, MonitorSpec
+from modelmonitor.policy.outcome import OutcomeKind
+from modelmonitor.policy.state import FIRING_STATES, PolicyState, State
+from modelmonitor.policy.timefmt import format_time, require_aware
+
+MAX_ACTION_HISTORY = 20
+
+ACTION_RESULTS = ("Pending", "Succeeded", "Failed", "Skipped", "DryRun")
+
+
+class Phase(StrEnum):
+    """The monitor's phase (``status.phase``, shown by ``kubectl get mm``)."""
+
+    HEALTHY = "Healthy"
+    PENDING = "Pending"
+    FIRING = "Firing"
+    ACTING = "Acting"
+    NO_DATA = "NoData"
+    DEGRADED = "Degraded"
+    PAUSED = "Paused"
+    INVALID = "Invalid"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def firing_policies(states: Sequence[PolicyState]) -> list[str]:
+    """Names of the policies whose episode is Firing or Resolving (also while held by NoData/Error)."""
+    return [s.name for s in states if s.episode_state in FIRING_STATES]
+
+
+def degraded_policies(spec: MonitorSpec, states: Sequence[PolicyState]) -> list[PolicyState]:
+    """Policies that failed to measure at least ``degradedAfterErrors`` times in a row."""
+    return [s for s in states if s.error_streak >= spec.degraded_after_errors]
+
+
+def _in_progress(actions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [a for a in actions if a.get("result") == "Pending"]
+
+
+def monitor_phase(
+    spec: MonitorSpec, states: Sequence[PolicyState], actions: Sequence[Mapping[str, Any]] = ()
+) -> tuple[Phase, str]:
+    """The phase of a monitor and the message saying why."""
+    if spec.paused:
+        return Phase.PAUSED, "monitoring is paused (spec.paused); policy states and timers are kept"
+    invalid = [s for s in states if s.last_outcome is OutcomeKind.INVALID]
+    if invalid:
+        return Phase.INVALID, "; ".join(f"policy {s.name}: {s.message}" for s in invalid)
+    degraded = degraded_policies(spec, states)
+    if degraded:
+        return Phase.DEGRADED, "; ".join(
+            f"policy {s.name}: {s.error_streak} consecutive measurement errors "
+            f"(degradedAfterErrors {spec.degraded_after_errors}): {s.message}"
+            for s in degraded
+        )
+    running = _in_progress(actions)
+    if running:
+        return Phase.ACTING, "; ".join(
+            f"action {a.get('name')} for policy {a.get('policy')} in progress" for a in running
+        )
+    firing = firing_policies(states)
+    if firing and (spec.combine is Combine.ANY_OF or len(firing) == len(states)):
+        return Phase.FIRING, "firing: " + ", ".join(firing)
+    pending = [s.name for s in states if s.episode_state is State.PENDING]
+    if pending or firing:
+        parts = []
+        if pending:
+            parts.append("pending: " + ", ".join(pending))
+        if firing:
+            parts.append(f"firing: {', '.join(firing)} (allOf: waiting for every policy)")
+        return Phase.PENDING, "; ".join(parts)
+    no_data = [s.name for s in states if s.state is State.NO_DATA]
+    if no_data:
+        return Phase.NO_DATA, "no data to judge: " + ", ".join(no_data)
+    errors = [s for s in states if s.state is State.ERROR]
+    if errors:
+        return Phase.HEALTHY, "; ".join(
+            f"policy {s.name} could not be measured ({s.error_streak} of {spec.degraded_after_errors} "
+            "errors before Degraded)"
+            for s in errors
+        )
+    return Phase.HEALTHY, (f"all {_count(len(states), 'policy', 'policies')} OK" if states else "no policies")
+
+
+def _condition(
+    prior: Mapping[str, Mapping[str, Any]],
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """A condition; ``lastTransitionTime`` moves only when ``status`` changes (Kubernetes convention)."""
+    old = prior.get(kind)
+    since = format_time(now)
+    if old is not None and old.get("status") == status and isinstance(old.get("lastTransitionTime"), str):
+        since = old["lastTransitionTime"]
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+
+
+def _prior_conditions(prior_status: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    if not prior_status:
+        return {}
+    return {
+        c["type"]: c
+        for c in prior_status.get("conditions") or []
+        if isinstance(c, Mapping) and isinstance(c.get("type"), str)
+    }
+
+
+def action_record(decision: Decision, *, result: str, at: datetime, reason: str = "") -> dict[str, Any]:
+    """A ``status.actions[]`` record for ``decision`` (``result`` one of Pending, Succeeded, Failed, Skipped,
+    DryRun). ``reason`` defaults to the decision's evidence."""
+    if result not in ACTION_RESULTS:
+        raise ValueError(f"action result must be one of {', '.join(ACTION_RESULTS)}, got {result!r}")
+    record: dict[str, Any] = {
+        "name": decision.action,
+        "policy": decision.policy,
+        "at": format_time(at),
+        "result": result,
+        "reason": reason or decision.reason,
+        "key": decision.key,
+    }
+    if decision.action_type is not None:
+        record["type"] = decision.action_type
+    return record
+
+
+def merge_actions(
+    history: Sequence[Mapping[str, Any]],
+    new: Sequence[Mapping[str, Any]],
+    limit: int = MAX_ACTION_HISTORY,
+) -> list[dict[str, Any]]:
+    """The action history with ``new`` records added, newest last, at most ``limit`` long.
+
+    A record repeating the key and result of one already kept is dropped (decisions repeat every cycle while a
+    policy fires); a record whose key matches a Pending one replaces it and moves to the end (the action in
+    flight has finished).
+    """
+    merged = [dict(r) for r in history]
+    for record in new:
+        key, result = record.get("key"), record.get("result")
+        if any(r.get("key") == key and r.get("result") == result for r in merged):
+            continue
+        merged = [r for r in merged if not (r.get("key") == key and r.get("result") == "Pending")]
+        merged.append(dict(record))
+    return merged[-limit:] if limit > 0 else []
+
+
+def last_action_text(actions: Sequence[Mapping[str, Any]]) -> str:
+    """``"rollback Succeeded 2026-11-24T10:00:00Z"`` for the newest record, or ``""``."""
+    if not actions:
+        return ""
+    newest = actions[-1]
+    return f"{newest.get('name', '')} {newest.get('result', '')} {newest.get('at', '')}".strip()
+
+
+def render_status(
+    spec: MonitorSpec,
+    evaluation: Evaluation,
+    *,
+    prior_status: Mapping[str, Any] | None = None,
+    observed_generation: int | None = None,
+    action_records: Sequence[Mapping[str, Any]] = (),
+    last_known_good: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole ``status`` of a monitor after ``evaluation``.
+
+    ``action_records`` are this cycle's records (see `action_record`), merged into the prior history.
+    ``last_known_good`` replaces the prior one when given, otherwise the prior one is kept.
+    """
+    prior_status = prior_status or {}
+    now = evaluation.now
+    states = evaluation.states
+    actions = merge_actions(prior_status.get("actions") or [], action_records)
+    phase, message = monitor_phase(spec, states, actions)
+    conditions = _render_conditions(spec, states, actions, phase, message, prior_status, now)
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "message": message,
+        "lastEvaluationTime": format_time(now),
+        "firingPolicies": ",".join(firing_policies(states)),
+        "lastAction": last_action_text(actions),
+        "policies": [s.to_status() for s in states],
+        "actions": actions,
+        "conditions": conditions,
+    }
+    if observed_generation is not None:
+        status["observedGeneration"] = observed_generation
+    lkg = last_known_good if last_known_good is not None else prior_status.get("lastKnownGood")
+    if lkg:
+        status["lastKnownGood"] = dict(lkg)
+    return status
+
+
+def _render_conditions(
+    spec: MonitorSpec,
+    states: Sequence[PolicyState],
+    actions: Sequence[Mapping[str, Any]],
+    phase: Phase,
+    message: str,
+    prior_status: Mapping[str, Any],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    prior = _prior_conditions(prior_status)
+    if phase in (Phase.INVALID, Phase.DEGRADED, Phase.PAUSED):
+        ready = _condition(prior, "Ready", "False", phase.value, message, now)
+    else:
+        ready = _condition(prior, "Ready", "True", "Evaluated", message, now)
+
+    failing = [s for s in states if s.state is State.ERROR]
+    if spec.paused:
+        evaluating = _condition(prior, "Evaluating", "False", "Paused", "monitoring is paused", now)
+    elif failing:
+        evaluating = _condition(
+            prior,
+            "Evaluating",
+            "False",
+            "MeasurementFailed",
+            "; ".join(f"policy {s.name}: {s.message}" for s in failing),
+            now,
+        )
+    else:
+        evaluating = _condition(
+            prior,
+            "Evaluating",
+            "True",
+            "Measured",
+            f"{_count(len(states), 'policy', 'policies')} measured this cycle",
+            now,
+        )
+
+    degraded = degraded_policies(spec, states)
+    if degraded:
+        degraded_condition = _condition(
+            prior,
+            "Degraded",
+            "True",
+            "ConsecutiveErrors",
+            "; ".join(f"policy {s.name}: {s.error_streak} consecutive errors" for s in degraded),
+            now,
+        )
+    else:
+        degraded_condition = _condition(
+            prior,
+            "Degraded",
+            "False",
+            "BelowErrorLimit",
+            f"no policy failed {spec.degraded_after_errors} times in a row",
+            now,
+        )
+
+    running = _in_progress(actions)
+    if running:
+        acting = _condition(
+            prior,
+            "ActionInProgress",
+            "True",
+            "ActionPending",
+            "; ".join(f"{a.get('name')} ({a.get('key')})" for a in running),
+            now,
+        )
+    else:
+        acting = _condition(prior, "ActionInProgress", "False", "Idle", "no action in progress", now)
+    return [ready, evaluating, degraded_condition, acting]
+
+
+def _entry_firing(entry: Mapping[str, Any]) -> bool:
+    """Whether a raw ``status.policies[]`` entry's episode is Firing or Resolving (held or not)."""
+    state = entry.get("state")
+    if state in (State.NO_DATA.value, State.ERROR.value):
+        state = entry.get("heldState")
+    return state in (State.FIRING.value, State.RESOLVING.value)
+
+
+def render_invalid_status(
+    reason: str,
+    *,
+    now: datetime,
+    prior_status: Mapping[str, Any] | None = None,
+    observed_generation: int | None = None,
+) -> dict[str, Any]:
+    """The status of a monitor whose spec the operator cannot evaluate (``phase: Invalid``, ``reason`` said).
+
+    The prior policy states, action history and lastKnownGood are kept unchanged, so fixing the spec resumes
+    where the monitor was.
+    """
+    now = require_aware(now, field="now").replace(microsecond=0)
+    prior_status = prior_status or {}
+    prior = _prior_conditions(prior_status)
+    actions = [dict(a) for a in prior_status.get("actions") or []]
+    policies = [dict(p) for p in prior_status.get("policies") or []]
+    status: dict[str, Any] = {
+        "phase": Phase.INVALID.value,
+        "message": reason,
+        "lastEvaluationTime": format_time(now),
+        "firingPolicies": ",".join(str(p.get("name")) for p in policies if _entry_firing(p)),
+        "lastAction": last_action_text(actions),
+        "policies": policies,
+        "actions": actions,
+        "conditions": [
+            _condition(prior, "Ready", "False", "Invalid", reason, now),
+            _condition(prior, "Evaluating", "False", "Invalid", "the spec cannot be evaluated", now),
+            _condition(prior, "Degraded", "Unknown", "Invalid", "not evaluated while the spec is invalid", now),
+            _condition(
+                prior,
+                "ActionInProgress",
+                "True" if _in_progress(actions) else "False",
+                "ActionPending" if _in_progress(actions) else "Idle",
+                "",
+                now,
+            ),
+        ],
+    }
+    if observed_generation is not None:
+        status["observedGeneration"] = observed_generation
+    if prior_status.get("lastKnownGood"):
+        status["lastKnownGood"] = dict(prior_status["lastKnownGood"])
+    return status
