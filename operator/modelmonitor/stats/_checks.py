@@ -17,9 +17,7 @@ def as_float_array(values: npt.ArrayLike, name: str, *, ndim: int | tuple[int, .
         raise ValueError(f"{name}: expected numbers, got {type(values).__name__} ({error})") from None
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if array.ndim not in allowed:
-        raise ValueError(
-            f"{name}: expected a {' or '.join(f'{d}-D' for d in allowed)} array, got shape {array.shape}"
-        )
+        raise ValueError(f"{name}: expected a {' or '.join(f'{d}-D' for d in allowed)} array, got shape {array.shape}")
     return array
 
 

@@ -17,9 +17,7 @@ from modelmonitor.stats._checks import FloatArray
 EMPTY_BIN_FLOOR = 1e-4
 
 
-def count_pair(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray]:
+def count_pair(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Validate two count arrays of the same shape; return them as float64.
 
     Raises ``ValueError`` naming the argument when shapes differ, a count is negative or not finite, or a side
@@ -56,9 +54,7 @@ def _as_counts(counts: npt.ArrayLike, name: str) -> FloatArray:
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: expected counts, got {type(counts).__name__} ({error})") from None
     if array.ndim not in (1, 2):
-        raise ValueError(
-            f"{name}: expected a 1-D count vector or a 2-D (features, bins) array, got {array.shape}"
-        )
+        raise ValueError(f"{name}: expected a 1-D count vector or a 2-D (features, bins) array, got {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: counts must be finite")
     if (array < 0).any():

@@ -61,9 +61,7 @@ def sample_pair(
     reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike
 ) -> tuple[SortedReference, FloatArray]:
     """The sorted reference and the ``(features, rows)`` current sample, checked to have the same features."""
-    sorted_reference = (
-        reference if isinstance(reference, SortedReference) else SortedReference.from_samples(reference)
-    )
+    sorted_reference = reference if isinstance(reference, SortedReference) else SortedReference.from_samples(reference)
     columns = as_columns(current, "current")
     if columns.shape[0] != sorted_reference.n_features:
         raise ValueError(

@@ -32,9 +32,7 @@ def chi_square(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -
     return float(statistic), float(p_value)
 
 
-def chi_square_columns(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray]:
+def chi_square_columns(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Chi-square statistic and p-value per feature for 2-D ``(features, bins)`` counts (0-D for 1-D
     input)."""
     reference, current = count_pair(reference_counts, current_counts)

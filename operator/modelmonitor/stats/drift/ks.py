@@ -46,9 +46,7 @@ def ks(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> tu
     return float(statistic[0]), float(p_value[0])
 
 
-def ks_columns(
-    reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray]:
+def ks_columns(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """KS statistic and p-value per feature of 2-D ``(rows, features)`` samples (or one 1-D feature)."""
     sorted_reference, current_columns = sample_pair(reference, current)
     statistic = ks_statistic_columns(sorted_reference, current_columns)
@@ -122,3 +120,20 @@ def ks_p_value(statistic: FloatArray, n: int, m: int) -> FloatArray:
     d = np.asarray(statistic, dtype=np.float64)
     effective_n = np.round(n * m / (n + m))
     return np.clip(np.asarray(scipy_stats.kstwo.sf(d, effective_n), dtype=np.float64), 0.0, 1.0)
+
+
+def ks_statistic_windows(reference_sorted: FloatArray, windows: FloatArray) -> FloatArray:
+    """Exact KS statistic of each row of ``windows`` (``(count, m)``) against one sorted 1-D reference.
+
+    All windows are searched into the reference in one call, so scoring a thousand bootstrap windows costs
+    about as much as one search of all their values.
+    """
+    n = int(reference_sorted.size)
+    count, m = windows.shape
+    ordered = np.sort(windows, axis=1)
+    at_or_below = np.searchsorted(reference_sorted, ordered.ravel(), side="right").reshape(count, m)
+    below = np.searchsorted(reference_sorted, ordered.ravel(), side="left").reshape(count, m)
+    ranks = np.arange(m, dtype=np.float64)
+    upper = np.max((ranks + 1.0) / m - at_or_below / n, axis=1)
+    lower = np.max(below / n - ranks / m, axis=1)
+    return np.asarray(np.clip(np.maximum(upper, lower), 0.0, 1.0), dtype=np.float64)

@@ -20,9 +20,7 @@ from modelmonitor.stats._checks import FloatArray
 from modelmonitor.stats.drift._counts import EMPTY_BIN_FLOOR, count_pair, proportions, scalar_or_array
 
 
-def psi(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, eps: float = EMPTY_BIN_FLOOR
-) -> float:
+def psi(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, eps: float = EMPTY_BIN_FLOOR) -> float:
     """PSI between two count vectors over the same bins (natural log, proportions floored at ``eps``)."""
     return float(psi_columns(reference_counts, current_counts, eps=eps))
 

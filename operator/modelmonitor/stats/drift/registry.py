@@ -61,11 +61,7 @@ class DriftMethod:
 
     def is_drift(self, score: float | FloatArray, threshold: float) -> bool | npt.NDArray[np.bool_]:
         """Whether ``score`` is past ``threshold`` in this method's direction (strictly)."""
-        result = (
-            np.asarray(score) > threshold
-            if self.direction == "higher_is_drift"
-            else np.asarray(score) < threshold
-        )
+        result = np.asarray(score) > threshold if self.direction == "higher_is_drift" else np.asarray(score) < threshold
         return bool(result) if result.ndim == 0 else result
 
 
@@ -104,12 +100,8 @@ METHODS: dict[str, DriftMethod] = {
     "jensen_shannon": DriftMethod(
         "jensen_shannon", "counts", "higher_is_drift", 0.0, 1.0, _js, "Jensen-Shannon distance, log base 2"
     ),
-    "hellinger": DriftMethod(
-        "hellinger", "counts", "higher_is_drift", 0.0, 1.0, _hellinger, "Hellinger distance"
-    ),
-    "linf": DriftMethod(
-        "linf", "counts", "higher_is_drift", 0.0, 1.0, _linf, "largest change in one category's share"
-    ),
+    "hellinger": DriftMethod("hellinger", "counts", "higher_is_drift", 0.0, 1.0, _hellinger, "Hellinger distance"),
+    "linf": DriftMethod("linf", "counts", "higher_is_drift", 0.0, 1.0, _linf, "largest change in one category's share"),
     "chi_square": DriftMethod(
         "chi_square",
         "counts",

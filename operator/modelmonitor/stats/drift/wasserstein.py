@@ -45,9 +45,7 @@ def wasserstein_columns(reference: npt.ArrayLike | SortedReference, current: npt
     return _wasserstein_sorted(sorted_reference.columns, np.sort(current_columns, axis=1))
 
 
-def wasserstein_normalized_columns(
-    reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike
-) -> FloatArray:
+def wasserstein_normalized_columns(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> FloatArray:
     """Wasserstein-1 per feature divided by the reference population standard deviation of that feature."""
     sorted_reference, current_columns = sample_pair(reference, current)
     distance = _wasserstein_sorted(sorted_reference.columns, np.sort(current_columns, axis=1))
@@ -90,3 +88,35 @@ def _single(values: FloatArray) -> float:
     if values.size != 1:
         raise ValueError(f"current: compares one feature, got {values.size}; use the *_columns() function")
     return float(values[0])
+
+
+def wasserstein_windows(reference_sorted: FloatArray, windows: FloatArray) -> FloatArray:
+    """Wasserstein-1 of each row of ``windows`` (``(count, m)``) against one sorted 1-D reference (``n``).
+
+    Costs ``O(m log n)`` per window instead of ``O(n + m)``: on the common grid of width ``1/(n m)``, window
+    value ``c_k`` covers reference order statistics ``i0..i1`` (partially at both ends, fully in between), and
+    ``sum |r_i - c|`` over a run of the sorted reference comes from prefix sums split at ``c``. Agrees with
+    :func:`wasserstein` to rounding (prefix sums add about ``1e-12`` relative error); used for calibration.
+    """
+    n = int(reference_sorted.size)
+    _, m = windows.shape
+    ordered = np.sort(windows, axis=1)
+    prefix = np.concatenate([[0.0], np.cumsum(reference_sorted)])
+    k = np.arange(m, dtype=np.int64)
+    first = (k * n) // m
+    last = ((k + 1) * n - 1) // m
+    same = first == last
+    first_weight = np.where(same, n, (first + 1) * m - k * n).astype(np.float64)
+    last_weight = np.where(same, 0, (k + 1) * n - last * m).astype(np.float64)
+    start = first + 1
+    stop = np.maximum(last, start)
+    split = np.clip(np.searchsorted(reference_sorted, ordered, side="left"), start, stop)
+    below_sum = prefix[split] - prefix[start]
+    above_sum = prefix[stop] - prefix[split]
+    middle = ordered * (split - start) - below_sum + above_sum - ordered * (stop - split)
+    total = (
+        first_weight * np.abs(reference_sorted[first] - ordered)
+        + last_weight * np.abs(reference_sorted[last] - ordered)
+        + m * middle
+    )
+    return np.asarray(total.sum(axis=1) / (float(n) * float(m)), dtype=np.float64)
