@@ -103,6 +103,11 @@ class ClusterState:
         }
 
 
+def failed_logs_dir(root: Path) -> Path:
+    """Where the logs of a failed start are kept (the cluster folder itself is removed)."""
+    return root.with_name(root.name + "-failed-logs")
+
+
 def _state_file(root: Path) -> Path:
     return root / "state.json"
 
@@ -320,12 +325,13 @@ def up(
         progress(f"found leftovers of an unrecorded run in {root}; cleaning them up")
         down(root, progress)
 
+    chosen_ports = _ports(ports or {})  # before anything is written: a busy port leaves no trace
     binaries = ensure_binaries(progress)
     started = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     state = ClusterState(
         root=str(root),
-        ports=_ports(ports or {}),
+        ports=chosen_ports,
         started_at=time.time(),
         versions={"kubernetes": versions.KUBERNETES, "etcd": versions.ETCD, "kwok": versions.KWOK},
     )
@@ -333,12 +339,15 @@ def up(
     _save_state(state)
     try:
         _start_all(state, binaries, nodes, scrape_interval, progress, timeout)
-    except BaseException:
-        progress(f"start failed; stopping what was started (logs kept in {state.log_dir}.failed)")
-        failed_logs = Path(f"{state.log_dir}.failed")
+    except BaseException as exc:
+        # The cluster folder goes away with the failed start; its logs are kept beside it for diagnosis.
+        failed_logs = failed_logs_dir(root)
         shutil.rmtree(failed_logs, ignore_errors=True)
         shutil.copytree(state.log_dir, failed_logs, dirs_exist_ok=True)
+        progress(f"start failed; stopped what was started; logs kept in {failed_logs}")
         down(root, lambda _m: None)
+        if isinstance(exc, SandboxError):
+            raise SandboxError(str(exc).replace(str(state.log_dir), str(failed_logs))) from exc
         raise
     state.ready_seconds = round(time.monotonic() - started, 1)
     _save_state(state)

@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up on a fresh machine:
+# the virtual environment, Debian's Prometheus and Alertmanager, and the control-plane binaries (built once
+# with Go into ~/.cache/modelmonitor, then reused).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup venv binaries lint unit test demo clean-cluster
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Builds or reuses the cached binaries; installs Debian's prometheus and prometheus-alertmanager when missing.
+binaries: venv
+	$(BIN)/modelmonitor cluster build
+
+setup: venv binaries
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Unit tests only: no cluster, seconds.
+unit: venv
+	$(BIN)/pytest -m "not cluster and not e2e" -q $(PYTEST_ARGS)
+
+# Everything CI runs: lint, unit, integration and end-to-end tests on the real local sandbox.
+test: setup lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/modelmonitor demo
+
+clean-cluster: venv
+	$(BIN)/modelmonitor cluster down
