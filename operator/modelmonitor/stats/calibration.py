@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelmonitor.stats._checks import FloatArray, as_float_array, require_finite, require_non_empty
-from modelmonitor.stats.binning import bin_counts, quantile_edges
+from modelmonitor.stats.binning import bin_counts, bin_counts_columns, quantile_edges
 from modelmonitor.stats.drift._counts import count_pair
 from modelmonitor.stats.drift.ks import EXACT_P_VALUE_MAX_N, ks_p_value, ks_statistic_windows
 from modelmonitor.stats.drift.registry import METHODS, DriftMethod
@@ -46,6 +46,7 @@ __all__ = [
     "calibrate_threshold",
     "cramers_v",
     "guarded_p_value_drift",
+    "score_windows",
     "threshold_from_scores",
 ]
 
@@ -145,14 +146,44 @@ def _sample_scores(
     for start in range(0, n_boot, chunk):
         count = min(chunk, n_boot - start)
         windows = reference_sorted[rng.integers(0, n, size=(count, window_size))]
-        if method in ("ks", "ks_statistic"):
-            scores[start : start + count] = ks_statistic_windows(reference_sorted, windows)
-        else:
-            scores[start : start + count] = wasserstein_windows(reference_sorted, windows)
-    if method == "ks":
-        return _ks_p_values(reference_sorted, scores, window_size)
+        scores[start : start + count] = _score_sample_windows(method, reference_sorted, windows)
+    return scores
+
+
+def score_windows(
+    method: str, reference: np.ndarray, windows: np.ndarray, *, edges: np.ndarray | None = None
+) -> FloatArray:
+    """Score each row of ``windows`` (``(count, window_size)``, one feature) against ``reference``.
+
+    The same scores :func:`calibrate_threshold` ranks, for live or simulated windows: count-based methods bin
+    every window at ``edges`` (default: ``DEFAULT_BINS`` reference quantiles), sample-based methods compare
+    each window with the sorted reference.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown drift method {method!r}; known: {', '.join(sorted(METHODS))}")
+    values = as_float_array(reference, "reference")
+    require_non_empty(values, "reference")
+    require_finite(values, "reference")
+    rows = as_float_array(windows, "windows", ndim=2)
+    require_non_empty(rows, "windows", axis=1)
+    require_finite(rows, "windows")
+    spec = METHODS[method]
+    if spec.input == "counts":
+        bounds = quantile_edges(values, DEFAULT_BINS) if edges is None else np.asarray(edges, np.float64)
+        reference_counts = bin_counts(values, bounds)
+        counts = np.stack(bin_counts_columns(rows.T, [bounds] * rows.shape[0]))
+        return spec.columns(np.broadcast_to(reference_counts, counts.shape), counts)
+    return _score_sample_windows(method, np.sort(values), rows)
+
+
+def _score_sample_windows(method: str, reference_sorted: FloatArray, windows: FloatArray) -> FloatArray:
+    if method in ("ks", "ks_statistic"):
+        scores = ks_statistic_windows(reference_sorted, windows)
+        return _ks_p_values(reference_sorted, scores, windows.shape[1]) if method == "ks" else scores
+    scores = wasserstein_windows(reference_sorted, windows)
     if method == "wasserstein_normalized":
-        return normalize_by_std(scores, np.full(n_boot, reference_sorted.std()))
+        constant = reference_sorted[0] == reference_sorted[-1]
+        return normalize_by_std(scores, np.full(scores.size, 0.0 if constant else reference_sorted.std()))
     return scores
 
 

@@ -33,7 +33,10 @@ class SortedReference:
         """Sort a 1-D (one feature) or 2-D ``(rows, features)`` finite reference sample."""
         columns = as_columns(reference, "reference")
         sorted_columns = np.sort(columns, axis=1)
-        return cls(columns=sorted_columns, std=sorted_columns.std(axis=1))
+        # A constant column's std computes as rounding noise (~1e-18), not 0; make it exactly 0.
+        constant = sorted_columns[:, 0] == sorted_columns[:, -1]
+        std = np.where(constant, 0.0, sorted_columns.std(axis=1))
+        return cls(columns=sorted_columns, std=std)
 
     @property
     def n_features(self) -> int:
