@@ -1,0 +1,109 @@
+"""``modelmonitor sidecar``: run the monitoring sidecar next to a model server.
+
+    # push mode: the model server POSTs events and labels
+    modelmonitor sidecar --profile /etc/modelmonitor/profile.json --listen 0.0.0.0:8081 --model churn --version v3
+    # proxy mode: clients call the sidecar, which forwards to the model server
+    modelmonitor sidecar --profile profile.json --listen 0.0.0.0:8081 --upstream http://127.0.0.1:8080 \\
+        --model churn --version v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+
+DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def duration_seconds(text: str) -> float:
+    """``"90s"``, ``"1h30m"``, ``"2d"`` or a plain number of seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = DURATION.match(text)
+    if not text or match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 90s, 10m, 1h30m or 2d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8081`` for IPv6)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 0.0.0.0:8081")
+    return host.strip("[]"), int(port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sidecar's options."""
+    parser.add_argument(
+        "--profile", required=True, help="the reference profile JSON (a file or a mounted ConfigMap key)"
+    )
+    parser.add_argument("--listen", type=listen_address, default=("0.0.0.0", 8081), help="HOST:PORT to serve on")
+    parser.add_argument("--upstream", help="model server base URL: enables proxy mode (e.g. http://127.0.0.1:8080)")
+    parser.add_argument("--model", required=True, help="the `model` label of every series")
+    parser.add_argument("--version", required=True, dest="model_version", help="the `version` label of every series")
+    parser.add_argument("--mapping", help="JSON field mapping for proxied payloads that are not KServe v1 / OIP v2")
+    parser.add_argument("--window-size", type=int, help="drift window rows (default: the profile's)")
+    parser.add_argument("--min-window-rows", type=int, help="rows before drift scores are exported (default: full)")
+    parser.add_argument("--quality-window", type=int, default=1000, help="joined labels in the quality window")
+    parser.add_argument(
+        "--label-ttl", type=duration_seconds, default=3600.0, help="how long predictions wait for labels (1h)"
+    )
+    parser.add_argument("--label-capacity", type=int, default=100_000, help="most predictions waiting for labels")
+    parser.add_argument("--max-groups", type=int, default=20, help="group values exported when the profile lists none")
+    parser.add_argument("--max-classes", type=int, default=50, help="classes exported when the profile lists none")
+    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest push body (16 MiB)")
+    parser.add_argument("--max-events", type=int, default=100_000, help="most events or labels per push batch")
+    parser.add_argument("--upstream-timeout", type=duration_seconds, default=60.0, help="model call timeout (60s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the profile, build the monitor and serve until SIGTERM / SIGINT."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from modelmonitor.sidecar import profile as profile_io
+    from modelmonitor.sidecar.monitor import Monitor, MonitorSettings
+    from modelmonitor.sidecar.payloads import FieldMapping
+    from modelmonitor.sidecar.server import ServerSettings, SidecarServer
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("modelmonitor.sidecar")
+    try:
+        profile = profile_io.load(args.profile)
+        mapping = FieldMapping.from_file(args.mapping) if args.mapping else None
+        settings = MonitorSettings(
+            window_size=args.window_size,
+            min_window_rows=args.min_window_rows,
+            quality_window=args.quality_window,
+            label_ttl_seconds=args.label_ttl,
+            label_capacity=args.label_capacity,
+            max_groups=args.max_groups,
+            max_classes=args.max_classes,
+        )
+        monitor = Monitor(profile, model=args.model, version=args.model_version, settings=settings)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    server = SidecarServer(
+        monitor,
+        ServerSettings(
+            upstream=args.upstream,
+            mapping=mapping,
+            max_body_bytes=args.max_body_bytes,
+            max_events=args.max_events,
+            upstream_timeout_seconds=args.upstream_timeout,
+        ),
+        CollectorRegistry(),
+    )
+    host, port = args.listen
+    mode = f"proxy to {args.upstream}" if args.upstream else "push"
+    log.info("sidecar for %s %s (%s mode) on %s:%d", args.model, args.model_version, mode, host, port)
+    web.run_app(server.app(), host=host, port=port, print=None, access_log=None)
+    return 0

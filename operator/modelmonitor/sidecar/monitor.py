@@ -1,0 +1,558 @@
+"""The monitor: everything one sidecar knows about the traffic it has seen, updated a batch at a time.
+
+It keeps two kinds of state. **Counters** (requests, feature histograms at the reference bucket bounds, category
+counts, missing values, schema violations, predictions, confusion outcomes per group) only ever grow and are
+exported as Prometheus counters and histograms, so the fleet view is a sum over replicas. **Windows** (the last
+``window_size`` rows of features and predictions, the last joined labels) are fixed-size ring buffers from which the
+per-replica drift, quality and fairness gauges are computed at scrape time. Every structure is bounded: memory is
+flat however long the sidecar runs.
+
+The same object is the in-process Python API: a model server can create a :class:`Monitor`, call
+:meth:`Monitor.log_batch` / :meth:`Monitor.log_events` / :meth:`Monitor.log_labels`, and expose
+:meth:`Monitor.collector` on its own Prometheus registry. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelmonitor.sidecar.datafiles import canonical_category
+from modelmonitor.sidecar.encode import BatchError, FeatureColumns, FeatureEncoder
+from modelmonitor.sidecar.labels import LabelStore
+from modelmonitor.sidecar.profile import OTHER, NumericalReference, Profile
+
+NO_GROUP = "__none__"
+"""Group label of a prediction that came without a group attribute."""
+
+DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Latency bucket bounds (seconds): Prometheus' defaults plus 1 ms and 2.5 ms, where model servers live."""
+
+VIOLATION_KINDS = ("type", "range", "unseen_category", "non_finite")
+"""Per-feature schema violation kinds; ``unknown_feature`` is counted apart, under feature ``__unknown__``."""
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Bounds and knobs of one monitor. Every size here caps memory or label cardinality."""
+
+    window_size: int | None = None
+    """Rows in the drift window; default: the profile's (the size its thresholds were calibrated for)."""
+    min_window_rows: int | None = None
+    """Rows needed before drift scores are exported; default: the full window (what the thresholds assume)."""
+    quality_window: int = 1000
+    """Joined labels kept for the per-replica accuracy / precision / recall / F1 and fairness gauges."""
+    label_ttl_seconds: float = 3600.0
+    """How long a prediction waits for its label before it is counted as expired."""
+    label_capacity: int = 100_000
+    """Most predictions waiting for a label; the oldest are expired first."""
+    max_groups: int = 20
+    """Distinct group values exported (beyond: ``__other__``), when the profile does not list them."""
+    max_classes: int = 50
+    """Distinct predicted classes exported (beyond: ``__other__``), when the profile does not list them."""
+    latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
+    """Bucket bounds (seconds) of the latency histogram."""
+    min_group_rows: int = 30
+    """Rows a group needs in the window before it takes part in a fairness gap (fewer: too noisy to compare)."""
+
+
+@dataclass
+class EventBatch:
+    """One batch of prediction events in columns, ready to ingest.
+
+    Attributes:
+        features: encoded feature values (see :class:`FeatureColumns`).
+        request_ids: per event, the id labels will be joined on (None: not joinable).
+        predictions: per event, the predicted class or value as sent (None: none).
+        scores: per event, the predicted score / probability of the positive class (NaN: none).
+        groups: per event, the group attribute value (None: none).
+        status: per event, the HTTP status the model answered with (200 for a successful push event).
+        latency: per event, the model latency in seconds (NaN: not measured).
+    """
+
+    features: FeatureColumns
+    request_ids: Sequence[str | None] | None = None
+    predictions: Sequence[Any] | npt.NDArray[Any] | None = None
+    scores: npt.NDArray[np.float64] | None = None
+    groups: Sequence[Any] | None = None
+    status: npt.NDArray[np.int64] | None = None
+    latency: npt.NDArray[np.float64] | None = None
+
+    @property
+    def size(self) -> int:
+        """Events in the batch."""
+        return self.features.rows
+
+
+_NO_FEATURES = FeatureColumns(
+    rows=0,
+    numerical=np.empty((0, 0)),
+    categorical=np.empty((0, 0), dtype=np.int32),
+    missing=np.zeros(0, dtype=np.int64),
+    type_violations=np.zeros(0, dtype=np.int64),
+    unseen=np.zeros(0, dtype=np.int64),
+    nan_literals=np.zeros(0, dtype=np.int64),
+)
+
+
+class _Table:
+    """Label values of one capped label (groups, classes): fixed first, then first-come up to ``cap``."""
+
+    def __init__(self, fixed: Sequence[str], cap: int, *, reserved: Sequence[str] = ()) -> None:
+        self.names: list[str] = [*reserved, *fixed]
+        self.codes: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+        self.dynamic = not fixed
+        self.limit = len(reserved) + (len(fixed) if fixed else cap)
+        self.size = self.limit + 1  # + __other__
+        self.other = self.limit
+
+    def code(self, name: str) -> int:
+        known = self.codes.get(name)
+        if known is not None:
+            return known
+        if self.dynamic and len(self.names) < self.limit:
+            self.codes[name] = len(self.names)
+            self.names.append(name)
+            return self.codes[name]
+        return self.other
+
+    def label(self, code: int) -> str:
+        return OTHER if code == self.other else self.names[code]
+
+
+class _Ring:
+    """A fixed-size ring buffer of rows; ``view()`` returns the filled rows (in no particular order)."""
+
+    def __init__(self, size: int, width: int | None, dtype: type, fill: float | int) -> None:
+        shape = (size,) if width is None else (size, width)
+        self.data: npt.NDArray[Any] = np.full(shape, fill, dtype=dtype)
+        self.size = size
+        self.head = 0
+        self.filled = 0
+
+    def push(self, rows: npt.NDArray[Any]) -> None:
+        n = rows.shape[0]
+        if n == 0:
+            return
+        if n >= self.size:
+            self.data[...] = rows[n - self.size :]
+            self.head, self.filled = 0, self.size
+            return
+        index = (self.head + np.arange(n)) % self.size
+        self.data[index] = rows
+        self.head = int((self.head + n) % self.size)
+        self.filled = min(self.size, self.filled + n)
+
+    def view(self) -> npt.NDArray[Any]:
+        return self.data if self.filled == self.size else self.data[: self.filled]
+
+
+@dataclass
+class Counters:
+    """The monotonically growing counts (exported as Prometheus counters and histograms)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    latency_buckets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    latency_sum: float = 0.0
+    feature_buckets: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    feature_sums: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    category_counts: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    observations: int = 0
+    missing: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    violations: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    unknown_features: int = 0
+    score_buckets: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    score_sum: float = 0.0
+    class_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    group_predictions: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    confusion: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    labels_received: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class Monitor:
+    """Counts and windows for one model version behind one sidecar (see the module docstring).
+
+    Args:
+        profile: the reference profile.
+        model, version: the ``model`` and ``version`` label values of every exported series.
+        settings: bounds and knobs.
+        clock: monotonic seconds, for the label TTL; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        model: str,
+        version: str,
+        settings: MonitorSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.profile = profile
+        self.model = model
+        self.version = version
+        self.settings = settings = settings or MonitorSettings()
+        self.encoder = FeatureEncoder(profile)
+        self.lock = threading.Lock()
+        self.window_size = settings.window_size or profile.window_size
+        self.min_window_rows = min(settings.min_window_rows or self.window_size, self.window_size)
+        numerical = [profile.features[i] for i in self.encoder.numerical_index]
+        categorical = [profile.features[i] for i in self.encoder.categorical_index]
+        self.numerical_refs: list[NumericalReference] = [f.reference for f in numerical]  # type: ignore[misc]
+        self.numerical_names = [f.name for f in numerical]
+        self.categorical_names = [f.name for f in categorical]
+        self._minimum = np.array([r.minimum for r in self.numerical_refs])
+        self._maximum = np.array([r.maximum for r in self.numerical_refs])
+
+        prediction = profile.prediction
+        self.score_ref = prediction.score if prediction else None
+        self.class_ref = class_ref = prediction.classes if prediction else None
+        self.count_classes = class_ref is not None or self.score_ref is None
+        self.classes = _Table(class_ref.categories if class_ref else (), settings.max_classes)
+        if profile.positive_class is not None:
+            self.classes.code(profile.positive_class)  # the positive class always gets its own label value
+        self.positive_code = None if profile.positive_class is None else self.classes.codes.get(profile.positive_class)
+        self.groups = _Table(profile.groups, settings.max_groups, reserved=(NO_GROUP,))
+
+        width = len(profile.features)
+        self.counters = Counters(
+            latency_buckets=np.zeros(len(settings.latency_buckets) + 1, dtype=np.int64),
+            feature_buckets=[np.zeros(r.bounds.size + 1, dtype=np.int64) for r in self.numerical_refs],
+            feature_sums=np.zeros(len(numerical)),
+            category_counts=[np.zeros(len(f.reference.counts), dtype=np.int64) for f in categorical],
+            missing=np.zeros(width, dtype=np.int64),
+            violations={kind: np.zeros(width, dtype=np.int64) for kind in VIOLATION_KINDS},
+            score_buckets=np.zeros(0 if self.score_ref is None else self.score_ref.bounds.size + 1, dtype=np.int64),
+            class_counts=np.zeros(self.classes.size, dtype=np.int64),
+            group_predictions=np.zeros((self.groups.size, 2), dtype=np.int64),
+            confusion=np.zeros((self.groups.size, 4), dtype=np.int64),
+        )
+        self._latency_bounds = np.asarray(settings.latency_buckets, dtype=np.float64)
+        self.numerical_window = _Ring(self.window_size, len(numerical), np.float64, math.nan)
+        self.categorical_window = _Ring(self.window_size, len(categorical), np.int32, -1)
+        self.score_window = _Ring(self.window_size, None, np.float64, math.nan)
+        self.class_window = _Ring(self.window_size, None, np.int32, -1)
+        # (predicted positive, group) of recent predictions: demographic parity needs no labels.
+        self.prediction_group_window = _Ring(self.window_size, 2, np.int32, -1)
+        # (outcome, group) of recent joined labels.
+        self.quality_window = _Ring(settings.quality_window, 2, np.int32, -1)
+        self.labels = LabelStore(ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock)
+        self.generation = 0
+        """Bumped on every change, so scrape-time computations can be cached between changes."""
+
+    # --- the in-process API ------------------------------------------------------------------------------
+
+    def log_batch(
+        self,
+        features: npt.ArrayLike | Mapping[str, Any],
+        *,
+        predictions: Sequence[Any] | npt.ArrayLike | None = None,
+        scores: npt.ArrayLike | None = None,
+        request_ids: Sequence[str | None] | None = None,
+        groups: Sequence[Any] | None = None,
+        errors: npt.ArrayLike | None = None,
+        latency_seconds: npt.ArrayLike | None = None,
+    ) -> int:
+        """Record a batch of predictions given as columns; returns the number of events recorded.
+
+        Args:
+            features: a ``(rows, features)`` array in profile order (NaN = missing), or a mapping of feature name
+                to a column (array or list; None = missing).
+            predictions: per row, the predicted class or value.
+            scores: per row, the score / probability of the positive class (NaN = none).
+            request_ids: per row, the id its label will arrive with (None = not joinable).
+            groups: per row, the group attribute value.
+            errors: per row, True if the model call failed.
+            latency_seconds: per row, the model latency.
+
+        Raises:
+            BatchError: a shape mismatch, non-finite values or unknown feature names (nothing is recorded).
+        """
+        if isinstance(features, Mapping):
+            rows = _column_length(features)
+            encoded = self.encoder.encode_columns(features, rows)
+            if encoded.unknown_features:
+                raise BatchError(
+                    "unknown_feature", f"features: not in the profile: {', '.join(sorted(encoded.unknown_features))}"
+                )
+        else:
+            encoded = self.encoder.encode_matrix(features)
+        rows = encoded.rows
+        if np.isinf(encoded.numerical).any():
+            raise BatchError("non_finite", "features: infinite values; send NaN for a missing value")
+        status = None
+        if errors is not None:
+            failed = _column(errors, rows, "errors").astype(bool)
+            status = np.where(failed, 500, 200).astype(np.int64)
+        batch = EventBatch(
+            features=encoded,
+            request_ids=None if request_ids is None else _checked_length(request_ids, rows, "request_ids"),
+            predictions=None if predictions is None else _checked_length(_as_array(predictions), rows, "predictions"),
+            scores=None if scores is None else _column(scores, rows, "scores").astype(np.float64),
+            groups=None if groups is None else _checked_length(groups, rows, "groups"),
+            status=status,
+            latency=None if latency_seconds is None else _column(latency_seconds, rows, "latency_seconds"),
+        )
+        self.ingest(batch)
+        return rows
+
+    def log_events(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Record push-format events (see ``docs/sidecar.md``); returns how many. Raises :class:`BatchError`."""
+        from modelmonitor.sidecar.events import parse_events  # the parser imports this module
+
+        batch = parse_events(events, self.encoder)
+        self.ingest(batch)
+        return batch.size
+
+    def log_labels(self, labels: Sequence[tuple[str, Any]]) -> dict[str, int]:
+        """Join true labels ``(request_id, label)`` to stored predictions; returns counts per result."""
+        results: dict[str, int] = {}
+        positive = self.profile.positive_class
+        with self.lock:
+            for request_id, label in labels:
+                label_positive = -1 if positive is None or label is None else int(canonical_category(label) == positive)
+                join = self.labels.offer(str(request_id), label_positive)
+                results[join.result] = results.get(join.result, 0) + 1
+                if join.outcome is not None and join.group is not None:
+                    self.counters.confusion[join.group, join.outcome] += 1
+                    self.quality_window.push(np.array([[join.outcome, join.group]], dtype=np.int32))
+            received = self.counters.labels_received
+            for result, count in results.items():
+                received[result] = received.get(result, 0) + count
+            self.generation += 1
+        return results
+
+    def reject(self, reason: str) -> None:
+        """Count a refused payload under ``reason`` (the server calls this; so may an in-process caller)."""
+        with self.lock:
+            self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
+
+    def collector(self) -> Any:
+        """A Prometheus collector for this monitor, to ``registry.register(...)``."""
+        from modelmonitor.sidecar.metrics import MonitorCollector
+
+        return MonitorCollector(self)
+
+    # --- ingest ------------------------------------------------------------------------------------------
+
+    def record_request(self, status: int, latency_seconds: float | None) -> None:
+        """Count one model call (proxy mode: one HTTP exchange, whatever the number of rows in it)."""
+        batch_status = np.array([status], dtype=np.int64)
+        latency = None if latency_seconds is None else np.array([latency_seconds], dtype=np.float64)
+        with self.lock:
+            self._count_requests(EventBatch(features=_NO_FEATURES, status=batch_status, latency=latency), 1)
+            self.generation += 1
+
+    def ingest(self, batch: EventBatch, *, count_requests: bool = True) -> None:
+        """Add one encoded batch to the counters and windows (vectorized; holds the lock while updating).
+
+        ``count_requests=False`` when the calls were counted already (:meth:`record_request`, proxy mode).
+        """
+        n = batch.size
+        if n == 0:
+            return
+        classes, scores = self._prediction_columns(batch)
+        predicted_positive = self._predicted_positive(classes, scores)
+        with self.lock:
+            group_codes = self._group_codes(batch, n)
+            if count_requests:
+                self._count_requests(batch, n)
+            self._count_features(batch.features)
+            self._count_predictions(classes, scores)
+            c = self.counters
+            valid = predicted_positive >= 0
+            np.add.at(c.group_predictions, (group_codes[valid], predicted_positive[valid]), 1)
+            self.prediction_group_window.push(np.column_stack([predicted_positive, group_codes]).astype(np.int32))
+            if batch.request_ids is not None:
+                ids = batch.request_ids
+                keep = [i for i, r in enumerate(ids) if r is not None]
+                if len(keep) == n:
+                    self.labels.add([str(r) for r in ids], predicted_positive.tolist(), group_codes.tolist())
+                elif keep:
+                    self.labels.add(
+                        [str(ids[i]) for i in keep], predicted_positive[keep].tolist(), group_codes[keep].tolist()
+                    )
+            self.generation += 1
+
+    def _count_requests(self, batch: EventBatch, n: int) -> None:
+        c = self.counters
+        if batch.status is None:
+            c.requests["2xx"] = c.requests.get("2xx", 0) + n
+        else:
+            classes, counts = np.unique(batch.status // 100, return_counts=True)
+            for status_class, count in zip(classes.tolist(), counts.tolist(), strict=True):
+                key = f"{status_class}xx"
+                c.requests[key] = c.requests.get(key, 0) + count
+            c.errors += int(np.count_nonzero(batch.status >= 500))
+        if batch.latency is not None:
+            latency = batch.latency[np.isfinite(batch.latency)]
+            if latency.size:
+                index = np.searchsorted(self._latency_bounds, latency, side="left")
+                c.latency_buckets += np.bincount(index, minlength=c.latency_buckets.size)
+                c.latency_sum += float(latency.sum())
+
+    def _count_features(self, features: FeatureColumns) -> None:
+        c = self.counters
+        c.observations += features.rows
+        c.missing += features.missing
+        c.violations["type"] += features.type_violations
+        c.violations["unseen_category"] += features.unseen
+        c.unknown_features += sum(features.unknown_features.values())
+        values = features.numerical
+        if values.shape[1]:
+            finite = np.isfinite(values)
+            infinite = np.isinf(values)
+            outside = finite & ((values < self._minimum) | (values > self._maximum))
+            out_index = self.encoder.numerical_index
+            c.violations["non_finite"][out_index] += infinite.sum(axis=0)
+            c.violations["range"][out_index] += outside.sum(axis=0)
+            columns = np.ascontiguousarray(values.T)
+            for j, reference in enumerate(self.numerical_refs):
+                column = columns[j]
+                if not finite[:, j].all():
+                    column = column[finite[:, j]]
+                buckets = c.feature_buckets[j]
+                buckets += np.bincount(np.searchsorted(reference.bounds, column, side="left"), minlength=buckets.size)
+                c.feature_sums[j] += float(column.sum())
+            window_rows = values[-self.window_size :]
+            if infinite.any():
+                window_rows = np.where(np.isinf(window_rows), np.nan, window_rows)
+            self.numerical_window.push(window_rows)
+        codes = features.categorical
+        if codes.shape[1]:
+            for j, counts in enumerate(c.category_counts):
+                column = codes[:, j]
+                counts += np.bincount(column[column >= 0], minlength=counts.size)[: counts.size]
+            self.categorical_window.push(codes[-self.window_size :])
+
+    def _count_predictions(self, classes: npt.NDArray[np.int32] | None, scores: npt.NDArray[np.float64] | None) -> None:
+        c = self.counters
+        if classes is not None:
+            known = classes[classes >= 0]
+            c.class_counts += np.bincount(known, minlength=c.class_counts.size)
+            self.class_window.push(classes[-self.window_size :])
+        if scores is not None and self.score_ref is not None:
+            finite = scores[np.isfinite(scores)]
+            if finite.size:
+                index = np.searchsorted(self.score_ref.bounds, finite, side="left")
+                c.score_buckets += np.bincount(index, minlength=c.score_buckets.size)
+                c.score_sum += float(finite.sum())
+            self.score_window.push(scores[-self.window_size :])
+
+    def _prediction_columns(
+        self, batch: EventBatch
+    ) -> tuple[npt.NDArray[np.int32] | None, npt.NDArray[np.float64] | None]:
+        """(class codes or None, scores or None) for the batch; class codes are -1 where no class was given."""
+        n = batch.size
+        scores = batch.scores
+        classes = None
+        raw = batch.predictions
+        if raw is not None:
+            values = raw if isinstance(raw, np.ndarray) else _as_array(raw)
+            numeric = values.dtype.kind in "iuf"
+            if scores is None and numeric and self.score_ref is not None and self.class_ref is None:
+                # A score distribution but no class distribution in the profile: a numeric prediction is the
+                # score (or the regression value).
+                scores = values.astype(np.float64)
+            if self.count_classes:
+                with self.lock:  # the class table may grow
+                    classes = _codes_of(values, self.classes)
+        if scores is not None and scores.shape != (n,):
+            raise BatchError("wrong_shape", f"scores: expected {n} values, got shape {scores.shape}")
+        return classes, scores
+
+    def _predicted_positive(
+        self, classes: npt.NDArray[np.int32] | None, scores: npt.NDArray[np.float64] | None
+    ) -> npt.NDArray[np.int64]:
+        """1 / 0 per event when the prediction was (not) the positive class, -1 when it cannot be told."""
+        n = len(classes) if classes is not None else (len(scores) if scores is not None else 0)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        positive = np.full(n, -1, dtype=np.int64)
+        if scores is not None:
+            finite = np.isfinite(scores)
+            positive[finite] = (scores[finite] >= self.profile.decision_threshold).astype(np.int64)
+        if classes is not None and self.positive_code is not None:
+            known = classes >= 0
+            positive[known] = (classes[known] == self.positive_code).astype(np.int64)
+        return positive
+
+    def _group_codes(self, batch: EventBatch, n: int) -> npt.NDArray[np.int64]:
+        raw: Sequence[Any] | None = batch.groups
+        if raw is None:
+            raw = batch.features.group_values
+        if raw is None:
+            return np.zeros(n, dtype=np.int64)  # NO_GROUP is code 0
+        return _codes_of(_as_array(raw), self.groups, missing=0).astype(np.int64)
+
+
+def _as_array(values: Sequence[Any] | npt.ArrayLike) -> npt.NDArray[Any]:
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        array = None
+    if array is None or array.ndim != 1:
+        items = list(values)  # type: ignore[arg-type]
+        array = np.empty(len(items), dtype=object)
+        array[:] = items
+    return array
+
+
+def _codes_of(values: npt.NDArray[Any], table: _Table, *, missing: int = -1) -> npt.NDArray[np.int32]:
+    """Codes of ``values`` in ``table`` (distinct values looked up once); ``missing`` for None / NaN."""
+    if values.dtype.kind == "O":
+        uniques: dict[Any, int] = {}
+        out = np.empty(len(values), dtype=np.int32)
+        for index, value in enumerate(values.tolist()):
+            key = value if not isinstance(value, list | dict) else repr(value)
+            code = uniques.get(key)
+            if code is None:
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    code = missing
+                else:
+                    code = table.code(canonical_category(value))
+                uniques[key] = code
+            out[index] = code
+        return out
+    distinct, inverse = np.unique(values, return_inverse=True)
+    lookup = np.empty(len(distinct), dtype=np.int32)
+    for index, value in enumerate(distinct.tolist()):
+        if isinstance(value, float) and math.isnan(value):
+            lookup[index] = missing
+        else:
+            lookup[index] = table.code(canonical_category(value))
+    return lookup[inverse.reshape(-1)]
+
+
+def _column_length(columns: Mapping[str, Any]) -> int:
+    lengths = {name: len(values) for name, values in columns.items()}
+    if not lengths:
+        raise BatchError("wrong_shape", "features: no columns")
+    distinct = set(lengths.values())
+    if len(distinct) != 1:
+        raise BatchError("wrong_shape", f"features: columns of different lengths: {lengths}")
+    return distinct.pop()
+
+
+def _checked_length(values: Sequence[Any] | npt.NDArray[Any], rows: int, name: str) -> Any:
+    if len(values) != rows:
+        raise BatchError("wrong_shape", f"{name}: {len(values)} values for {rows} rows")
+    return values
+
+
+def _column(values: npt.ArrayLike, rows: int, name: str) -> npt.NDArray[Any]:
+    array = np.asarray(values)
+    if array.shape != (rows,):
+        raise BatchError("wrong_shape", f"{name}: expected {rows} values, got shape {array.shape}")
+    return array
