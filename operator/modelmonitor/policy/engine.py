@@ -62,8 +62,8 @@ def evaluate(
     ``prior`` is either the previous status dict (with ``policies``) or a mapping of policy name to
     `PolicyState`. A policy without a prior state starts Inactive; a policy without a measurement in this
     cycle counts as an Error (the shell failed to measure it) and so holds. When the monitor is paused no
-    measurement is needed: the states are kept as they are (timers hold), nothing transitions, nothing is
-    decided.
+    measurement is needed: known states are kept as they are (timers hold), policies never evaluated are left
+    out, nothing transitions, nothing is decided.
     """
     now = floor_to_second(now)
     known: dict[str, PolicyState]
@@ -76,11 +76,15 @@ def evaluate(
 
     steps: list[PolicyStep] = []
     for rule in spec.policies:
-        before = known.get(rule.name) or PolicyState.initial(rule.name, now)
         if spec.paused:
-            held = Outcome(OutcomeKind.NO_DATA, None, None, None, "monitor paused")
-            steps.append(PolicyStep(rule, before, held, before, None))
+            # Nothing is measured: known policies keep their state and timers; a policy never evaluated has
+            # no state to show yet.
+            kept = known.get(rule.name)
+            if kept is not None:
+                held = Outcome(OutcomeKind.NO_DATA, None, None, None, "monitor paused")
+                steps.append(PolicyStep(rule, kept, held, kept, None))
             continue
+        before = known.get(rule.name) or PolicyState.initial(rule.name, now)
         measurement = measurements.get(rule.name)
         if measurement is None:
             measurement = Measurement.error("no measurement was taken for this policy in this cycle")

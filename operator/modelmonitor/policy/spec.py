@@ -39,7 +39,8 @@ def rule_from_spec(
 ) -> Rule:
     """The `Rule` for ``spec.policies[index]``.
 
-    ``calibrated_threshold`` fills in ``threshold: auto`` (None leaves the policy uncalibrated: NoData).
+    ``calibrated_threshold`` fills in ``threshold: auto`` / ``autoThreshold: true`` (None leaves the policy
+    uncalibrated: NoData).
     ``query`` is the rendered PromQL for messages; by default the policy's own ``query`` template, or
     ``signal <name>`` for a built-in signal.
     """
@@ -54,11 +55,15 @@ def rule_from_spec(
     if op is None:
         raise ValueError(f"{where}.condition.op: required, one of '<', '<=', '>', '>='")
     raw_threshold = condition.get("threshold")
+    # A calibrated threshold is written `threshold: auto` or, in the CRD, `autoThreshold: true`.
+    auto_flag = condition.get("autoThreshold") is True
     threshold: float | None
-    if raw_threshold == "auto":
+    if auto_flag and raw_threshold not in (None, "auto"):
+        raise ValueError(f"{where}.condition.threshold: set exactly one of threshold or autoThreshold: true")
+    if raw_threshold == "auto" or auto_flag:
         threshold = calibrated_threshold
     elif raw_threshold is None:
-        raise ValueError(f"{where}.condition.threshold: required, a number or 'auto'")
+        raise ValueError(f"{where}.condition.threshold: required, a number (or autoThreshold: true)")
     else:
         threshold = _number(raw_threshold, f"{where}.condition.threshold")
     raw_clear = condition.get("clearThreshold")

@@ -113,6 +113,12 @@ def test_paused_decides_nothing_and_keeps_the_timers() -> None:
     assert paused.status["policies"][0]["activeSince"] == format_time(at(0))
 
 
+def test_paused_before_the_first_evaluation_shows_no_policy_yet() -> None:
+    op = Operator(monitor(accuracy_rule(), paused=True))
+    op.cycle(0, {})
+    assert op.status["phase"] == "Paused" and op.status["policies"] == []
+
+
 def test_any_of_each_firing_policy_acts_on_its_own() -> None:
     op = Operator(monitor(accuracy_rule(), latency_rule()))
     result = op.cycle(0, {"accuracy-drop": bad(), "latency-p95": FAST})

@@ -63,6 +63,14 @@ def test_auto_threshold_without_calibration_is_none() -> None:
     assert monitor_from_spec("ml", "fraud", SPEC).policies[1].threshold is None
 
 
+def test_auto_threshold_as_the_crd_writes_it() -> None:
+    spec = _broken(["policies", 1, "condition"], {"op": ">", "autoThreshold": True})
+    assert monitor_from_spec("ml", "fraud", spec, calibrated_thresholds={"drift": 0.3}).policies[1].threshold == 0.3
+    both = _broken(["policies", 1, "condition"], {"op": ">", "threshold": 0.2, "autoThreshold": True})
+    with pytest.raises(ValueError, match="set exactly one of threshold or autoThreshold"):
+        monitor_from_spec("ml", "fraud", both)
+
+
 def _broken(path: list[Any], value: Any) -> dict[str, Any]:
     spec = copy.deepcopy(SPEC)
     node: Any = spec
