@@ -67,12 +67,10 @@ def evaluate(
     """
     now = floor_to_second(now)
     known: dict[str, PolicyState]
-    if prior is None:
-        known = {}
-    elif "policies" in prior or not all(isinstance(v, PolicyState) for v in prior.values()):
-        known = prior_states(prior)
-    else:
+    if prior and all(isinstance(v, PolicyState) for v in prior.values()):
         known = {name: state for name, state in prior.items() if isinstance(state, PolicyState)}
+    else:
+        known = prior_states(prior)  # a status dict (or nothing yet)
 
     steps: list[PolicyStep] = []
     for rule in spec.policies:

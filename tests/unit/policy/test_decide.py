@@ -163,3 +163,20 @@ def test_missing_measurement_counts_as_an_error() -> None:
     assert result.states[0].state.value == "Error"
     assert "no measurement" in result.states[0].message
     assert result.decisions == ()
+
+
+def test_evaluate_takes_policy_states_as_well_as_a_status_dict() -> None:
+    from modelmonitor.policy import PolicyState
+
+    spec = monitor(accuracy_rule(for_seconds=300))
+    pending = PolicyState.from_status(
+        {
+            "name": "accuracy-drop",
+            "state": "Pending",
+            "since": "2026-11-24T10:00:00Z",
+            "activeSince": "2026-11-24T10:00:00Z",
+        }
+    )
+    result = evaluate(spec, {"accuracy-drop": pending}, {"accuracy-drop": bad()}, at(300))
+    assert result.states[0].state.value == "Firing"
+    assert evaluate(spec, {}, {"accuracy-drop": bad()}, at(300)).states[0].state.value == "Pending"
