@@ -1,0 +1,569 @@
+"""The desired state of a ModelMonitor: what to watch, how to reach Prometheus, the policies and the actions."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, get_args
+
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from modelmonitor.api.actions import Action
+from modelmonitor.api.common import (
+    ACTION_NAME_PATTERN,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    HTTP_URL_PATTERN,
+    PROMETHEUS_LABEL_PATTERN,
+    ApiModel,
+    Duration,
+    PositiveDuration,
+    ShortText,
+    cel,
+    duration_seconds,
+    field_error,
+    k8s,
+)
+from modelmonitor.promql import TEMPLATE_PLACEHOLDERS, PromQLTemplateError, Template
+
+Signal = Literal[
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "dataDrift",
+    "predictionDrift",
+    "latencyP50",
+    "latencyP95",
+    "latencyP99",
+    "errorRate",
+    "fairnessGap",
+    "missingRate",
+    "schemaViolationRate",
+    "cpu",
+    "memory",
+]
+SIGNALS: tuple[Signal, ...] = get_args(Signal)
+DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
+
+Op = Literal["<", "<=", ">", ">="]
+
+# Placeholders a `query` template may use (the PromQL module renders them; it is the one place that knows
+# PromQL quoting).
+QUERY_PLACEHOLDERS: tuple[str, ...] = tuple(TEMPLATE_PLACEHOLDERS)
+
+ActionName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=ACTION_NAME_PATTERN)]
+
+MAX_POLICIES = 32
+MAX_ACTIONS = 16
+MAX_ACTIONS_PER_POLICY = 8
+
+
+class Target(ApiModel):
+    """The workload serving the model: what gets scaled, rolled back or promoted into."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "self.kind in ['Deployment', 'StatefulSet'] || has(self.apiVersion)",
+                    "apiVersion is required when kind is neither Deployment nor StatefulSet",
+                    field_path=".apiVersion",
+                ),
+                cel(
+                    "!(self.kind in ['Deployment', 'StatefulSet']) || !has(self.apiVersion) "
+                    "|| self.apiVersion == 'apps/v1'",
+                    "apiVersion must be apps/v1 for a Deployment or StatefulSet",
+                    field_path=".apiVersion",
+                ),
+            ]
+        )
+    )
+
+    kind: str = Field(
+        default="Deployment",
+        max_length=63,
+        pattern=r"^[A-Z][A-Za-z0-9]*$",
+        description=(
+            "Kind of the workload: Deployment (the default), StatefulSet, or any kind with a /scale "
+            "subresource (then apiVersion is required). Rollback needs a Deployment."
+        ),
+    )
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the workload in the monitor's namespace."
+    )
+    api_version: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$",
+        description="API group and version of the workload, e.g. apps/v1 (the default for Deployment and StatefulSet).",
+    )
+
+    @property
+    def resolved_api_version(self) -> str:
+        """The apiVersion to use: the given one, or apps/v1 for Deployments and StatefulSets."""
+        return self.api_version or "apps/v1"
+
+    @model_validator(mode="after")
+    def _check(self) -> Target:
+        builtin = self.kind in ("Deployment", "StatefulSet")
+        if not builtin and self.api_version is None:
+            raise field_error("apiVersion", f"is required when kind is {self.kind}")
+        if builtin and self.api_version not in (None, "apps/v1"):
+            raise field_error("apiVersion", f"must be apps/v1 for a {self.kind} (got {self.api_version!r})")
+        return self
+
+
+class ModelSelector(ApiModel):
+    """Which model's series to read: the values of the sidecar's `model` and `version` labels."""
+
+    name: str = Field(min_length=1, max_length=253, description="Value of the `model` label on the sidecar's series.")
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Value of the `version` label; when unset, all versions of the model are read together.",
+    )
+    labels: dict[str, ShortText] = Field(
+        default_factory=dict,
+        max_length=8,
+        description=(
+            "Extra label matchers (equality) on every series, e.g. cluster: eu-1. The keys model and version "
+            "are set through name and version instead."
+        ),
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "self.all(k, k.matches('" + PROMETHEUS_LABEL_PATTERN + "') && !(k in ['model', 'version']))",
+                    "label names must match " + PROMETHEUS_LABEL_PATTERN + " and not be model or version",
+                )
+            ]
+        ),
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, ShortText]) -> dict[str, ShortText]:
+        for key in labels:
+            if not re.fullmatch(PROMETHEUS_LABEL_PATTERN, key):
+                raise ValueError(f"{key!r} is not a Prometheus label name")
+            if key in ("model", "version"):
+                raise ValueError(f"{key!r} is set through model.{key}, not labels")
+        return labels
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the monitor's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+    key: str = Field(
+        default="token", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the Secret."
+    )
+
+
+class CASecretRef(ApiModel):
+    """A Secret holding the CA bundle (PEM) that signed Prometheus' serving certificate."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+    key: str = Field(
+        default="ca.crt", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the PEM bundle."
+    )
+
+
+class BasicAuthSecretRef(ApiModel):
+    """A Secret holding a username and password for HTTP basic authentication."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+    username_key: str = Field(
+        default="username", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the username."
+    )
+    password_key: str = Field(
+        default="password", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the password."
+    )
+
+
+class CertSecretRef(ApiModel):
+    """A Secret holding a client certificate and its private key (PEM), e.g. a kubernetes.io/tls Secret."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+    cert_key: str = Field(
+        default="tls.crt", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the certificate."
+    )
+    key_key: str = Field(
+        default="tls.key", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the private key."
+    )
+
+
+class PrometheusAuth(ApiModel):
+    """Credentials for Prometheus, read from Secrets in the monitor's namespace. At most one method."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))",
+                    "set at most one of bearerTokenSecretRef and basicAuthSecretRef",
+                )
+            ]
+        )
+    )
+
+    bearer_token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Send `Authorization: Bearer <token>` with the token from this Secret key."
+    )
+    basic_auth_secret_ref: BasicAuthSecretRef | None = Field(
+        default=None, description="Use HTTP basic authentication with the username and password from this Secret."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PrometheusAuth:
+        if self.bearer_token_secret_ref is not None and self.basic_auth_secret_ref is not None:
+            raise field_error("basicAuthSecretRef", "set at most one of bearerTokenSecretRef and basicAuthSecretRef")
+        return self
+
+
+class PrometheusTLS(ApiModel):
+    """TLS settings for an https:// Prometheus."""
+
+    ca_secret_ref: CASecretRef | None = Field(
+        default=None, description="Trust this CA bundle instead of the system's roots."
+    )
+    cert_secret_ref: CertSecretRef | None = Field(
+        default=None, description="Present this client certificate (mutual TLS)."
+    )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Do not verify the server's certificate. For test setups only."
+    )
+
+
+class PrometheusConnection(ApiModel):
+    """How to reach the Prometheus that scrapes the model's sidecars."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "!has(self.headers) || !self.headers.exists(k, k.lowerAscii() == 'authorization')",
+                    "put credentials in auth (bearerTokenSecretRef or basicAuthSecretRef), not in an "
+                    "Authorization header, so they stay in a Secret",
+                    field_path=".headers",
+                )
+            ]
+        )
+    )
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. Defaults to the "
+        "Prometheus URL the operator is configured with.",
+    )
+    timeout: PositiveDuration = Field(default="10s", description="Time limit for each query.")
+    headers: dict[str, ShortText] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Extra HTTP headers sent with every query, e.g. X-Scope-OrgID: team-a for a multi-tenant backend.",
+    )
+    auth: PrometheusAuth | None = Field(default=None, description="Credentials, read from Secrets.")
+    tls: PrometheusTLS | None = Field(default=None, description="TLS settings for https:// URLs.")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, ShortText]) -> dict[str, ShortText]:
+        for key in headers:
+            if key.lower() == "authorization":
+                raise ValueError("put credentials in auth, not in an Authorization header")
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key):
+                raise ValueError(f"{key!r} is not an HTTP header name")
+        return headers
+
+
+class Condition(ApiModel):
+    """When a measurement is a breach: `value op threshold`. With clearThreshold, a firing policy clears only
+    once the value is back past clearThreshold (hysteresis)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "has(self.threshold) != (has(self.autoThreshold) && self.autoThreshold)",
+                    "set exactly one of threshold (a number) or autoThreshold: true",
+                    field_path=".threshold",
+                ),
+                cel(
+                    "!has(self.clearThreshold) || !has(self.threshold) || "
+                    "((self.op == '<' || self.op == '<=') ? self.clearThreshold >= self.threshold "
+                    ": self.clearThreshold <= self.threshold)",
+                    "clearThreshold must lie on the safe side of threshold: >= threshold when op is < or <=, "
+                    "<= threshold when op is > or >=",
+                    field_path=".clearThreshold",
+                ),
+                cel(
+                    "!has(self.clearThreshold) || !has(self.autoThreshold) || !self.autoThreshold",
+                    "clearThreshold cannot be combined with autoThreshold (the calibrated threshold moves)",
+                    field_path=".clearThreshold",
+                ),
+            ]
+        )
+    )
+
+    op: Op = Field(description="Comparison that means breach: <, <=, > or >= (value op threshold).")
+    threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="The breach threshold. Exactly one of threshold or autoThreshold.",
+    )
+    auto_threshold: bool | None = Field(
+        default=None,
+        description=(
+            "Use the threshold the sidecar calibrated for its live window size at the reference profile's "
+            "false-alarm rate (the modelmonitor_drift_threshold series) instead of a fixed number. Only for the "
+            "dataDrift and predictionDrift signals."
+        ),
+    )
+    clear_threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description=(
+            "A firing policy resolves only once the value is on the safe side of this (>= it for < and <=, <= it "
+            "for > and >=). Defaults to threshold."
+        ),
+    )
+
+    @property
+    def threshold_setting(self) -> float | Literal["auto"]:
+        """The threshold as the policy engine takes it: a number, or "auto" for a calibrated one."""
+        if self.auto_threshold:
+            return "auto"
+        assert self.threshold is not None  # guaranteed by _check
+        return self.threshold
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        auto = bool(self.auto_threshold)
+        if (self.threshold is not None) == auto:
+            raise field_error("threshold", "set exactly one of threshold (a number) or autoThreshold: true")
+        if self.clear_threshold is not None:
+            if auto:
+                raise field_error("clearThreshold", "cannot be combined with autoThreshold")
+            assert self.threshold is not None
+            low = self.op in ("<", "<=")
+            if (low and self.clear_threshold < self.threshold) or (not low and self.clear_threshold > self.threshold):
+                side = ">=" if low else "<="
+                raise field_error(
+                    "clearThreshold",
+                    f"{self.clear_threshold} is on the breaching side of threshold {self.threshold} for op "
+                    f"{self.op}: it must be {side} threshold",
+                )
+        return self
+
+
+class Policy(ApiModel):
+    """One guarded property of the model: a measurement, a condition meaning breach, how long it must last, and
+    the actions to take while it fires."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel("has(self.signal) != has(self.query)", "set exactly one of signal or query"),
+                cel(
+                    "!has(self.condition.autoThreshold) || !self.condition.autoThreshold || "
+                    "(has(self.signal) && self.signal in ['dataDrift', 'predictionDrift'])",
+                    "condition.autoThreshold is only available for the dataDrift and predictionDrift signals",
+                    field_path=".condition.autoThreshold",
+                ),
+            ]
+        )
+    )
+
+    name: str = Field(
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the policy, unique in the monitor (lower case, digits and -).",
+    )
+    signal: Signal | None = Field(
+        default=None,
+        description=(
+            "A built-in measurement over the sidecar's metrics: accuracy, precision, recall, f1 (from joined "
+            "labels), dataDrift, predictionDrift, latencyP50/P95/P99 (seconds), errorRate, fairnessGap, "
+            "missingRate, schemaViolationRate, cpu (cores), memory (bytes). Exactly one of signal or query."
+        ),
+    )
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "A PromQL template returning the value to compare, for anything the built-in signals do not cover. "
+            "Placeholders {{model}}, {{version}}, {{namespace}} and {{monitor}} become quoted PromQL strings (write "
+            "them bare) and {{window}} the policy's window, e.g. "
+            "sum(rate(my_errors_total{model={{model}}}[{{window}}])). Exactly one of signal or query."
+        ),
+    )
+    window: PositiveDuration = Field(default="5m", description="The time range each measurement covers (e.g. 10m).")
+    condition: Condition = Field(description="When a measurement is a breach.")
+    for_: Duration = Field(
+        default="0s",
+        alias="for",
+        description="How long breaches must last before the policy fires (Pending until then).",
+    )
+    keep_firing_for: Duration = Field(
+        default="0s",
+        description="How long a firing policy keeps firing after the value is back to normal (anti-flap).",
+    )
+    min_samples: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Fewer samples than this in the window is NoData, never a breach (e.g. 200 joined labels).",
+    )
+    no_data: Literal["hold", "ok", "breach"] = Field(
+        default="hold",
+        description=(
+            "What missing data means: hold (keep the current state; the default), ok (treat as healthy) or breach. "
+            "Prometheus errors are never treated as data."
+        ),
+    )
+    reduce: Literal["max", "min", "avg", "any", "all"] = Field(
+        default="max",
+        description=(
+            "How several series become one value: max, min, avg, or any/all (breach when any/all series breach)."
+        ),
+    )
+    severity: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Severity carried by Events and alerts."
+    )
+    actions: list[ActionName] = Field(
+        default_factory=list,
+        max_length=MAX_ACTIONS_PER_POLICY,
+        description="Names of actions in spec.actions to take while this policy fires.",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    dry_run: bool = Field(
+        default=False, description="Evaluate and record what would be done, but take none of this policy's actions."
+    )
+
+    @field_validator("actions")
+    @classmethod
+    def _check_action_names(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("names an action more than once")
+        return names
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, query: str | None) -> str | None:
+        if query is None:
+            return None
+        try:
+            Template.parse(query)
+        except PromQLTemplateError as exc:
+            raise ValueError(str(exc).removeprefix("query: ")) from None
+        return query
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        if (self.signal is None) == (self.query is None):
+            raise field_error("signal", "set exactly one of signal or query")
+        if self.condition.auto_threshold and self.signal not in DRIFT_SIGNALS:
+            raise field_error(
+                "condition.autoThreshold", "is only available for the dataDrift and predictionDrift signals"
+            )
+        return self
+
+
+class Combine(ApiModel):
+    """How the monitor's policies combine into actions."""
+
+    mode: Literal["anyOf", "allOf"] = Field(
+        default="anyOf",
+        description=(
+            "anyOf (the default): each firing policy takes its own actions. allOf: actions are taken only while "
+            "every policy fires; each policy's actions then run."
+        ),
+    )
+
+
+_ACTION_NAMES_RULE = "self.policies.all(p, !has(p.actions) || p.actions.all(a, has(self.actions) && a in self.actions))"
+
+
+class ModelMonitorSpec(ApiModel):
+    """Which model to watch, the policies that guard it, and the actions to take when they fire."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    _ACTION_NAMES_RULE,
+                    "every action named in spec.policies[].actions must be defined in spec.actions",
+                    field_path=".policies",
+                ),
+                cel(
+                    "!has(self.actions) || self.actions.all(k, k.matches('" + ACTION_NAME_PATTERN + "'))",
+                    "action names must match " + ACTION_NAME_PATTERN,
+                    field_path=".actions",
+                ),
+            ]
+        )
+    )
+
+    target: Target = Field(description="The workload serving the model.")
+    model: ModelSelector = Field(description="The model's label values on the sidecar's series.")
+    prometheus: PrometheusConnection = Field(
+        default_factory=PrometheusConnection,
+        description="How to reach Prometheus; by default the operator's configured Prometheus.",
+    )
+    interval: PositiveDuration = Field(default="30s", description="How often the policies are evaluated.")
+    policies: list[Policy] = Field(
+        min_length=1,
+        max_length=MAX_POLICIES,
+        description="The policies guarding the model; names are unique.",
+        json_schema_extra=k8s(list_type="map", list_map_keys=["name"]),
+    )
+    combine: Combine = Field(default_factory=Combine, description="How policies combine into actions.")
+    actions: dict[str, Action] = Field(
+        default_factory=dict,
+        max_length=MAX_ACTIONS,
+        description="Named actions the policies refer to; each has a type: scale, rollback, retrain or alert.",
+    )
+    dry_run: bool = Field(
+        default=False, description="Evaluate and record what would be done, but take no action at all."
+    )
+    paused: bool = Field(default=False, description="Stop evaluating and acting; status.phase becomes Paused.")
+    degraded_after_errors: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="After this many evaluation cycles in a row with errors the monitor is Degraded and alerts.",
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _check_interval(cls, interval: str) -> str:
+        # Shorter intervals only load Prometheus: scrapes rarely happen more than every few seconds.
+        if duration_seconds(interval) < 1:
+            raise ValueError(f"{interval} is shorter than the minimum of 1s")
+        return interval
+
+    @field_validator("actions")
+    @classmethod
+    def _check_action_keys(cls, actions: dict[str, Action]) -> dict[str, Action]:
+        for name in actions:
+            if len(name) > 63 or not re.fullmatch(ACTION_NAME_PATTERN, name):
+                raise ValueError(f"action name {name!r} must match {ACTION_NAME_PATTERN} and be at most 63 long")
+        return actions
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelMonitorSpec:
+        seen: set[str] = set()
+        for i, policy in enumerate(self.policies):
+            if policy.name in seen:
+                raise field_error(f"policies[{i}].name", f"{policy.name!r} is used by more than one policy")
+            seen.add(policy.name)
+            missing = [name for name in policy.actions if name not in self.actions]
+            if missing:
+                raise field_error(
+                    f"policies[{i}].actions",
+                    f"policy {policy.name} names actions not defined in spec.actions: {', '.join(missing)}",
+                )
+        return self
