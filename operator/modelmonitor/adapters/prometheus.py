@@ -1,0 +1,495 @@
+"""Prometheus behind a small Protocol: ask for an instant query, get plain numbers or a typed error.
+
+Every answer Prometheus can give is turned into numbers in ONE place, :func:`parse_answer`:
+
+* ``scalar`` -> one sample without labels; ``vector`` -> one sample per series; ``matrix`` (a range selector or
+  subquery evaluated at an instant) -> one sample per point of every series, timestamps kept, so a policy's
+  ``reduce`` applies over the window; ``string`` -> a sample when the text is a number, otherwise an error.
+* ``NaN`` and ``±Inf`` are kept as floats: deciding that NaN means "no data" is the caller's job, and this
+  layer never invents a value. An empty answer is an empty tuple, never ``0`` (KEDA's ``ignoreNullValues``
+  turned an empty answer into 0 and scaled production down during a Prometheus outage).
+* Failures are values, not exceptions, each with its own :class:`ErrorKind`: ``http`` (a non-2xx status that
+  is not a Prometheus API error: an auth proxy's 401, a gateway's 502, a wrong path's 404), ``connection``
+  (refused, DNS, TLS), ``timeout`` (connect or read took longer than the configured timeout), ``promql``
+  (Prometheus answered ``status: error`` with its ``errorType`` and ``error``: a parse error, an execution
+  error, its own query timeout) and ``badResponse`` (not JSON, or not the shape of the query API).
+* Warnings (and Prometheus 3 ``infos``) are kept on the result, on success and on error, for the caller to
+  surface in status and Events.
+
+The client is blocking (``requests`` underneath). The operator calls :meth:`PrometheusClient.query` from a
+worker thread (``asyncio.to_thread`` or an executor), never on the event loop; one client may be shared by
+several threads (the connection pool is thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+__all__ = [
+    "ErrorKind",
+    "PrometheusClient",
+    "PrometheusQuerier",
+    "PrometheusSettings",
+    "QueryError",
+    "QueryResult",
+    "Sample",
+    "parse_answer",
+]
+
+# How much of an unexpected body goes into an error message: enough to recognise an HTML error page or a proxy's
+# text, short enough for a status field.
+_BODY_SNIPPET = 300
+
+
+class ErrorKind(StrEnum):
+    """Why a query produced no numbers. The policy engine records every kind as an Error, never as a value."""
+
+    HTTP = "http"
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+    PROMQL = "promql"
+    BAD_RESPONSE = "badResponse"
+
+
+@dataclass(frozen=True)
+class QueryError:
+    """A failed query: the kind, a message a user can act on, and what Prometheus or HTTP said."""
+
+    kind: ErrorKind
+    message: str
+    status_code: int | None = None
+    #: Prometheus' ``errorType`` (``bad_data``, ``execution``, ``timeout``, ``canceled``, ``internal``,
+    #: ``unavailable``, ``not_found``) for kind ``promql``.
+    error_type: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One number from an answer: the series' labels (``__name__`` included when Prometheus kept it)."""
+
+    labels: Mapping[str, str]
+    value: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The outcome of one instant query: samples, or an error; warnings either way."""
+
+    query: str
+    #: ``scalar``, ``vector``, ``matrix`` or ``string``; ``None`` when the query failed.
+    result_type: str | None = None
+    samples: tuple[Sample, ...] = ()
+    warnings: tuple[str, ...] = ()
+    infos: tuple[str, ...] = ()
+    error: QueryError | None = None
+    elapsed_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when Prometheus answered the query (the answer may still be empty)."""
+        return self.error is None
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The numbers of all samples, in answer order."""
+        return tuple(sample.value for sample in self.samples)
+
+
+class PrometheusQuerier(Protocol):
+    """Anything that evaluates an instant PromQL query; the real client and the test fakes."""
+
+    def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+        """Evaluate ``promql`` at ``at`` (timezone-aware; the server's "now" when ``None``)."""
+        ...
+
+
+# --- the one place where answers become numbers ----------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """The answer does not have the query API's shape; the message says where."""
+
+
+def parse_answer(query: str, status_code: int, body: bytes, *, elapsed_seconds: float = 0.0) -> QueryResult:
+    """Turn an HTTP status and body from ``/api/v1/query`` into a :class:`QueryResult`.
+
+    Pure (no I/O), so every answer shape is testable without a server.
+    """
+
+    def failed(error: QueryError, warnings: tuple[str, ...] = (), infos: tuple[str, ...] = ()) -> QueryResult:
+        return QueryResult(query=query, error=error, warnings=warnings, infos=infos, elapsed_seconds=elapsed_seconds)
+
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    if not isinstance(document, dict):
+        snippet = _snippet(body)
+        if not 200 <= status_code < 300:
+            return failed(QueryError(ErrorKind.HTTP, f"HTTP {status_code}: {snippet}", status_code=status_code))
+        return failed(
+            QueryError(
+                ErrorKind.BAD_RESPONSE,
+                f"the answer is not a Prometheus API JSON object: {snippet}",
+                status_code=status_code,
+            )
+        )
+
+    warnings = _strings(document.get("warnings"))
+    infos = _strings(document.get("infos"))
+    if document.get("status") == "error":
+        error_type = str(document.get("errorType") or "unknown")
+        message = str(document.get("error") or "(no message)")
+        return failed(
+            QueryError(
+                ErrorKind.PROMQL,
+                f"Prometheus refused the query ({error_type}): {message}",
+                status_code=status_code,
+                error_type=error_type,
+            ),
+            warnings,
+            infos,
+        )
+    if not 200 <= status_code < 300:
+        return failed(
+            QueryError(ErrorKind.HTTP, f"HTTP {status_code}: {_snippet(body)}", status_code=status_code),
+            warnings,
+            infos,
+        )
+    if document.get("status") != "success":
+        return failed(
+            QueryError(
+                ErrorKind.BAD_RESPONSE,
+                f"unexpected status {document.get('status')!r} (expected 'success' or 'error')",
+                status_code=status_code,
+            ),
+            warnings,
+            infos,
+        )
+    try:
+        result_type, samples = _samples(document.get("data"))
+    except _Malformed as problem:
+        return failed(
+            QueryError(ErrorKind.BAD_RESPONSE, f"malformed answer: {problem}", status_code=status_code),
+            warnings,
+            infos,
+        )
+    return QueryResult(
+        query=query,
+        result_type=result_type,
+        samples=samples,
+        warnings=warnings,
+        infos=infos,
+        elapsed_seconds=elapsed_seconds,
+    )
+
+
+def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
+    if not isinstance(data, dict):
+        raise _Malformed("'data' is missing or not an object")
+    result_type = data.get("resultType")
+    result = data.get("result")
+    if result_type in ("scalar", "string"):
+        timestamp, value = _point(result, "data.result", allow_text=result_type == "string")
+        return result_type, (Sample(MappingProxyType({}), value, timestamp),)
+    if result_type not in ("vector", "matrix"):
+        raise _Malformed(f"unknown resultType {result_type!r}")
+    if not isinstance(result, list):
+        raise _Malformed(f"data.result of a {result_type} is not a list")
+    samples: list[Sample] = []
+    for index, series in enumerate(result):
+        where = f"data.result[{index}]"
+        if not isinstance(series, dict):
+            raise _Malformed(f"{where} is not an object")
+        labels = _labels(series.get("metric", {}), where)
+        if result_type == "vector":
+            if "value" not in series:
+                if "histogram" in series:
+                    raise _Malformed(
+                        f"{where} is a native histogram; wrap it in histogram_quantile(), histogram_count() or "
+                        "histogram_sum() to get a number"
+                    )
+                raise _Malformed(f"{where} has no 'value'")
+            timestamp, value = _point(series["value"], f"{where}.value")
+            samples.append(Sample(labels, value, timestamp))
+        else:
+            points = series.get("values", [])
+            if not isinstance(points, list):
+                raise _Malformed(f"{where}.values is not a list")
+            if "histograms" in series and not points:
+                raise _Malformed(f"{where} holds native histograms only; wrap them in a function returning numbers")
+            for position, point in enumerate(points):
+                timestamp, value = _point(point, f"{where}.values[{position}]")
+                samples.append(Sample(labels, value, timestamp))
+    return result_type, tuple(samples)
+
+
+def _point(point: Any, where: str, *, allow_text: bool = False) -> tuple[float, float]:
+    if not isinstance(point, list) or len(point) != 2:
+        raise _Malformed(f"{where} is not a [timestamp, value] pair")
+    timestamp, text = point
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise _Malformed(f"{where} has a non-numeric timestamp {timestamp!r}")
+    if not isinstance(text, str):
+        # The API sends values as strings ("NaN", "+Inf" would not survive JSON numbers).
+        raise _Malformed(f"{where} value {text!r} is not a string")
+    try:
+        value = float(text)
+    except ValueError:
+        kind = "string result" if allow_text else "value"
+        raise _Malformed(f"{where}: {kind} {text[:80]!r} is not a number") from None
+    return float(timestamp), value
+
+
+def _labels(metric: Any, where: str) -> Mapping[str, str]:
+    if not isinstance(metric, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in metric.items()
+    ):
+        raise _Malformed(f"{where}.metric is not an object of string labels")
+    return MappingProxyType(dict(metric))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(item) for item in value)
+    return ()
+
+
+def _snippet(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return "(empty body)"
+    return text if len(text) <= _BODY_SNIPPET else text[:_BODY_SNIPPET] + "…"
+
+
+# --- the real client ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """How to reach one Prometheus (or a Prometheus-compatible API: Thanos, Mimir, VictoriaMetrics).
+
+    Credentials are excluded from ``repr`` so settings can be logged.
+    """
+
+    #: Base URL, path prefix included (``https://prom.example/prometheus``); ``/api/v1/query`` is appended.
+    url: str
+    #: Extra request headers, e.g. a tenant id (``X-Scope-OrgID``).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Sent as ``Authorization: Bearer <token>``.
+    bearer_token: str | None = field(default=None, repr=False)
+    #: HTTP basic auth (username, password).
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    #: CA bundle to verify the server, as PEM text (from a Secret) or as a file path; neither: system CAs.
+    ca_pem: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    #: Client certificate and key for mutual TLS, as PEM text or file paths.
+    client_cert_pem: str | None = field(default=None, repr=False)
+    client_key_pem: str | None = field(default=None, repr=False)
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    #: Skip server certificate verification (test setups only).
+    insecure_skip_verify: bool = False
+    #: Seconds to wait for a connection and for the answer; also sent to Prometheus as the query's own
+    #: ``timeout`` so it stops evaluating a query nobody waits for.
+    timeout_seconds: float = 10.0
+    #: ``GET`` or ``POST`` (form-encoded; for long queries behind proxies that cap URL length).
+    method: Literal["GET", "POST"] = "GET"
+    #: Retries after a refused connection or a 502/503/504, with a short backoff. Never after a read timeout:
+    #: re-sending a slow query doubles the load on a struggling Prometheus.
+    retries: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"prometheus url {self.url!r}: expected an http:// or https:// URL")
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("prometheus auth: set a bearer token or basic auth, not both")
+        if self.bearer_token is not None and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("prometheus headers: Authorization is set by the bearer token; do not set it twice")
+        for name, value in self.headers.items():
+            if "\n" in name or "\r" in name or "\n" in value or "\r" in value:
+                raise ValueError(f"prometheus headers: {name!r} contains a line break")
+        if self.ca_pem is not None and self.ca_file is not None:
+            raise ValueError("prometheus tls: set the CA as PEM text or as a file, not both")
+        if (self.client_cert_pem is None) != (self.client_key_pem is None):
+            raise ValueError("prometheus tls: a client certificate needs its key (and the key its certificate)")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("prometheus tls: a client certificate file needs its key file (and vice versa)")
+        if self.client_cert_pem is not None and self.client_cert_file is not None:
+            raise ValueError("prometheus tls: set the client certificate as PEM text or as files, not both")
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+            raise ValueError(f"prometheus timeout {self.timeout_seconds!r}: expected seconds > 0")
+        if self.method not in ("GET", "POST"):
+            raise ValueError(f"prometheus method {self.method!r}: expected GET or POST")
+        if self.retries < 0:
+            raise ValueError(f"prometheus retries {self.retries!r}: expected >= 0")
+
+
+class PrometheusClient:
+    """:class:`PrometheusQuerier` over HTTP, built on prometheus-api-client's ``PrometheusConnect``.
+
+    ``PrometheusConnect`` holds the connection: URL, headers, basic auth, TLS verification, retry policy and
+    timeout on one ``requests`` session. Queries go to ``/api/v1/query`` through that same session rather than
+    through ``PrometheusConnect.custom_query``, because ``custom_query`` keeps only ``data.result``: it drops
+    ``resultType`` (a scalar and a one-series vector look alike), the ``warnings``, and the ``errorType`` of a
+    refused query, all of which this adapter must tell apart.
+
+    Blocking: call :meth:`query` from a worker thread. Call :meth:`close` when done (it also removes the
+    temporary files holding PEM material).
+    """
+
+    def __init__(self, settings: PrometheusSettings, *, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self._base = settings.url.rstrip("/")
+        self._tempdir: str | None = None
+        session = session if session is not None else requests.Session()
+        session.verify = self._verify()
+        session.cert = self._client_cert()
+        headers = dict(settings.headers)
+        if settings.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {settings.bearer_token}"
+        retry = Retry(
+            total=settings.retries,
+            connect=settings.retries,
+            read=0,
+            status=settings.retries,
+            other=0,
+            backoff_factor=0.2,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=frozenset({"GET", "POST"}),
+            # Hand back the last response instead of raising, so its status and body reach the error message.
+            raise_on_status=False,
+        )
+        self.connection = PrometheusConnect(
+            url=self._base,
+            headers=headers or None,
+            disable_ssl=settings.insecure_skip_verify,
+            retry=retry,
+            auth=settings.basic_auth,
+            session=session,
+            timeout=settings.timeout_seconds,  # annotated int by the library; requests takes float seconds
+            method=settings.method,
+        )
+        self.session = session
+
+    def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+        """Evaluate an instant query; never raises for anything Prometheus or the network does."""
+        params: dict[str, str] = {"query": promql, "timeout": f"{self.settings.timeout_seconds:g}s"}
+        if at is not None:
+            if at.tzinfo is None:
+                raise ValueError(f"query time {at!r}: expected a timezone-aware datetime")
+            params["time"] = f"{at.timestamp():.3f}"
+        connection = self.connection
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method=self.settings.method,
+                url=f"{self._base}/api/v1/query",
+                params=params if self.settings.method == "GET" else None,
+                data=params if self.settings.method == "POST" else None,
+                headers=connection.headers,
+                auth=connection.auth,
+                timeout=self.settings.timeout_seconds,
+                verify=self.session.verify,
+                cert=self.session.cert,
+            )
+            body = response.content
+        except requests.RequestException as failure:
+            return QueryResult(query=promql, error=self._classify(failure), elapsed_seconds=time.monotonic() - started)
+        return parse_answer(promql, response.status_code, body, elapsed_seconds=time.monotonic() - started)
+
+    def close(self) -> None:
+        """Close the HTTP session and delete temporary PEM files."""
+        self.connection.close()
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
+
+    def __enter__(self) -> PrometheusClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _classify(self, failure: requests.RequestException) -> QueryError:
+        where = f"{self._base}/api/v1/query"
+        timeout = self.settings.timeout_seconds
+        if isinstance(failure, requests.exceptions.SSLError):
+            return QueryError(ErrorKind.CONNECTION, f"TLS handshake with {where} failed: {_reason(failure)}")
+        if isinstance(failure, requests.Timeout):
+            return QueryError(ErrorKind.TIMEOUT, f"no answer from {where} within {timeout:g}s: {_reason(failure)}")
+        if isinstance(failure, requests.ConnectionError):
+            cause = failure.args[0] if failure.args else None
+            # requests reports a read timeout exhausted through urllib3's retries as a ConnectionError.
+            # (urllib3's NewConnectionError, a refused connection, subclasses ConnectTimeoutError: rule it out.)
+            reason = cause.reason if isinstance(cause, MaxRetryError) else None
+            if isinstance(reason, ReadTimeoutError | ConnectTimeoutError) and not isinstance(
+                reason, NewConnectionError
+            ):
+                return QueryError(ErrorKind.TIMEOUT, f"no answer from {where} within {timeout:g}s")
+            return QueryError(ErrorKind.CONNECTION, f"cannot connect to {where}: {_reason(failure)}")
+        if isinstance(failure, requests.exceptions.RetryError):
+            return QueryError(ErrorKind.HTTP, f"{where} kept failing after retries: {_reason(failure)}")
+        return QueryError(ErrorKind.CONNECTION, f"request to {where} failed: {_reason(failure)}")
+
+    def _verify(self) -> bool | str:
+        if self.settings.insecure_skip_verify:
+            return False
+        if self.settings.ca_pem is not None:
+            return self._write_private("ca.pem", self.settings.ca_pem)
+        if self.settings.ca_file is not None:
+            return self.settings.ca_file
+        return True
+
+    def _client_cert(self) -> tuple[str, str] | None:
+        if self.settings.client_cert_pem is not None and self.settings.client_key_pem is not None:
+            return (
+                self._write_private("client.crt", self.settings.client_cert_pem),
+                self._write_private("client.key", self.settings.client_key_pem),
+            )
+        if self.settings.client_cert_file is not None and self.settings.client_key_file is not None:
+            return (self.settings.client_cert_file, self.settings.client_key_file)
+        return None
+
+    def _write_private(self, name: str, pem: str) -> str:
+        # requests (and OpenSSL under it) read certificates from files only; keep them owner-readable.
+        if self._tempdir is None:
+            self._tempdir = tempfile.mkdtemp(prefix="modelmonitor-prometheus-")
+        path = os.path.join(self._tempdir, name)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(pem)
+        return path
+
+
+def _reason(failure: BaseException) -> str:
+    """The innermost useful text of a requests/urllib3 exception chain, without the object reprs."""
+    cause: Any = failure.args[0] if failure.args else failure
+    if isinstance(cause, MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    text = str(cause)
+    # urllib3 messages look like "<urllib3.connection.HTTPConnection object at 0x...>: Failed to ...".
+    if ">: " in text:
+        text = text.split(">: ", 1)[1]
+    return text
