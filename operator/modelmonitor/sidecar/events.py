@@ -39,7 +39,6 @@ REJECT_REASONS = (
     "bad_value",
     "too_large",
     "too_many_events",
-    "unsupported_media_type",
 )
 """Every ``reason`` label value of ``modelmonitor_events_rejected_total`` (the proxy adds ``unrecognized_payload``)."""
 

@@ -363,7 +363,7 @@ class Monitor:
         if n == 0:
             return
         classes, scores = self._prediction_columns(batch)
-        predicted_positive = self._predicted_positive(classes, scores)
+        predicted_positive = self._predicted_positive(classes, scores, n)
         with self.lock:
             group_codes = self._group_codes(batch, n)
             if count_requests:
@@ -473,12 +473,9 @@ class Monitor:
         return classes, scores
 
     def _predicted_positive(
-        self, classes: npt.NDArray[np.int32] | None, scores: npt.NDArray[np.float64] | None
+        self, classes: npt.NDArray[np.int32] | None, scores: npt.NDArray[np.float64] | None, n: int
     ) -> npt.NDArray[np.int64]:
         """1 / 0 per event when the prediction was (not) the positive class, -1 when it cannot be told."""
-        n = len(classes) if classes is not None else (len(scores) if scores is not None else 0)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
         positive = np.full(n, -1, dtype=np.int64)
         if scores is not None:
             finite = np.isfinite(scores)

@@ -160,18 +160,12 @@ class SidecarServer:
     def _refuse(self, error: BatchError | PayloadTooLarge) -> web.Response:
         reason = error.reason if isinstance(error, BatchError) else "too_large"
         self.monitor.reject(reason)
-        status = 413 if reason in {"too_large", "too_many_events"} else 415 if reason.startswith("unsupported") else 400
+        status = 413 if reason in {"too_large", "too_many_events"} else 400
         return web.json_response({"error": str(error), "reason": reason}, status=status)
-
-    def _check_media_type(self, request: web.Request) -> None:
-        content_type = request.headers.get("Content-Type")
-        if content_type and request.content_type not in ("application/json", "text/plain"):
-            raise BatchError("unsupported_media_type", f"Content-Type {request.content_type!r}: send application/json")
 
     async def events(self, request: web.Request) -> web.Response:
         """``POST /v1/events``: a JSON batch of prediction events (see docs/sidecar.md)."""
         try:
-            self._check_media_type(request)
             body = await read_limited(request, self.settings.max_body_bytes)
             if len(body) > self.settings.offload_bytes:
                 count = await asyncio.to_thread(self._ingest_events, body)
@@ -189,7 +183,6 @@ class SidecarServer:
     async def labels(self, request: web.Request) -> web.Response:
         """``POST /v1/labels``: true labels joined to stored predictions by request id."""
         try:
-            self._check_media_type(request)
             body = await read_limited(request, self.settings.max_body_bytes)
             pairs = parse_label_document(decode_json(body), max_labels=self.settings.max_events)
         except (BatchError, PayloadTooLarge) as error:

@@ -1,0 +1,172 @@
+"""The label join: outcomes per group, TTL, capacity, duplicates and label coverage."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from conftest import reference_rows
+from modelmonitor.sidecar import Monitor, MonitorSettings
+from modelmonitor.sidecar.labels import LabelStore
+from modelmonitor.sidecar.profile import Profile
+
+M = {"model": "churn", "version": "v3"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup(profile: Profile, clock: Clock, **settings: object) -> tuple[Monitor, CollectorRegistry]:
+    monitor = Monitor(
+        profile,
+        model="churn",
+        version="v3",
+        settings=MonitorSettings(**settings),
+        clock=clock,  # type: ignore[arg-type]
+    )
+    registry = CollectorRegistry()
+    registry.register(monitor.collector())
+    return monitor, registry
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {**M, **labels})
+
+
+def test_outcomes_per_group_and_quality(profile: Profile) -> None:
+    monitor, registry = setup(profile, Clock())
+    rows = reference_rows(6, seed=1)
+    for i, gender in enumerate(["f", "f", "f", "m", "m", "m"]):
+        rows[i]["gender"] = gender
+    predictions = [1, 1, 0, 0, 1, 0]
+    labels = [1, 0, 0, 1, 1, 0]  # f: tp fp tn; m: fn tp tn
+    monitor.log_events(
+        [
+            {"request_id": f"r{i}", "features": r, "prediction": p}
+            for i, (r, p) in enumerate(zip(rows, predictions, strict=True))
+        ]
+    )
+    assert monitor.log_labels([(f"r{i}", label) for i, label in enumerate(labels)]) == {"joined": 6}
+    expected = {
+        ("f", "tp"): 1,
+        ("f", "fp"): 1,
+        ("f", "tn"): 1,
+        ("f", "fn"): 0,
+        ("m", "tp"): 1,
+        ("m", "fp"): 0,
+        ("m", "tn"): 1,
+        ("m", "fn"): 1,
+    }
+    for (group, outcome), count in expected.items():
+        assert value(registry, "modelmonitor_labeled_predictions_total", group=group, outcome=outcome) == count
+    # tp=2 fp=1 tn=2 fn=1
+    assert value(registry, "modelmonitor_quality", metric="accuracy") == pytest.approx(4 / 6)
+    assert value(registry, "modelmonitor_quality", metric="precision") == pytest.approx(2 / 3)
+    assert value(registry, "modelmonitor_quality", metric="recall") == pytest.approx(2 / 3)
+    assert value(registry, "modelmonitor_quality", metric="f1") == pytest.approx(2 / 3)
+    assert value(registry, "modelmonitor_labels_received_total", result="joined") == 6
+    assert value(registry, "modelmonitor_label_coverage_ratio") == 1.0
+
+
+def test_string_labels_and_scores_decide_the_outcome(profile: Profile) -> None:
+    monitor, registry = setup(profile, Clock())
+    rows = reference_rows(2, seed=2)
+    # no class, only a score: at or above the decision threshold (0.5) is a positive prediction
+    monitor.log_events(
+        [
+            {"request_id": "a", "features": rows[0], "score": 0.5},
+            {"request_id": "b", "features": rows[1], "score": 0.49},
+        ]
+    )
+    monitor.log_labels([("a", "1"), ("b", True)])  # True is the class "true", not the positive class "1"
+    group_a, group_b = str(rows[0]["gender"]), str(rows[1]["gender"])
+    assert value(registry, "modelmonitor_labeled_predictions_total", group=group_a, outcome="tp") == 1
+    assert value(registry, "modelmonitor_labeled_predictions_total", group=group_b, outcome="tn") == 1
+
+
+def test_unmatched_duplicate_and_coverage(profile: Profile) -> None:
+    clock = Clock()
+    monitor, registry = setup(profile, clock, label_ttl_seconds=60)
+    monitor.log_events(
+        [{"request_id": f"r{i}", "features": r, "prediction": 1} for i, r in enumerate(reference_rows(4, seed=3))]
+    )
+    assert monitor.log_labels([("r0", 1), ("r0", 1), ("nope", 0)]) == {"joined": 1, "duplicate": 1, "unmatched": 1}
+    clock.now += 61  # r1..r3 expire unlabeled
+    assert monitor.log_labels([("r1", 1)]) == {"unmatched": 1}
+    assert value(registry, "modelmonitor_predictions_expired_total") == 3
+    assert value(registry, "modelmonitor_label_coverage_ratio") == pytest.approx(1 / 4)
+    assert value(registry, "modelmonitor_labels_received_total", result="duplicate") == 1
+    assert value(registry, "modelmonitor_labels_received_total", result="unmatched") == 2
+
+
+def test_label_store_capacity_evicts_the_oldest() -> None:
+    clock = Clock()
+    store = LabelStore(ttl=3600, capacity=3, clock=clock)
+    store.add(["a", "b", "c"], [1, 1, 1], [0, 0, 0])
+    clock.now += 1
+    store.add(["d", "e"], [0, 0], [0, 0])
+    assert len(store) == 3 and store.expired == 2
+    assert store.offer("a", 1).result == "unmatched"
+    joined = store.offer("d", 1)
+    assert joined.result == "joined" and joined.outcome == 3  # predicted 0, label 1: fn
+
+
+def test_label_store_ttl_is_per_entry() -> None:
+    clock = Clock()
+    store = LabelStore(ttl=10, capacity=100, clock=clock)
+    store.add(["old"], [1], [0])
+    clock.now += 6
+    store.add(["new"], [1], [0])
+    clock.now += 5  # old is 11 s old, new 5 s
+    store.expire()
+    assert len(store) == 1 and store.offer("new", 0).outcome == 1  # predicted 1, label 0: fp
+    assert store.coverage == pytest.approx(1 / 2)
+
+
+def test_repeated_request_id_keeps_the_newer_prediction() -> None:
+    clock = Clock()
+    store = LabelStore(ttl=10, capacity=100, clock=clock)
+    store.add(["x"], [0], [0])
+    store.add(["x"], [1], [2])
+    assert len(store) == 1
+    join = store.offer("x", 1)
+    assert join.outcome == 0 and join.group == 2
+
+
+def test_store_rejects_silly_bounds() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        LabelStore(ttl=1, capacity=0, clock=Clock())
+    with pytest.raises(ValueError, match="ttl"):
+        LabelStore(ttl=0, capacity=1, clock=Clock())
+
+
+def test_fairness_gaps_with_group_samples(profile: Profile) -> None:
+    monitor, registry = setup(profile, Clock(), min_group_rows=10)
+    rows = reference_rows(200, seed=4)
+    for i, row in enumerate(rows):
+        row["gender"] = "f" if i < 100 else "m"
+    # f is predicted positive 60% of the time, m 30%
+    predictions = [1 if (i < 60 or 100 <= i < 130) else 0 for i in range(200)]
+    monitor.log_events(
+        [
+            {"request_id": f"r{i}", "features": r, "prediction": p}
+            for i, (r, p) in enumerate(zip(rows, predictions, strict=True))
+        ]
+    )
+    # every f positive is labelled positive; half of the m positives were missed (fn)
+    labels = [(f"r{i}", 1 if predictions[i] == 1 or (100 <= i < 130) or (130 <= i < 160) else 0) for i in range(200)]
+    monitor.log_labels(labels)
+    assert value(registry, "modelmonitor_fairness_gap", metric="demographic_parity_difference") == pytest.approx(0.3)
+    assert value(registry, "modelmonitor_fairness_gap", metric="disparate_impact_ratio") == pytest.approx(0.5)
+    assert value(registry, "modelmonitor_fairness_gap", metric="equal_opportunity_difference") == pytest.approx(0.5)
+    assert (
+        value(registry, "modelmonitor_fairness_group_samples", metric="demographic_parity_difference", group="f") == 100
+    )
+    assert value(
+        registry, "modelmonitor_fairness_group_rate", metric="equal_opportunity_difference", group="m"
+    ) == pytest.approx(0.5)
