@@ -105,12 +105,8 @@ class ScaleAction(ActionRails):
             "(negative to remove). Exactly one of step or percent."
         ),
     )
-    min_replicas: int = Field(
-        default=1, ge=0, le=100_000, description="Never scale below this many replicas (scale actions)."
-    )
-    max_replicas: int = Field(
-        ge=1, le=100_000, description="Never scale above this many replicas (required for scale actions)."
-    )
+    min_replicas: int = Field(default=1, ge=0, le=100_000, description="Never scale below this many replicas.")
+    max_replicas: int = Field(ge=1, le=100_000, description="Never scale above this many replicas (required).")
     stabilization_window: Duration = Field(
         default="0s",
         description=(
@@ -283,13 +279,13 @@ class RetrainAction(ActionRails):
 
     type: Literal["retrain"] = Field(description="The kind of action: scale, rollback, retrain or alert.")
     cooldown: Duration = Field(default="6h", description=_COOLDOWN_HELP)
-    job_template: JobTemplate = Field(description="The Job to create (required for retrain actions).")
+    job_template: JobTemplate = Field(description="The Job to create (required).")
     service_account_name: str = Field(
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
-            "ServiceAccount the retraining pod runs as, in the monitor's namespace (required for retrain "
-            "actions). Never the operator's own: the Job gets only the rights you grant this account."
+            "ServiceAccount the retraining pod runs as, in the monitor's namespace (required). Never the "
+            "operator's own: the Job gets only the rights you grant this account."
         ),
     )
     concurrency: int = Field(

@@ -199,6 +199,7 @@ def _flatten_union(node: Schema, defs: Mapping[str, Schema], path: str) -> Schem
                 # A CRD default would be written into every action, whatever its type.
                 prop.pop("default")
             only = " or ".join(tags)
+            prop["description"] = f"({discriminator} {only}) {prop['description']}"
             rule = (
                 f"self.{discriminator} == '{tags[0]}'"
                 if len(tags) == 1
@@ -213,6 +214,8 @@ def _flatten_union(node: Schema, defs: Mapping[str, Schema], path: str) -> Schem
             )
         merged_props[name] = _ordered(prop)
 
+    # The discriminator first: it says how to read the rest.
+    merged_props = {discriminator: merged_props[discriminator]} | merged_props
     required_everywhere = set.intersection(*(set(v.get("required", [])) for _, v in variants))
     for tag, variant in variants:
         for name in variant.get("required", []):
