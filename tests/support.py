@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -85,3 +86,83 @@ def wait_for(what: str, check: Any, timeout: float = 60.0, interval: float = 0.5
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+
+
+def http_get(url: str, timeout: float = 2.0) -> bytes | None:
+    """The body of a 2xx answer, or None when the server is down or answers otherwise."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bytes(response.read())
+    except OSError:
+        return None
+
+
+class ExporterProcess:
+    """A real exporter process (tests/fake_model_exporter.py) whose series a test sets at run time."""
+
+    def __init__(self, directory: Path) -> None:
+        from modelmonitor.devcluster.processes import free_port
+
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.state_file = directory / f"exporter-{self.port}.json"
+        self.set([])
+        script = Path(__file__).with_name("fake_model_exporter.py")
+        self.process = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.state_file)])
+        wait_for(
+            "the exporter to serve /metrics",
+            lambda: http_get(f"http://{self.address}/metrics") is not None,
+            timeout=20,
+        )
+
+    def set(self, series: list[dict[str, Any]]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"series": series}))
+        tmp.replace(self.state_file)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class PrometheusProcess:
+    """A Prometheus of a test's own (Debian's binary), scraping static targets every second.
+
+    For tests that stop and restart Prometheus without disturbing the sandbox's shared one.
+    """
+
+    def __init__(self, directory: Path, targets: list[str], labels: dict[str, str] | None = None) -> None:
+        from modelmonitor.devcluster.processes import free_port
+
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "models", "static_configs": [{"targets": targets, "labels": dict(labels or {})}]}
+            ],
+        }
+        (directory / "prometheus.yml").write_text(json.dumps(config))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        log = (self.directory / "prometheus.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={self.directory / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for("the test Prometheus to be ready", lambda: http_get(f"{self.url}/-/ready") is not None, timeout=60)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None

@@ -1,0 +1,50 @@
+"""`modelmonitor run`: start the operator (Kopf) against the cluster in $KUBECONFIG or the pod's account."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from modelmonitor.settings import OperatorSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Watch ModelMonitors, evaluate their policies against Prometheus and act. Settings come from the "
+        "environment (docs/operator.md); the options below override them."
+    )
+    parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only this namespace (repeatable)")
+    parser.add_argument("--prometheus-url", help="default Prometheus URL (MODELMONITOR_PROMETHEUS_URL)")
+    parser.add_argument("--metrics-address", help="host:port for /metrics and /healthz (MODELMONITOR_METRICS_ADDRESS)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {
+        "MODELMONITOR_NAMESPACES": ",".join(args.namespace) if args.namespace else None,
+        "MODELMONITOR_PROMETHEUS_URL": args.prometheus_url,
+        "MODELMONITOR_METRICS_ADDRESS": args.metrics_address,
+    }
+    os.environ.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = OperatorSettings.from_env()
+    except ValueError as exc:
+        print(f"modelmonitor run: {exc}", file=sys.stderr)
+        return 2
+
+    import kopf
+
+    import modelmonitor.handlers  # noqa: F401 - registers the handlers
+
+    kopf.configure(verbose=args.verbose, log_prefix=False)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            # One active replica; Kopf's peering is not lease-based, see docs/operator.md.
+            standalone=True,
+        )
+    )
+    return 0

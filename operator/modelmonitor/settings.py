@@ -1,0 +1,65 @@
+"""The operator's settings: read once from the environment at start, documented per field (docs/operator.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+def _seconds(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{name}={text!r}: expected a number of seconds > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Settings of `modelmonitor run`. Each field is read from the environment variable in its metadata."""
+
+    #: Prometheus base URL used by monitors that do not set spec.prometheus.url.
+    prometheus_url: str | None = field(default=None, metadata={"env": "MODELMONITOR_PROMETHEUS_URL"})
+    #: Namespaces to watch, comma-separated; empty means all namespaces (needs cluster-wide RBAC).
+    namespaces: tuple[str, ...] = field(default=(), metadata={"env": "MODELMONITOR_NAMESPACES"})
+    #: host:port of the operator's own /metrics and /healthz endpoint; empty disables it.
+    metrics_address: str = field(default="0.0.0.0:8080", metadata={"env": "MODELMONITOR_METRICS_ADDRESS"})
+    #: Seconds between scheduling ticks. A monitor is evaluated on the first tick after its interval elapses,
+    #: so this bounds the extra delay; monitors with the same interval are evaluated together (batched queries).
+    tick_seconds: float = field(default=1.0, metadata={"env": "MODELMONITOR_TICK_SECONDS"})
+    #: Queries in flight at once per Prometheus.
+    query_parallelism: int = field(default=4, metadata={"env": "MODELMONITOR_QUERY_PARALLELISM"})
+    #: Status patches in flight at once (the API server's fairness limits apply beyond that).
+    write_parallelism: int = field(default=8, metadata={"env": "MODELMONITOR_WRITE_PARALLELISM"})
+    #: The operator is unhealthy when no cycle has completed for this many seconds.
+    stall_seconds: float = field(default=120.0, metadata={"env": "MODELMONITOR_STALL_SECONDS"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Read every field from its variable; a bad value raises ValueError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or (raw.strip() == "" and f.name != "metrics_address"):
+                continue
+            raw = raw.strip()
+            if f.name == "namespaces":
+                values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
+            elif f.name in ("tick_seconds", "stall_seconds"):
+                values[f.name] = _seconds(raw, name)
+            elif f.name in ("query_parallelism", "write_parallelism"):
+                if not raw.isdigit() or int(raw) < 1:
+                    raise ValueError(f"{name}={raw!r}: expected a positive integer")
+                values[f.name] = int(raw)
+            elif f.name == "prometheus_url":
+                if not raw.startswith(("http://", "https://")):
+                    raise ValueError(f"{name}={raw!r}: expected an http:// or https:// URL")
+                values[f.name] = raw.rstrip("/")
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
