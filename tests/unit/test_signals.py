@@ -1,0 +1,651 @@
+"""Batched built-in signals and `query:` policies, against a fake Prometheus holding a synthetic fleet.
+
+The fake evaluates the aggregation shapes the built-in signals use (``sum|max|group by (...) (increase(m[w]))``
+and ``... (m)``) over stored series, the way Prometheus would, so splitting per monitor is tested on grouped
+answers built from raw series rather than on hand-written ones. Queries it does not understand get canned
+answers or fail the test.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from modelmonitor.adapters.prometheus import ErrorKind, QueryError, QueryResult, Sample
+from modelmonitor.signals import (
+    BUILTIN_SIGNALS,
+    PREDICTION_FEATURE,
+    MeasurementStatus,
+    SignalRequest,
+    measure,
+)
+from modelmonitor.stats.drift.registry import METHODS
+
+AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+_AGGREGATION = re.compile(
+    r"^(sum|max|group) by \(([^)]*)\) \((?:(increase|rate)\(([a-zA-Z_:]+)\[(\w+)\]\)|([a-zA-Z_:]+))\)$"
+)
+
+
+@dataclass
+class FakePrometheus:
+    """Raw series per metric name; ``increase``/``rate`` over any window read the stored value as the result."""
+
+    series: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=lambda: defaultdict(list))
+    canned: dict[str, QueryResult] = field(default_factory=dict)
+    failing: dict[str, QueryError] = field(default_factory=dict)
+    asked: list[tuple[str, datetime | None]] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+
+    def add(self, metric: str, value: float, **labels: str) -> None:
+        self.series[metric].append((labels, value))
+
+    def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+        self.asked.append((promql, at))
+        for fragment, error in self.failing.items():
+            if fragment in promql:
+                return QueryResult(query=promql, error=error)
+        if promql in self.canned:
+            return self.canned[promql]
+        match = _AGGREGATION.match(promql)
+        if match is None:
+            raise AssertionError(f"the fake cannot evaluate {promql!r}")
+        operator, by, _function, ranged, _window, instant = match.groups()
+        labels = [label.strip() for label in by.split(",")]
+        groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+        for series_labels, value in self.series.get(ranged or instant, []):
+            groups[tuple(series_labels.get(label, "") for label in labels)].append(value)
+        samples = []
+        for key, values in groups.items():
+            value = {"sum": sum, "max": max, "group": lambda _v: 1.0}[operator](values)
+            samples.append(Sample({k: v for k, v in zip(labels, key, strict=True) if v}, float(value), 0.0))
+        return QueryResult(query=promql, result_type="vector", samples=tuple(samples), warnings=self.warnings)
+
+
+def request(
+    signal: str | None = "accuracy", *, ns: str = "team-a", model: str = "fraud", **extra: object
+) -> SignalRequest:
+    return SignalRequest(
+        namespace=ns,
+        monitor=f"{model}-mm",
+        policy=extra.pop("policy", signal or "custom"),  # type: ignore[arg-type]
+        model=model,
+        window=extra.pop("window", "10m"),  # type: ignore[arg-type]
+        signal=signal,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def add_confusion(fake: FakePrometheus, ns: str, model: str, version: str, group: str = "all", **counts: float) -> None:
+    for outcome, count in counts.items():
+        fake.add(
+            "modelmonitor_labeled_predictions_total",
+            count,
+            namespace=ns,
+            model=model,
+            version=version,
+            group=group,
+            outcome=outcome,
+        )
+
+
+def fleet(n: int) -> FakePrometheus:
+    """n models, model i with accuracy i/(n+1), error rate i/(2n), and two features."""
+    fake = FakePrometheus()
+    for i in range(1, n + 1):
+        ns, model = f"ns-{i % 7}", f"model-{i}"
+        add_confusion(fake, ns, model, "v1", tp=i, tn=0, fp=n + 1 - i, fn=0)
+        fake.add("modelmonitor_requests_total", 2 * n, namespace=ns, model=model, version="v1", code="2xx")
+        fake.add("modelmonitor_request_errors_total", i, namespace=ns, model=model, version="v1")
+        for feature in ("age", "income"):
+            fake.add(
+                "modelmonitor_feature_observations_total", 100, namespace=ns, model=model, version="v1", feature=feature
+            )
+        fake.add("modelmonitor_feature_missing_total", i % 10, namespace=ns, model=model, version="v1", feature="age")
+    return fake
+
+
+def fleet_requests(
+    n: int, signals: tuple[str, ...] = ("accuracy", "precision", "errorRate", "missingRate")
+) -> list[SignalRequest]:
+    return [request(signal, ns=f"ns-{i % 7}", model=f"model-{i}") for i in range(1, n + 1) for signal in signals]
+
+
+# --- batching ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 10, 300])
+def test_queries_per_cycle_do_not_grow_with_monitors(n: int) -> None:
+    fake = fleet(n)
+    cycle = measure(fleet_requests(n), fake, at=AT)
+    # accuracy and precision share one query; errorRate needs 2; missingRate 2 (observations shared by none).
+    assert cycle.batched_queries == 5
+    assert cycle.template_queries == 0
+    assert len(fake.asked) == 5
+    assert len(cycle.results) == 4 * n
+
+
+def test_each_monitor_gets_its_own_models_value() -> None:
+    n = 50
+    cycle = measure(fleet_requests(n), fleet(n), at=AT)
+    for i in range(1, n + 1):
+        ns, model = f"ns-{i % 7}", f"model-{i}"
+        accuracy = cycle.results[request("accuracy", ns=ns, model=model)]
+        assert accuracy.status is MeasurementStatus.VALUES
+        assert accuracy.values == (pytest.approx(i / (n + 1)),)
+        assert accuracy.samples == n + 1
+        error_rate = cycle.results[request("errorRate", ns=ns, model=model)]
+        assert error_rate.values == (pytest.approx(i / (2 * n)),)
+        assert error_rate.samples == 2 * n
+        missing = cycle.results[request("missingRate", ns=ns, model=model)]
+        assert missing.values == (pytest.approx((i % 10) / 100),)
+
+
+def test_all_queries_are_evaluated_at_the_cycle_instant() -> None:
+    fake = fleet(3)
+    measure(fleet_requests(3), fake, at=AT)
+    assert {at for _, at in fake.asked} == {AT}
+
+
+def test_absent_monitors_get_no_data_never_zero() -> None:
+    fake = fleet(3)
+    absent = [
+        request("accuracy", ns="ns-1", model="ghost"),
+        request("accuracy", ns="elsewhere", model="model-1"),  # the model exists, but in another namespace
+        request("errorRate", ns="ns-1", model="ghost"),
+        request("latencyP99", ns="ns-1", model="ghost"),
+        request("dataDrift", ns="ns-1", model="ghost"),
+        request("missingRate", ns="ns-1", model="ghost"),
+        request("accuracy", ns="ns-1", model="model-1", version="v9"),  # a version that does not exist
+    ]
+    p99 = (
+        "histogram_quantile(0.99, sum by (namespace, model, le) "
+        "(rate(modelmonitor_request_duration_seconds_bucket[10m])))"
+    )
+    fake.canned[p99] = QueryResult(query=p99, result_type="vector")
+    fake.canned["sum by (namespace, model) (increase(modelmonitor_request_duration_seconds_count[10m]))"] = QueryResult(
+        query="", result_type="vector"
+    )
+    cycle = measure(absent, fake, at=AT)
+    for item in absent:
+        result = cycle.results[item]
+        assert result.status is MeasurementStatus.NO_DATA, (item, result)
+        assert result.values == ()
+        assert result.reason
+    assert 'namespace="elsewhere", model="model-1"' in cycle.results[absent[1]].reason
+
+
+def test_version_is_grouped_only_for_monitors_that_name_one() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tp=9, fp=1)
+    add_confusion(fake, "a", "m", "v2", tp=1, fp=9)
+    both, v1, v2 = (
+        request("precision", ns="a", model="m"),
+        *(request("precision", ns="a", model="m", version=v, policy=f"p-{v}") for v in ("v1", "v2")),
+    )
+    cycle = measure([both, v1, v2], fake, at=AT)
+    assert cycle.results[both].values == (pytest.approx(0.5),)
+    assert cycle.results[v1].values == (pytest.approx(0.9),)
+    assert cycle.results[v2].values == (pytest.approx(0.1),)
+    assert "by (namespace, model, outcome)" in cycle.results[both].query
+    assert "by (namespace, model, version, outcome)" in cycle.results[v1].query
+    # Two groupings, two queries, whatever the number of monitors on each side.
+    assert cycle.batched_queries == 2
+
+
+# --- quality -----------------------------------------------------------------------------------------------
+
+
+def test_quality_signals_from_one_confusion_query() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tp=40, fp=10, tn=30, fn=20)
+    wanted = {
+        "accuracy": (70 / 100, 100),
+        "precision": (40 / 50, 50),
+        "recall": (40 / 60, 60),
+        "f1": (80 / 110, 70),
+    }
+    requests = [request(signal, ns="a", model="m") for signal in wanted]
+    cycle = measure(requests, fake, at=AT)
+    assert cycle.batched_queries == 1
+    for item in requests:
+        value, samples = wanted[item.signal or ""]
+        result = cycle.results[item]
+        assert result.values == (pytest.approx(value),)
+        assert result.samples == samples
+        assert (
+            result.query == "sum by (namespace, model, outcome) (increase(modelmonitor_labeled_predictions_total[10m]))"
+        )
+        assert "tp=40 fp=10 tn=30 fn=20" in result.reason
+
+
+def test_outcomes_absent_next_to_present_ones_count_zero() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tp=5, tn=5)  # no fp/fn series yet: never incremented
+    cycle = measure([request("accuracy", ns="a", model="m")], fake, at=AT)
+    assert cycle.results[request("accuracy", ns="a", model="m")].values == (1.0,)
+
+
+def test_precision_without_positive_predictions_is_no_data() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tn=50, fn=3)
+    result = measure([request("precision", ns="a", model="m")], fake, at=AT).results[
+        request("precision", ns="a", model="m")
+    ]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "no positive predictions" in result.reason
+
+
+def test_fairness_gap_is_max_minus_min_positive_rate() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", group="young", tp=30, fp=10, tn=50, fn=10)  # 0.4
+    add_confusion(fake, "a", "m", "v1", group="old", tp=5, fp=5, tn=35, fn=5)  # 0.2
+    add_confusion(fake, "a", "m", "v1", group="__other__", tp=10, tn=10)  # 0.5, 20 labeled
+    item = request("fairnessGap", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == (pytest.approx(0.3),)
+    assert result.samples == 20  # the smallest group
+    assert "'__other__'" in result.reason and "'old'" in result.reason
+
+
+def test_fairness_gap_needs_two_groups() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", group="only", tp=3, tn=3)
+    item = request("fairnessGap", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "at least two" in result.reason
+
+
+# --- rates -------------------------------------------------------------------------------------------------
+
+
+def test_error_rate_counts_errors_as_zero_only_when_requests_prove_traffic() -> None:
+    fake = FakePrometheus()
+    fake.add("modelmonitor_requests_total", 80, namespace="a", model="quiet", version="v1", code="2xx")
+    fake.add("modelmonitor_requests_total", 0, namespace="a", model="idle", version="v1", code="2xx")
+    quiet, idle = request("errorRate", ns="a", model="quiet"), request("errorRate", ns="a", model="idle")
+    cycle = measure([quiet, idle], fake, at=AT)
+    assert cycle.results[quiet].values == (0.0,)
+    assert cycle.results[quiet].samples == 80
+    assert cycle.results[idle].status is MeasurementStatus.NO_DATA
+    assert "no requests" in cycle.results[idle].reason
+
+
+def test_schema_violation_rate_is_the_worst_feature() -> None:
+    fake = FakePrometheus()
+    for feature in ("age", "city"):
+        fake.add(
+            "modelmonitor_feature_observations_total", 200, namespace="a", model="m", version="v1", feature=feature
+        )
+    fake.add(
+        "modelmonitor_schema_violations_total", 4, namespace="a", model="m", version="v1", feature="age", kind="range"
+    )
+    fake.add(
+        "modelmonitor_schema_violations_total", 6, namespace="a", model="m", version="v1", feature="age", kind="type"
+    )
+    fake.add(
+        "modelmonitor_schema_violations_total",
+        30,
+        namespace="a",
+        model="m",
+        version="v1",
+        feature="__unknown__",
+        kind="unknown_feature",
+    )
+    item = request("schemaViolationRate", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    # age: 10/200; the unknown-feature bucket has no observations of its own and counts per row: 30/200.
+    assert result.values == (pytest.approx(0.15),)
+    assert result.samples == 200
+    assert "'__unknown__'" in result.reason
+
+
+def test_latency_quantile_and_its_sample_count() -> None:
+    fake = FakePrometheus()
+    p95 = (
+        "histogram_quantile(0.95, sum by (namespace, model, le) "
+        "(rate(modelmonitor_request_duration_seconds_bucket[5m])))"
+    )
+    fake.canned[p95] = QueryResult(
+        query=p95,
+        result_type="vector",
+        samples=(
+            Sample({"namespace": "a", "model": "m"}, 0.42, 0),
+            Sample({"namespace": "a", "model": "idle"}, math.nan, 0),
+        ),
+    )
+    fake.add("modelmonitor_request_duration_seconds_count", 1234.4, namespace="a", model="m", version="v1")
+    busy, idle = (
+        request("latencyP95", ns="a", model="m", window="5m"),
+        request("latencyP95", ns="a", model="idle", window="5m"),
+    )
+    cycle = measure([busy, idle], fake, at=AT)
+    assert cycle.results[busy].values == (0.42,)
+    assert cycle.results[busy].samples == 1234
+    assert cycle.results[idle].status is MeasurementStatus.NO_DATA  # NaN: no requests in the window
+
+
+def test_cpu_gives_one_value_per_pod() -> None:
+    fake = FakePrometheus()
+    item = request("cpu", ns="a", model="m", window="5m")
+    text = (
+        "group by (namespace, pod, model, version) (modelmonitor_request_errors_total) * on (namespace, pod) "
+        "group_left () sum by (namespace, pod) "
+        '(rate(container_cpu_usage_seconds_total{container!="", container!="POD"}[5m]))'
+    )
+    fake.canned[text] = QueryResult(
+        query=text,
+        result_type="vector",
+        samples=tuple(
+            Sample({"namespace": "a", "model": "m", "version": "v1", "pod": f"m-{i}"}, 0.1 * i, 0) for i in (1, 2, 3)
+        ),
+    )
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == pytest.approx((0.1, 0.2, 0.3))
+    assert result.samples is None
+    assert "m-1, m-2, m-3" in result.reason
+
+
+def test_memory_without_cadvisor_is_no_data() -> None:
+    fake = FakePrometheus()
+    item = request("memory", ns="a", model="m")
+    text = (
+        "group by (namespace, pod, model, version) (modelmonitor_request_errors_total) * on (namespace, pod) "
+        "group_left () sum by (namespace, pod) "
+        '(max_over_time(container_memory_working_set_bytes{container!="", container!="POD"}[10m]))'
+    )
+    fake.canned[text] = QueryResult(query=text, result_type="vector")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "cAdvisor" in result.reason
+
+
+# --- drift -------------------------------------------------------------------------------------------------
+
+BOUNDS = ("1.0", "2.0", "3.0", "+Inf")
+REFERENCE = (0.25, 0.5, 0.75, 1.0)
+
+
+def add_histogram(
+    fake: FakePrometheus, ns: str, model: str, version: str, feature: str, bins: tuple[float, ...]
+) -> None:
+    cumulative = np.cumsum(bins)
+    for le, count, ratio in zip(BOUNDS, cumulative, REFERENCE, strict=True):
+        fake.add(
+            "modelmonitor_feature_value_bucket",
+            float(count),
+            namespace=ns,
+            model=model,
+            version=version,
+            feature=feature,
+            le=le,
+        )
+        fake.add(
+            "modelmonitor_feature_reference_ratio",
+            ratio,
+            namespace=ns,
+            model=model,
+            version=version,
+            feature=feature,
+            le=le,
+        )
+
+
+def test_data_drift_is_the_worst_feature_psi_from_summed_buckets() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
+    add_histogram(fake, "a", "m", "v1", "income", (10, 10, 10, 70))
+    item = request("dataDrift", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    expected = METHODS["psi"].function(np.array([0.25] * 4), np.array([10.0, 10, 10, 70]))
+    assert result.values == (pytest.approx(expected),)
+    assert result.samples == 100
+    assert result.threshold is None
+    assert "'income'" in result.reason
+
+
+def test_data_drift_auto_threshold_compares_each_feature_with_its_own() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))  # psi ~0.8, threshold 2.0: fine
+    add_histogram(fake, "a", "m", "v1", "income", (20, 30, 25, 25))  # psi ~0.02, threshold 0.01: drifted
+    for feature, threshold in (("age", 2.0), ("income", 0.01)):
+        fake.add(
+            "modelmonitor_drift_threshold",
+            threshold,
+            namespace="a",
+            model="m",
+            version="v1",
+            feature=feature,
+            method="psi",
+        )
+    fake.add(
+        "modelmonitor_drift_threshold",
+        99.0,
+        namespace="a",
+        model="m",
+        version="v1",
+        feature="income",
+        method="hellinger",
+    )
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True)
+    result = measure([item], fake, at=AT).results[item]
+    assert result.threshold == 0.01
+    assert result.values[0] > 0.01
+    assert "'income'" in result.reason
+
+
+def test_data_drift_auto_threshold_without_thresholds_is_no_data() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True)
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "modelmonitor_drift_threshold" in result.reason
+
+
+def test_data_drift_other_methods_and_categories() -> None:
+    fake = FakePrometheus()
+    for category, count, share in (("red", 90, 0.5), ("blue", 10, 0.5)):
+        fake.add(
+            "modelmonitor_feature_category_total",
+            count,
+            namespace="a",
+            model="m",
+            version="v1",
+            feature="colour",
+            category=category,
+        )
+        fake.add(
+            "modelmonitor_feature_category_reference_ratio",
+            share,
+            namespace="a",
+            model="m",
+            version="v1",
+            feature="colour",
+            category=category,
+        )
+    fake.add(
+        "modelmonitor_feature_category_reference_ratio",
+        0.0,
+        namespace="a",
+        model="m",
+        version="v1",
+        feature="colour",
+        category="__other__",
+    )
+    item = request("dataDrift", ns="a", model="m", drift_method="linf")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == (pytest.approx(0.4),)  # |0.9 - 0.5|
+    assert result.samples == 100
+
+
+def test_data_drift_across_versions_reports_the_worst_version() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
+    add_histogram(fake, "a", "m", "v2", "age", (0, 0, 0, 40))
+    item = request("dataDrift", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values[0] > 1
+    assert result.samples == 40
+    assert "version 'v2'" in result.reason
+
+
+def test_data_drift_skips_features_whose_bounds_changed() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
+    fake.add("modelmonitor_feature_value_bucket", 5, namespace="a", model="m", version="v1", feature="new", le="7")
+    fake.add("modelmonitor_feature_value_bucket", 9, namespace="a", model="m", version="v1", feature="new", le="+Inf")
+    fake.add("modelmonitor_feature_reference_ratio", 0.5, namespace="a", model="m", version="v1", feature="new", le="8")
+    item = request("dataDrift", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == (pytest.approx(0.0),)
+    assert "1 skipped" in result.reason
+
+
+def test_data_drift_with_an_idle_window_is_no_data() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (0, 0, 0, 0))
+    item = request("dataDrift", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "no observations" in result.reason
+
+
+def test_prediction_drift_auto_threshold() -> None:
+    fake = FakePrometheus()
+    for le, count, ratio in zip(BOUNDS, (0, 0, 50, 100), REFERENCE, strict=True):
+        fake.add("modelmonitor_prediction_score_bucket", count, namespace="a", model="m", version="v1", le=le)
+        fake.add("modelmonitor_prediction_reference_ratio", ratio, namespace="a", model="m", version="v1", le=le)
+    fake.add(
+        "modelmonitor_drift_threshold",
+        0.3,
+        namespace="a",
+        model="m",
+        version="v1",
+        feature=PREDICTION_FEATURE,
+        method="psi",
+    )
+    item = request("predictionDrift", ns="a", model="m", auto_threshold=True)
+    result = measure([item], fake, at=AT).results[item]
+    assert result.threshold == 0.3
+    assert result.values[0] > 1
+    assert result.samples == 100
+
+
+# --- errors and invalid requests ---------------------------------------------------------------------------
+
+
+def test_a_failed_query_is_an_error_for_exactly_the_requests_that_needed_it() -> None:
+    fake = fleet(5)
+    fake.failing["modelmonitor_requests_total"] = QueryError(ErrorKind.CONNECTION, "connection refused")
+    cycle = measure(fleet_requests(5), fake, at=AT)
+    for item, result in cycle.results.items():
+        if item.signal == "errorRate":
+            assert result.status is MeasurementStatus.ERROR
+            assert result.values == ()
+            assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
+            assert "could not measure" in result.reason
+        else:
+            assert result.status is MeasurementStatus.VALUES
+    assert cycle.failed_queries == 1
+
+
+def test_warnings_reach_the_results() -> None:
+    fake = fleet(2)
+    fake.warnings = ("PromQL info: metric might not be a counter",)
+    cycle = measure(fleet_requests(2, ("accuracy",)), fake, at=AT)
+    assert all(r.warnings == fake.warnings for r in cycle.results.values())
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (request("accuracy", window="10 minutes"), "window '10 minutes'"),
+        (request("accuracy", window="30m1h"), "largest first"),
+        (request("accurracy"), "signal 'accurracy': expected one of accuracy"),
+        (request(None), "set exactly one of signal and query"),
+        (request("accuracy", query="up"), "set exactly one of signal and query"),
+        (request("accuracy", auto_threshold=True), "threshold auto: only dataDrift and predictionDrift"),
+        (request("dataDrift", drift_method="ks"), "drift method 'ks'"),
+        (request("dataDrift", drift_method="nope"), "expected one of psi"),
+        (request(None, query="m{model={{modle}}}"), "unknown placeholder {{modle}}"),
+        (request(None, query="m{version={{version}}}"), "{{version}} has no value"),
+    ],
+)
+def test_invalid_requests_are_invalid_and_cost_no_query(item: SignalRequest, message: str) -> None:
+    fake = FakePrometheus()
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.INVALID
+    assert message in result.reason
+    assert fake.asked == []
+
+
+def test_every_builtin_signal_plans_a_query() -> None:
+    fake = FakePrometheus()
+    for signal in BUILTIN_SIGNALS:
+        item = request(signal, ns="a", model="m")
+        fake.canned.clear()
+
+        def answer_empty(promql: str, *, at: datetime | None = None) -> QueryResult:
+            return QueryResult(query=promql, result_type="vector")
+
+        fake.query = answer_empty  # type: ignore[method-assign]
+        result = measure([item], fake, at=AT).results[item]
+        assert result.status is MeasurementStatus.NO_DATA, (signal, result)
+        assert result.query and "modelmonitor_" in result.query
+
+
+# --- query: templates --------------------------------------------------------------------------------------
+
+
+def test_templates_are_rendered_per_monitor_with_quoted_values() -> None:
+    template = (
+        "max by (pod) (my_queue_depth{namespace={{namespace}}, app={{model}}}) / on() group_left scalar(vector(1))"
+    )
+    first = request(None, ns="a", model='we"ird', query=template, policy="queue")
+    second = request(None, ns="b", model="plain", query=template, policy="queue")
+    fake = FakePrometheus()
+    rendered_first = 'max by (pod) (my_queue_depth{namespace="a", app="we\\"ird"}) / on() group_left scalar(vector(1))'
+    fake.canned[rendered_first] = QueryResult(
+        query=rendered_first,
+        result_type="vector",
+        samples=(Sample({"pod": "p1"}, 3.0, 0), Sample({"pod": "p2"}, math.nan, 0), Sample({"pod": "p3"}, 5.0, 0)),
+    )
+    rendered_second = rendered_first.replace('"a"', '"b"').replace('"we\\"ird"', '"plain"')
+    fake.canned[rendered_second] = QueryResult(query=rendered_second, result_type="vector")
+    cycle = measure([first, second], fake, at=AT)
+    assert cycle.template_queries == 2
+    assert cycle.batched_queries == 0
+    assert cycle.results[first].values == (3.0, 5.0)  # NaN dropped; several series -> several values
+    assert cycle.results[first].samples is None
+    assert cycle.results[first].query == rendered_first
+    assert cycle.results[second].status is MeasurementStatus.NO_DATA
+    assert "no series" in cycle.results[second].reason
+
+
+def test_template_answering_only_nan_is_no_data() -> None:
+    item = request(None, query="x{model={{model}}}")
+    fake = FakePrometheus()
+    fake.canned['x{model="fraud"}'] = QueryResult(query="", result_type="scalar", samples=(Sample({}, math.nan, 0),))
+    result = measure([item], fake, at=AT).results[item]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "only NaN" in result.reason
+
+
+def test_templates_cost_one_query_each_and_builtins_stay_batched() -> None:
+    n = 20
+    fake = fleet(n)
+    templated = [request(None, ns=f"ns-{i % 7}", model=f"model-{i}", query="vector(1)", policy="t") for i in range(n)]
+    fake.canned["vector(1)"] = QueryResult(query="vector(1)", result_type="vector", samples=(Sample({}, 1.0, 0),))
+    cycle = measure([*fleet_requests(n), *templated], fake, at=AT)
+    # The same rendered text is asked once, and counted as a template query.
+    assert cycle.template_queries == 1
+    assert cycle.batched_queries == 5
+    assert cycle.queries == 6
