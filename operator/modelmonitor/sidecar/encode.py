@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,7 @@ class FeatureEncoder:
         n = len(rows)
         width = len(self.names)
         if n and isinstance(rows[0], Mapping):
-            for index, row in enumerate(rows):
+            for index, row in enumerate(rows) if not all(type(r) is dict for r in rows) else ():
                 if not isinstance(row, Mapping):
                     raise BatchError(
                         "wrong_shape", f"{where.format(index=index)}: expected an object of feature values"
@@ -96,7 +97,15 @@ class FeatureEncoder:
             present: set[str] = set().union(*rows)
             unknown_names = present - self.name_set
             unknown = {u: sum(1 for r in rows if u in r) for u in sorted(unknown_names)} if unknown_names else {}
-            columns: list[list[Any]] = [[r.get(name) for r in rows] for name in self.names]
+            columns: list[Any]
+            if len(present & self.name_set) == width and all(len(r) == width for r in rows) and not unknown:
+                # Every row has every feature (the usual case): one C-level call per row, then a transpose.
+                getter = itemgetter(*self.names)
+                columns = list(zip(*map(getter, rows), strict=True)) if width > 1 else [[getter(r) for r in rows]]
+                if not columns:
+                    columns = [[] for _ in self.names]
+            else:
+                columns = [[r.get(name) for r in rows] for name in self.names]
         else:
             for index, row in enumerate(rows):
                 if not isinstance(row, list | tuple):
@@ -209,7 +218,7 @@ _UNRESOLVED = -99
 
 
 def _categorical_column(values: Iterable[Any], lookup: _Lookup) -> tuple[npt.NDArray[np.int32], int]:
-    column = list(values) if not isinstance(values, list) else values
+    column = values if isinstance(values, list | tuple) else list(values)
     get = lookup.codes.get
     try:
         codes = [get(v, _UNRESOLVED) for v in column]
@@ -258,7 +267,7 @@ def _numerical_column(values: Any) -> tuple[npt.NDArray[np.float64], int, int, i
         if value is None:
             array[index] = math.nan
             n_missing += 1
-        elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
+        elif isinstance(value, int | float | np.integer | np.floating):  # true / false read as 1 / 0, like numpy
             number = float(value)
             array[index] = number
             if math.isnan(number):

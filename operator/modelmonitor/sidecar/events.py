@@ -23,12 +23,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from modelmonitor.sidecar.encode import BatchError, FeatureEncoder
 from modelmonitor.sidecar.monitor import EventBatch
 
 EVENT_FIELDS = frozenset({"request_id", "features", "prediction", "score", "group", "error", "latency_seconds"})
 LABEL_FIELDS = frozenset({"request_id", "label"})
+
+_ABSENT = object()
 
 REJECT_REASONS = (
     "malformed_json",
@@ -44,7 +47,15 @@ REJECT_REASONS = (
 
 
 def decode_json(body: bytes) -> Any:
-    """Decode a request body; NaN / Infinity literals are let through here and refused per field later."""
+    """Decode a request body (orjson: strict and about ten times faster than the json module on big batches).
+
+    What orjson refuses is decoded again with the json module, for an error message with a line and column and
+    so that NaN / Infinity literals (which the json module reads) are refused per field with ``non_finite``.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -80,9 +91,10 @@ def parse_event_document(document: Any, encoder: FeatureEncoder, *, max_events: 
 
 def parse_events(events: Sequence[Any], encoder: FeatureEncoder) -> EventBatch:
     """Validate and encode a list of event objects; :class:`BatchError` names the first bad event and field."""
-    for index, event in enumerate(events):
-        if not isinstance(event, Mapping):
-            raise BatchError("wrong_shape", f"events[{index}]: expected an object, got {type(event).__name__}")
+    if not all(type(e) is dict for e in events):  # decoded JSON gives dicts: check the general case only if not
+        for index, event in enumerate(events):
+            if not isinstance(event, Mapping):
+                raise BatchError("wrong_shape", f"events[{index}]: expected an object, got {type(event).__name__}")
     unknown = set().union(*events) - EVENT_FIELDS if events else set()
     if unknown:
         name = sorted(unknown)[0]
@@ -91,11 +103,10 @@ def parse_events(events: Sequence[Any], encoder: FeatureEncoder) -> EventBatch:
             "unknown_field",
             f"events[{index}]: unknown field {name!r}; expected some of {', '.join(sorted(EVENT_FIELDS))}",
         )
-    rows = []
-    for index, event in enumerate(events):
-        if "features" not in event:
-            raise BatchError("wrong_shape", f"events[{index}].features: missing")
-        rows.append(event["features"])
+    rows = [e.get("features", _ABSENT) for e in events]
+    if any(r is _ABSENT for r in rows):
+        index = next(i for i, r in enumerate(rows) if r is _ABSENT)
+        raise BatchError("wrong_shape", f"events[{index}].features: missing")
     features = encoder.encode_rows(rows, where="events[{index}].features")
     if features.unknown_features:
         name = next(iter(features.unknown_features))
@@ -108,7 +119,9 @@ def parse_events(events: Sequence[Any], encoder: FeatureEncoder) -> EventBatch:
             "non_finite", f"events[{row}].features.{column}: NaN or infinite; send null for a missing value"
         )
     n = len(events)
-    request_ids = [_request_id(e.get("request_id"), i) for i, e in enumerate(events)]
+    request_ids: list[str | None] = [e.get("request_id") for e in events]
+    if not all(type(r) is str and 0 < len(r) <= 256 for r in request_ids):  # the common case, checked in one pass
+        request_ids = [_request_id(r, i) for i, r in enumerate(request_ids)]
     predictions = [e.get("prediction") for e in events]
     for index, value in enumerate(predictions):
         if isinstance(value, float) and not math.isfinite(value):
