@@ -112,6 +112,10 @@ class SignalRequest:
     auto_threshold: bool = False
     #: Drift method for dataDrift / predictionDrift: a count-based method of ``modelmonitor.stats.drift``.
     drift_method: str = "psi"
+    #: The policy's minSamples. The engine applies it to ``samples``; fairnessGap and the drift signals also
+    #: leave out the groups / features with fewer observations, so one sparse group or feature (``__other__``,
+    #: a mostly-missing column) neither blocks the measurement nor dominates it with noise.
+    min_samples: int = 0
 
 
 class MeasurementStatus(StrEnum):
@@ -130,6 +134,9 @@ class SignalResult:
     status: MeasurementStatus
     #: The numbers: one per series the monitor selects (several where several versions or pods answer).
     values: tuple[float, ...] = ()
+    #: The labels of each value's series, parallel to ``values``, as sorted (name, value) pairs; empty pairs for
+    #: a value computed here from several series (an accuracy, a drift score).
+    series_labels: tuple[tuple[tuple[str, str], ...], ...] = ()
     #: Observations behind the value (labeled predictions, requests, rows); ``None`` when not meaningful.
     samples: int | None = None
     #: The threshold resolved from ``threshold: auto`` (drift signals only), else ``None``.
@@ -257,6 +264,8 @@ def _plan(request: SignalRequest) -> _Plan | SignalResult:
         window = validate_window(request.window)
     except ValueError as problem:
         return _invalid(str(problem))
+    if request.min_samples < 0:
+        return _invalid(f"minSamples {request.min_samples}: expected >= 0")
     if request.query is not None:
         values = {
             "model": request.model,
@@ -413,10 +422,20 @@ def _invalid(reason: str) -> SignalResult:
 
 
 def _values(
-    values: Sequence[float], samples: int | None, reason: str = "", threshold: float | None = None
+    values: Sequence[float],
+    samples: int | None,
+    reason: str = "",
+    threshold: float | None = None,
+    labels: Sequence[Mapping[str, str]] | None = None,
 ) -> SignalResult:
+    series_labels = tuple(tuple(sorted(mapping.items())) for mapping in labels) if labels is not None else None
     return SignalResult(
-        MeasurementStatus.VALUES, values=tuple(values), samples=samples, reason=reason, threshold=threshold
+        MeasurementStatus.VALUES,
+        values=tuple(values),
+        series_labels=series_labels if series_labels is not None else tuple(() for _ in values),
+        samples=samples,
+        reason=reason,
+        threshold=threshold,
     )
 
 
@@ -424,6 +443,7 @@ def _with_queries(result: SignalResult, queries: tuple[str, ...], warnings: tupl
     return SignalResult(
         status=result.status,
         values=result.values,
+        series_labels=result.series_labels,
         samples=result.samples,
         threshold=result.threshold,
         query=queries[0] if queries else "",
@@ -455,10 +475,10 @@ def _compute_template(request: SignalRequest, answers: Sequence[_Index]) -> Sign
     samples = answers[0].all_values()
     if not samples:
         return _no_data("the query returned no series")
-    values = [sample.value for sample in samples if not math.isnan(sample.value)]
-    if not values:
+    usable = [sample for sample in samples if not math.isnan(sample.value)]
+    if not usable:
         return _no_data(f"the query returned only NaN ({len(samples)} series)")
-    return _values(values, None)
+    return _values([s.value for s in usable], None, labels=[s.labels for s in usable])
 
 
 def _confusion(samples: Iterable[Sample]) -> dict[str, float] | None:
@@ -505,28 +525,35 @@ def _compute_fairness(request: SignalRequest, answers: Sequence[_Index]) -> Sign
         return _no_series(request, LABELED_PREDICTIONS)
     rates: dict[str, float] = {}
     sizes: dict[str, float] = {}
-    for group, samples in per_group.items():
+    left_out: list[str] = []
+    for group, samples in sorted(per_group.items()):
         counts = _confusion(samples)
         assert counts is not None
         total = sum(counts.values())
-        if total > 0:
-            rates[group] = (counts["tp"] + counts["fp"]) / total
-            sizes[group] = total
+        if total <= 0:
+            continue
+        if total < request.min_samples:
+            left_out.append(f"{group!r} ({total:.0f})")
+            continue
+        rates[group] = (counts["tp"] + counts["fp"]) / total
+        sizes[group] = total
     if len(rates) < 2:
+        small = f"; left out for fewer than {request.min_samples}: {', '.join(left_out)}" if left_out else ""
         return _no_data(
             f"fairnessGap: labeled predictions from {len(rates)} group(s) over {request.window}; "
-            "a gap needs at least two"
+            f"a gap needs at least two{small}"
         )
     highest = max(rates, key=rates.__getitem__)
     lowest = min(rates, key=rates.__getitem__)
     smallest = min(sizes, key=sizes.__getitem__)
-    return _values(
-        [rates[highest] - rates[lowest]],
-        # The smallest group decides how far the gap can be trusted.
-        _count(sizes[smallest]),
+    detail = (
         f"positive-prediction rate {rates[highest]:.4g} in group {highest!r} vs {rates[lowest]:.4g} in group "
-        f"{lowest!r}; smallest group {smallest!r} has {sizes[smallest]:.0f} labeled predictions",
+        f"{lowest!r}; smallest group {smallest!r} has {sizes[smallest]:.0f} labeled predictions"
     )
+    if left_out:
+        detail += f"; left out for fewer than {request.min_samples}: {', '.join(left_out)}"
+    # The smallest group compared decides how far the gap can be trusted.
+    return _values([rates[highest] - rates[lowest]], _count(sizes[smallest]), detail)
 
 
 def _compute_error_rate(request: SignalRequest, answers: Sequence[_Index]) -> SignalResult:
@@ -544,11 +571,11 @@ def _compute_latency(request: SignalRequest, answers: Sequence[_Index]) -> Signa
     quantiles = answers[0].select(request)
     if not quantiles:
         return _no_series(request, f"{REQUEST_DURATION}_bucket")
-    values = [s.value for s in quantiles if not math.isnan(s.value)]
-    if not values:
+    usable = [s for s in quantiles if not math.isnan(s.value)]
+    if not usable:
         return _no_data(f"{request.signal}: no requests for {_describe(request)} over {request.window}")
     count = sum(s.value for s in answers[1].select(request) if not math.isnan(s.value))
-    return _values(values, _count(count))
+    return _values([s.value for s in usable], _count(count), labels=[s.labels for s in usable])
 
 
 def _compute_feature_rate(request: SignalRequest, answers: Sequence[_Index]) -> SignalResult:
@@ -585,11 +612,11 @@ def _compute_pods(request: SignalRequest, answers: Sequence[_Index]) -> SignalRe
             f"joined to {_describe(request)} (needs cAdvisor metrics in this Prometheus and a pod label on the "
             "sidecar's series)"
         )
-    values = [s.value for s in pods if not math.isnan(s.value)]
-    if not values:
+    usable = [s for s in pods if not math.isnan(s.value)]
+    if not usable:
         return _no_data(f"{request.signal}: only NaN for {_describe(request)}")
-    names = ", ".join(sorted(s.labels.get("pod", "?") for s in pods))
-    return _values(values, None, f"one value per pod: {names}")
+    names = ", ".join(sorted(s.labels.get("pod", "?") for s in usable))
+    return _values([s.value for s in usable], None, f"one value per pod: {names}", labels=[s.labels for s in usable])
 
 
 # --- drift ------------------------------------------------------------------------------------------------
@@ -677,6 +704,11 @@ def _pick(
     threshold_query: _Index | None,
 ) -> SignalResult:
     """Report the worst feature (over versions too): max score, or max score/threshold with threshold auto."""
+    sparse = [score for score in scores if score.observations < request.min_samples]
+    if sparse and len(sparse) < len(scores):
+        # Leave sparse features out, unless all are sparse: then the engine's minSamples reports NoData.
+        skipped = [*skipped, *(f"feature {s.feature!r}: {s.observations:.0f} observations" for s in sparse)]
+        scores = [score for score in scores if score.observations >= request.min_samples]
     if not scores:
         why = "; ".join(skipped[:5]) if skipped else "no feature histograms"
         return _no_data(f"{request.signal}: nothing to compare for {_describe(request)} over {request.window}: {why}")

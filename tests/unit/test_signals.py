@@ -223,6 +223,7 @@ def test_quality_signals_from_one_confusion_query() -> None:
             result.query == "sum by (namespace, model, outcome) (increase(modelmonitor_labeled_predictions_total[10m]))"
         )
         assert "tp=40 fp=10 tn=30 fn=20" in result.reason
+        assert result.series_labels == ((),)
 
 
 def test_outcomes_absent_next_to_present_ones_count_zero() -> None:
@@ -252,6 +253,23 @@ def test_fairness_gap_is_max_minus_min_positive_rate() -> None:
     assert result.values == (pytest.approx(0.3),)
     assert result.samples == 20  # the smallest group
     assert "'__other__'" in result.reason and "'old'" in result.reason
+
+
+def test_fairness_gap_leaves_out_groups_below_min_samples() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", group="young", tp=30, fp=10, tn=50, fn=10)  # 0.4 of 100
+    add_confusion(fake, "a", "m", "v1", group="old", tp=5, fp=5, tn=35, fn=5)  # 0.2 of 50
+    add_confusion(fake, "a", "m", "v1", group="__other__", tp=3)  # 1.0 of 3: noise
+    item = request("fairnessGap", ns="a", model="m", min_samples=20)
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == (pytest.approx(0.2),)
+    assert result.samples == 50
+    assert "left out for fewer than 20: '__other__' (3)" in result.reason
+
+    alone = request("fairnessGap", ns="a", model="m", min_samples=60, policy="strict")
+    result = measure([alone], fake, at=AT).results[alone]
+    assert result.status is MeasurementStatus.NO_DATA
+    assert "'old' (50)" in result.reason
 
 
 def test_fairness_gap_needs_two_groups() -> None:
@@ -349,6 +367,7 @@ def test_cpu_gives_one_value_per_pod() -> None:
     )
     result = measure([item], fake, at=AT).results[item]
     assert result.values == pytest.approx((0.1, 0.2, 0.3))
+    assert [dict(labels)["pod"] for labels in result.series_labels] == ["m-1", "m-2", "m-3"]
     assert result.samples is None
     assert "m-1, m-2, m-3" in result.reason
 
@@ -509,6 +528,25 @@ def test_data_drift_skips_features_whose_bounds_changed() -> None:
     assert "1 skipped" in result.reason
 
 
+def test_data_drift_leaves_out_sparse_features_unless_all_are() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
+    add_histogram(fake, "a", "m", "v1", "rare", (0, 0, 0, 5))  # huge PSI on 5 rows
+    item = request("dataDrift", ns="a", model="m", min_samples=50)
+    result = measure([item], fake, at=AT).results[item]
+    assert result.values == (pytest.approx(0.0),)
+    assert result.samples == 100
+    assert "1 skipped" in result.reason
+
+    unfiltered = request("dataDrift", ns="a", model="m", policy="any")
+    assert measure([unfiltered], fake, at=AT).results[unfiltered].values[0] > 1
+
+    strict = request("dataDrift", ns="a", model="m", min_samples=500, policy="strict")
+    result = measure([strict], fake, at=AT).results[strict]
+    # All features are sparse: the worst is reported with its few samples; the engine's minSamples says NoData.
+    assert result.samples == 5
+
+
 def test_data_drift_with_an_idle_window_is_no_data() -> None:
     fake = FakePrometheus()
     add_histogram(fake, "a", "m", "v1", "age", (0, 0, 0, 0))
@@ -575,6 +613,7 @@ def test_warnings_reach_the_results() -> None:
         (request("accuracy", auto_threshold=True), "threshold auto: only dataDrift and predictionDrift"),
         (request("dataDrift", drift_method="ks"), "drift method 'ks'"),
         (request("dataDrift", drift_method="nope"), "expected one of psi"),
+        (request("accuracy", min_samples=-1), "minSamples -1: expected >= 0"),
         (request(None, query="m{model={{modle}}}"), "unknown placeholder {{modle}}"),
         (request(None, query="m{version={{version}}}"), "{{version}} has no value"),
     ],
@@ -624,6 +663,7 @@ def test_templates_are_rendered_per_monitor_with_quoted_values() -> None:
     assert cycle.template_queries == 2
     assert cycle.batched_queries == 0
     assert cycle.results[first].values == (3.0, 5.0)  # NaN dropped; several series -> several values
+    assert cycle.results[first].series_labels == ((("pod", "p1"),), (("pod", "p3"),))
     assert cycle.results[first].samples is None
     assert cycle.results[first].query == rendered_first
     assert cycle.results[second].status is MeasurementStatus.NO_DATA
