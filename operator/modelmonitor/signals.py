@@ -42,6 +42,7 @@ from modelmonitor.stats.drift.registry import METHODS, DriftMethod
 __all__ = [
     "BUILTIN_SIGNALS",
     "DRIFT_SIGNALS",
+    "FLEET_DRIFT_METHODS",
     "PREDICTION_FEATURE",
     "CycleMeasurements",
     "MeasurementStatus",
@@ -72,6 +73,13 @@ CONTAINER_MEMORY = "container_memory_working_set_bytes"
 #: The ``feature`` label value under which the sidecar exports the prediction score's drift threshold in
 #: ``modelmonitor_drift_threshold`` (read by ``predictionDrift`` with ``threshold: auto``).
 PREDICTION_FEATURE = "__prediction__"
+
+#: Drift methods computable from what the sidecar exports: current counts against reference *proportions*
+#: (``..._reference_ratio``). Only methods that compare proportions qualify; the chi-square homogeneity test
+#: needs the reference's own sample size, and KS / Wasserstein need raw values.
+FLEET_DRIFT_METHODS: tuple[str, ...] = tuple(
+    name for name in ("psi", "jensen_shannon", "hellinger", "linf") if name in METHODS
+)
 
 LATENCY_QUANTILES: Mapping[str, float] = {"latencyP50": 0.5, "latencyP95": 0.95, "latencyP99": 0.99}
 QUALITY_SIGNALS = ("accuracy", "precision", "recall", "f1")
@@ -110,7 +118,7 @@ class SignalRequest:
     version: str | None = None
     #: ``threshold: auto``: resolve the threshold from ``modelmonitor_drift_threshold`` (drift signals only).
     auto_threshold: bool = False
-    #: Drift method for dataDrift / predictionDrift: a count-based method of ``modelmonitor.stats.drift``.
+    #: Drift method for dataDrift / predictionDrift, one of ``FLEET_DRIFT_METHODS``.
     drift_method: str = "psi"
     #: The policy's minSamples. The engine applies it to ``samples``; fairnessGap and the drift signals also
     #: leave out the groups / features with fewer observations, so one sparse group or feature (``__other__``,
@@ -340,12 +348,10 @@ def _plan(request: SignalRequest) -> _Plan | SignalResult:
 
     # dataDrift / predictionDrift: always per version, because each version's bucket bounds are its own
     # reference quantiles and summing buckets with different bounds would be meaningless.
-    method = METHODS.get(request.drift_method)
-    if method is None or method.input != "counts":
-        counted = ", ".join(name for name, m in METHODS.items() if m.input == "counts")
+    if request.drift_method not in FLEET_DRIFT_METHODS:
         return _invalid(
-            f"drift method {request.drift_method!r}: the operator computes fleet drift from summed counts; "
-            f"expected one of {counted}"
+            f"drift method {request.drift_method!r}: fleet drift is computed from summed bucket counts against "
+            f"the reference's proportions; expected one of {', '.join(FLEET_DRIFT_METHODS)}"
         )
     keys = "namespace, model, version"
     thresholds = (f"max by ({keys}, feature, method) ({DRIFT_THRESHOLD})",) if request.auto_threshold else ()
