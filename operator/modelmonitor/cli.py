@@ -14,9 +14,16 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("modelmonitor.runner", "run the operator (watch ModelMonitors, evaluate policies, act)"),
-    "crd": ("modelmonitor.api.cli", "print the ModelMonitor CustomResourceDefinition generated from the API models"),
+    "crd": (
+        "modelmonitor.api.cli",
+        "print the ModelMonitor CustomResourceDefinition generated from the API models",
+    ),
     "sidecar": ("modelmonitor.sidecar.cli", "run the monitoring sidecar next to a model server"),
-    "profile": ("modelmonitor.sidecar.profile_cli", "build or inspect a reference profile from training data"),
+    "profile": (
+        "modelmonitor.sidecar.profile_cli",
+        "build or inspect a reference profile from training data",
+    ),
+    "demo": ("modelmonitor.demo.cli", "run the narrated demo on the local sandbox (what `make demo` runs)"),
     "cluster": ("modelmonitor.devcluster.cli", "build, start, stop and inspect the local Kubernetes sandbox"),
 }
 

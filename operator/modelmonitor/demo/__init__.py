@@ -1,0 +1,1 @@
+"""The demo `make demo` runs: the operator and real sidecars on the local sandbox."""
