@@ -660,27 +660,37 @@ class _Histograms:
 
 
 def _bins(current: Mapping[float, float], reference: Mapping[float, float]) -> tuple[np.ndarray, np.ndarray] | str:
-    """Per-bin current counts and reference fractions from cumulative ones; or why they cannot be compared."""
-    bounds = sorted(b for b in current if not math.isinf(b))
+    """Per-bin current counts and reference fractions from cumulative ones; or why they cannot be compared.
+
+    Plain Python on purpose: a histogram has a dozen buckets, and numpy's per-call overhead on arrays that
+    small costs more than the arithmetic (this runs for every feature of every model each cycle).
+    """
     if math.inf not in current:
         return "its histogram has no +Inf bucket"
+    bounds = sorted(b for b in current if not math.isinf(b))
     reference_bounds = sorted(b for b in reference if not math.isinf(b))
     if not bounds:
         return "its histogram has a single bucket"
-    same_bounds = len(bounds) == len(reference_bounds) and np.allclose(bounds, reference_bounds, rtol=1e-9, atol=0)
-    if not same_bounds:
+    if len(bounds) != len(reference_bounds) or not all(
+        math.isclose(a, b, rel_tol=1e-9) for a, b in zip(bounds, reference_bounds, strict=True)
+    ):
         return "its bucket bounds differ from the reference's (a profile change inside the window?)"
-    cumulative_current = np.array([current[b] for b in bounds] + [current[math.inf]], dtype=np.float64)
-    cumulative_reference = np.array(
-        [reference[b] for b in reference_bounds] + [reference.get(math.inf, 1.0)], dtype=np.float64
-    )
-    if np.isnan(cumulative_current).any() or np.isnan(cumulative_reference).any():
+    cumulative_current = [current[b] for b in bounds] + [current[math.inf]]
+    cumulative_reference = [reference[b] for b in reference_bounds] + [reference.get(math.inf, 1.0)]
+    if any(math.isnan(v) for v in cumulative_current) or any(math.isnan(v) for v in cumulative_reference):
         return "NaN in its buckets"
     # Each bucket's increase() is extrapolated on its own, which can leave a bucket a hair below the one
     # before it: clip those to zero rather than feed a negative count to the test.
-    current_bins = np.clip(np.diff(cumulative_current, prepend=0.0), 0.0, None)
-    reference_bins = np.clip(np.diff(cumulative_reference, prepend=0.0), 0.0, None)
-    return current_bins, reference_bins
+    return _differences(cumulative_current), _differences(cumulative_reference)
+
+
+def _differences(cumulative: list[float]) -> np.ndarray:
+    previous = 0.0
+    bins = []
+    for value in cumulative:
+        bins.append(max(value - previous, 0.0))
+        previous = value
+    return np.array(bins, dtype=np.float64)
 
 
 def _score(method: DriftMethod, reference: np.ndarray, current: np.ndarray) -> float | str:

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import requests
@@ -212,7 +211,7 @@ def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
     result = data.get("result")
     if result_type in ("scalar", "string"):
         timestamp, value = _point(result, "data.result", allow_text=result_type == "string")
-        return result_type, (Sample(MappingProxyType({}), value, timestamp),)
+        return result_type, (Sample({}, value, timestamp),)
     if result_type not in ("vector", "matrix"):
         raise _Malformed(f"unknown resultType {result_type!r}")
     if not isinstance(result, list):
@@ -263,11 +262,14 @@ def _point(point: Any, where: str, *, allow_text: bool = False) -> tuple[float, 
 
 
 def _labels(metric: Any, where: str) -> Mapping[str, str]:
-    if not isinstance(metric, dict) or not all(
-        isinstance(name, str) and isinstance(value, str) for name, value in metric.items()
-    ):
+    # Hot path (one call per series; a fleet-wide drift answer holds hundreds of thousands): JSON object keys
+    # are always strings, so only the values need a look, and the freshly parsed dict is handed out as is.
+    if type(metric) is not dict:
         raise _Malformed(f"{where}.metric is not an object of string labels")
-    return MappingProxyType(dict(metric))
+    for value in metric.values():
+        if type(value) is not str:
+            raise _Malformed(f"{where}.metric is not an object of string labels")
+    return metric
 
 
 def _strings(value: Any) -> tuple[str, ...]:
