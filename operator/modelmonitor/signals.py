@@ -37,7 +37,7 @@ import numpy as np
 
 from modelmonitor.adapters.prometheus import PrometheusQuerier, QueryError, QueryResult, Sample
 from modelmonitor.promql import PromQLTemplateError, quote, render_template, validate_window
-from modelmonitor.stats.drift.registry import METHODS, DriftMethod
+from modelmonitor.stats.drift import METHODS, DriftMethod
 
 __all__ = [
     "BUILTIN_SIGNALS",

@@ -25,7 +25,7 @@ from modelmonitor.signals import (
     SignalRequest,
     measure,
 )
-from modelmonitor.stats.drift.registry import METHODS
+from modelmonitor.stats.drift import METHODS
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 _AGGREGATION = re.compile(
