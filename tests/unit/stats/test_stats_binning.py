@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from modelmonitor.stats.binning import bin_counts, bin_counts_columns, quantile_edges, quantile_edges_columns
+from modelmonitor.stats.drift import SortedSample
 
 
 def test_value_on_a_bound_goes_to_the_bin_that_ends_there() -> None:
@@ -71,3 +72,24 @@ def test_quantile_edges_refuses_nan_reference_and_too_few_bins() -> None:
         quantile_edges(np.array([1.0, 2.0]), 1)
     with pytest.raises(ValueError, match="reference: is empty"):
         quantile_edges(np.array([]), 4)
+
+
+def test_many_bins_use_the_same_le_semantics() -> None:
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=5000), 2)
+    edges = quantile_edges(values, 100)  # more bounds than the compare-per-bound path handles
+    assert edges.size > 32
+    cumulative = [int(np.sum(values <= b)) for b in edges] + [values.size]
+    assert bin_counts(values, edges).tolist() == np.diff([0, *cumulative]).tolist()
+
+
+def test_a_sorted_sample_gives_the_same_bounds_and_counts() -> None:
+    rng = np.random.default_rng(4)
+    reference = np.round(rng.gamma(2.0, size=(4001, 3)), 1)
+    current = np.round(rng.gamma(2.3, size=(777, 3)), 1)
+    sorted_reference = SortedSample.from_samples(reference)
+    for n_bins in (2, 7, 10, 64):
+        edges = sorted_reference.quantile_edges(n_bins)
+        assert [e.tolist() for e in edges] == [e.tolist() for e in quantile_edges_columns(reference, n_bins)]
+        from_sorted = SortedSample.from_samples(current, "current").bin_counts(edges)
+        assert [c.tolist() for c in from_sorted] == [c.tolist() for c in bin_counts_columns(current, edges)]

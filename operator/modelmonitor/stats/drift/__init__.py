@@ -7,11 +7,11 @@ Prediction drift is the same methods applied to the prediction scores (or class 
 """
 
 from modelmonitor.stats.drift._counts import EMPTY_BIN_FLOOR
-from modelmonitor.stats.drift._samples import SortedReference
+from modelmonitor.stats.drift._samples import SortedReference, SortedSample
 from modelmonitor.stats.drift.chi_square import chi_square, chi_square_columns
 from modelmonitor.stats.drift.hellinger import hellinger, hellinger_columns
 from modelmonitor.stats.drift.jensen_shannon import js_distance, js_distance_columns
-from modelmonitor.stats.drift.ks import ks, ks_columns, ks_p_value
+from modelmonitor.stats.drift.ks import ks, ks_columns, ks_p_value, ks_p_value_fast
 from modelmonitor.stats.drift.linf import linf, linf_columns
 from modelmonitor.stats.drift.psi import psi, psi_columns
 from modelmonitor.stats.drift.registry import METHODS, DriftMethod
@@ -27,6 +27,7 @@ __all__ = [
     "METHODS",
     "DriftMethod",
     "SortedReference",
+    "SortedSample",
     "chi_square",
     "chi_square_columns",
     "hellinger",
@@ -36,6 +37,7 @@ __all__ = [
     "ks",
     "ks_columns",
     "ks_p_value",
+    "ks_p_value_fast",
     "linf",
     "linf_columns",
     "psi",

@@ -8,16 +8,18 @@ live window only pays for its own rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
-from modelmonitor.stats._checks import FloatArray, as_float_array, require_finite, require_non_empty
+from modelmonitor.stats._checks import FloatArray, IntArray, as_float_array, require_finite, require_non_empty
 
 
 @dataclass(frozen=True)
-class SortedReference:
-    """Reference samples sorted per feature, kept so each live window skips re-sorting the reference.
+class SortedSample:
+    """A sample sorted per feature. Built once for the reference (per profile), so each live window skips
+    re-sorting it; built for a window when several sample-based methods share one sort of it.
 
     Attributes:
         columns: ``(features, rows)`` float64, each row sorted ascending (one contiguous row per feature).
@@ -26,17 +28,41 @@ class SortedReference:
     """
 
     columns: FloatArray
-    std: FloatArray
 
     @classmethod
-    def from_samples(cls, reference: npt.ArrayLike) -> SortedReference:
-        """Sort a 1-D (one feature) or 2-D ``(rows, features)`` finite reference sample."""
-        columns = as_columns(reference, "reference")
+    def from_samples(cls, samples: npt.ArrayLike, name: str = "reference") -> SortedSample:
+        """Sort a 1-D (one feature) or 2-D ``(rows, features)`` finite sample (``name`` is used in errors)."""
+        columns = as_columns(samples, name)
         sorted_columns = np.sort(columns, axis=1)
+        return cls(columns=sorted_columns)
+
+    @cached_property
+    def std(self) -> FloatArray:
+        """Per-feature population standard deviation (``ddof=0``), computed on first use."""
         # A constant column's std computes as rounding noise (~1e-18), not 0; make it exactly 0.
-        constant = sorted_columns[:, 0] == sorted_columns[:, -1]
-        std = np.where(constant, 0.0, sorted_columns.std(axis=1))
-        return cls(columns=sorted_columns, std=std)
+        constant = self.columns[:, 0] == self.columns[:, -1]
+        return np.where(constant, 0.0, self.columns.std(axis=1))
+
+    def quantile_edges(self, n_bins: int) -> list[FloatArray]:
+        """Per-feature bin bounds equal to ``binning.quantile_edges`` (``inverted_cdf``), read off the sorted
+        columns instead of partitioning the data again."""
+        if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 2:
+            raise ValueError(f"n_bins: expected an integer >= 2, got {n_bins!r}")
+        n = self.n_rows
+        # inverted_cdf: the smallest value with F(x) >= i/n_bins, the ceil(i*n/n_bins)-th order statistic.
+        ranks = -(-np.arange(1, n_bins, dtype=np.int64) * n // n_bins)
+        picked = self.columns[:, ranks - 1]
+        return [np.unique(row) for row in picked]
+
+    def bin_counts(self, edges: list[FloatArray]) -> list[IntArray]:
+        """Per-feature ``le`` bin counts (as ``binning.bin_counts``), from a binary search of the bounds only."""
+        if len(edges) != self.n_features:
+            raise ValueError(f"edges: {len(edges)} bound arrays for {self.n_features} features")
+        counts = []
+        for column, bounds in zip(self.columns, edges, strict=True):
+            cumulative = np.searchsorted(column, np.asarray(bounds, dtype=np.float64), side="right")
+            counts.append(np.diff(np.concatenate([[0], cumulative, [column.size]])).astype(np.int64))
+        return counts
 
     @property
     def n_features(self) -> int:
@@ -45,7 +71,7 @@ class SortedReference:
 
     @property
     def n_rows(self) -> int:
-        """Number of reference rows per feature."""
+        """Number of rows per feature."""
         return int(self.columns.shape[1])
 
 
@@ -60,14 +86,18 @@ def as_columns(samples: npt.ArrayLike, name: str) -> FloatArray:
     return np.ascontiguousarray(array.T)
 
 
+#: The name used where the sorted sample is the reference.
+SortedReference = SortedSample
+
+
 def sample_pair(
-    reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike
-) -> tuple[SortedReference, FloatArray]:
-    """The sorted reference and the ``(features, rows)`` current sample, checked to have the same features."""
-    sorted_reference = reference if isinstance(reference, SortedReference) else SortedReference.from_samples(reference)
-    columns = as_columns(current, "current")
-    if columns.shape[0] != sorted_reference.n_features:
+    reference: npt.ArrayLike | SortedSample, current: npt.ArrayLike | SortedSample
+) -> tuple[SortedSample, SortedSample]:
+    """Both samples sorted per feature (sorting only what is not sorted yet), checked to match in features."""
+    sorted_reference = reference if isinstance(reference, SortedSample) else SortedSample.from_samples(reference)
+    sorted_current = current if isinstance(current, SortedSample) else SortedSample.from_samples(current, "current")
+    if sorted_current.n_features != sorted_reference.n_features:
         raise ValueError(
-            f"current: {columns.shape[0]} feature column(s), the reference has {sorted_reference.n_features}"
+            f"current: {sorted_current.n_features} feature column(s), the reference has {sorted_reference.n_features}"
         )
-    return sorted_reference, columns
+    return sorted_reference, sorted_current

@@ -26,29 +26,31 @@ import numpy as np
 import numpy.typing as npt
 
 from modelmonitor.stats._checks import FloatArray, IntArray
-from modelmonitor.stats.drift._samples import SortedReference, sample_pair
+from modelmonitor.stats.drift._samples import SortedSample, sample_pair
 
 
-def wasserstein(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> float:
+def wasserstein(reference: npt.ArrayLike | SortedSample, current: npt.ArrayLike | SortedSample) -> float:
     """Wasserstein-1 distance of one feature, as ``scipy.stats.wasserstein_distance`` (unit weights)."""
     return _single(wasserstein_columns(reference, current))
 
 
-def wasserstein_normalized(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> float:
+def wasserstein_normalized(reference: npt.ArrayLike | SortedSample, current: npt.ArrayLike | SortedSample) -> float:
     """Wasserstein-1 distance of one feature divided by the reference population standard deviation."""
     return _single(wasserstein_normalized_columns(reference, current))
 
 
-def wasserstein_columns(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> FloatArray:
+def wasserstein_columns(reference: npt.ArrayLike | SortedSample, current: npt.ArrayLike | SortedSample) -> FloatArray:
     """Wasserstein-1 distance per feature of 2-D ``(rows, features)`` samples (or one 1-D feature)."""
-    sorted_reference, current_columns = sample_pair(reference, current)
-    return _wasserstein_sorted(sorted_reference.columns, np.sort(current_columns, axis=1))
+    sorted_reference, sorted_current = sample_pair(reference, current)
+    return _wasserstein_sorted(sorted_reference.columns, sorted_current.columns)
 
 
-def wasserstein_normalized_columns(reference: npt.ArrayLike | SortedReference, current: npt.ArrayLike) -> FloatArray:
+def wasserstein_normalized_columns(
+    reference: npt.ArrayLike | SortedSample, current: npt.ArrayLike | SortedSample
+) -> FloatArray:
     """Wasserstein-1 per feature divided by the reference population standard deviation of that feature."""
-    sorted_reference, current_columns = sample_pair(reference, current)
-    distance = _wasserstein_sorted(sorted_reference.columns, np.sort(current_columns, axis=1))
+    sorted_reference, sorted_current = sample_pair(reference, current)
+    distance = _wasserstein_sorted(sorted_reference.columns, sorted_current.columns)
     return normalize_by_std(distance, sorted_reference.std)
 
 
