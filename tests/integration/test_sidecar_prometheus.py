@@ -279,7 +279,7 @@ def test_garbage_is_counted_as_rejected_and_the_sidecar_keeps_serving(stack: Sta
     for body, reason in GARBAGE:
         status, answer = http("POST", f"{stack.sidecar_url}/v1/events", body)
         assert 400 <= status < 500 and answer["reason"] == reason, (status, answer)
-    for body, reason in GARBAGE:
+    for _body, reason in GARBAGE:
         stack.wait_for_value(f'modelmonitor_events_rejected_total{{{LABELS},reason="{reason}"}}', 1)
     status, answer = http(
         "POST", f"{stack.sidecar_url}/v1/events", json.dumps({"events": [{"features": rows(1, seed=9)[0]}]}).encode()

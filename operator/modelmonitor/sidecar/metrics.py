@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from modelmonitor.sidecar.monitor import Monitor
 
 PREFIX = "modelmonitor_"
+PREDICTION_FEATURE = "__prediction__"
+"""The ``feature`` label of the prediction's calibrated thresholds in ``modelmonitor_drift_threshold``."""
 UNKNOWN_FEATURE = "__unknown__"
 """The ``feature`` label of ``unknown_feature`` violations: unknown names are never turned into label values."""
 
@@ -200,9 +202,6 @@ class MonitorCollector(Collector):
                 "drift_threshold", "Threshold calibrated for the window size.", ["feature", "method"]
             ),
             "prediction_drift": gauge("prediction_drift_score", "Drift of the prediction distribution.", ["method"]),
-            "prediction_threshold": gauge(
-                "prediction_drift_threshold", "Calibrated threshold of prediction drift.", ["method"]
-            ),
             "quality": gauge("quality", "Quality over the replica's window of joined labels.", ["metric"]),
             "quality_rows": gauge("quality_window_labels", "Joined labels in the replica's quality window."),
             "fairness": gauge("fairness_gap", "Fairness gaps between groups over the replica's windows.", ["metric"]),
@@ -316,7 +315,8 @@ class MonitorCollector(Collector):
         if profile.prediction is not None:
             thresholds = profile.prediction.score_thresholds or profile.prediction.class_thresholds
             for method, threshold in thresholds.items():
-                f["prediction_threshold"].add_metric([*base, method], threshold)
+                # beside the feature thresholds, under a feature name no real feature can take
+                f["drift_threshold"].add_metric([*base, PREDICTION_FEATURE, method], threshold)
         for metric, value in scores.quality.items():
             f["quality"].add_metric([*base, metric], value)
         f["quality_rows"].add_metric(base, scores.quality_rows)

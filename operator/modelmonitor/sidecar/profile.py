@@ -24,6 +24,9 @@ PROFILE_VERSION = 1
 OTHER = "__other__"
 """The category (and group) every value beyond the cap falls into: keeps label cardinality bounded."""
 
+RESERVED_FEATURE_NAMES = frozenset({"__prediction__", "__unknown__"})
+"""``feature`` label values the sidecar uses itself (the prediction's thresholds, unknown features)."""
+
 FeatureType = Literal["numerical", "categorical"]
 
 
@@ -348,6 +351,8 @@ def from_json(document: Any) -> Profile:
         name = r.get("name", str)
         if name in names:
             raise ProfileError(f"features[{index}].name: {name!r} appears twice")
+        if name in RESERVED_FEATURE_NAMES:
+            raise ProfileError(f"features[{index}].name: {name!r} is reserved; rename the column")
         names.add(name)
         ftype = r.get("type", str)
         reference: NumericalReference | CategoricalReference

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from modelmonitor.sidecar.encode import BatchError
 from modelmonitor.sidecar.events import decode_json, parse_event_document, parse_label_document
 from modelmonitor.sidecar.monitor import EventBatch, Monitor
-from modelmonitor.sidecar.payloads import FieldMapping, extract
+from modelmonitor.sidecar.payloads import Extracted, FieldMapping, extract
 
 log = logging.getLogger("modelmonitor.sidecar")
 
@@ -58,6 +58,8 @@ class ServerSettings:
     """How long a proxied call may take before the client gets 504."""
     offload_bytes: int = 256 * 1024
     """Push bodies above this size are decoded and ingested in a worker thread, keeping the proxy responsive."""
+    flush_seconds: float = 0.05
+    """Proxied calls are ingested in batches at most this old: one numpy pass for many calls."""
 
 
 class PayloadTooLarge(Exception):
@@ -85,8 +87,8 @@ class _ProxyCounters(Collector):
         self.monitor = monitor
         self.skipped: dict[str, int] = {}
 
-    def count(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+    def count(self, reason: str, calls: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + calls
 
     def collect(self) -> Any:
         family = CounterMetricFamily(
@@ -115,6 +117,8 @@ class SidecarServer:
         registry.register(self.proxy_counters)
         self._session: aiohttp.ClientSession | None = None
         self._last_warning = 0.0
+        self._queue: list[Extracted] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def app(self) -> web.Application:
         """The aiohttp application (the proxy catch-all only when an upstream is set)."""
@@ -154,6 +158,7 @@ class SidecarServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus exposition; scores are computed in a worker thread so the proxy keeps flowing."""
+        self.flush()
         body = await asyncio.to_thread(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -232,6 +237,7 @@ class SidecarServer:
             log.exception("recording a failed model call")
 
     def _observe(self, body: bytes, payload: bytes, status: int, latency: float, request_id: str | None) -> None:
+        """Count the call now; queue what it carried for the next batched ingest (one numpy pass per batch)."""
         monitor = self.monitor
         try:
             monitor.record_request(status, latency)
@@ -242,27 +248,40 @@ class SidecarServer:
                 response,
                 feature_names=monitor.encoder.names,
                 positive_class=monitor.profile.positive_class,
-                header_request_id=request_id,
+                header_request_id=request_id if status < 400 else None,
                 mapping=self.settings.mapping,
             )
-            if found.columns is not None:
-                features = monitor.encoder.encode_columns(found.columns, found.size)
-            else:
-                features = monitor.encoder.encode_rows(found.rows or [])
-            batch = EventBatch(
-                features=features,
-                request_ids=found.request_ids if status < 400 else None,
-                predictions=found.predictions,
-                scores=None if found.scores is None else _float_array(found.scores),
-                groups=found.groups,
-            )
-            monitor.ingest(batch, count_requests=False)
+            if status >= 400:
+                found = replace(found, request_ids=None)  # no prediction to join a label to
         except BatchError as error:
-            self.proxy_counters.count("unrecognized_payload" if error.reason != "too_large" else error.reason)
+            self.proxy_counters.count("unrecognized_payload")
             self._warn(f"proxied call not monitored: {error}")
+            return
         except Exception as error:  # a monitoring bug must not take the proxy down
             self.proxy_counters.count("monitoring_error")
             self._warn(f"proxied call not monitored (internal error): {error!r}")
+            return
+        self._queue.append(found)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self.settings.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        """Ingest the queued proxied calls as one batch (also run before every scrape)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        queued, self._queue = self._queue, []
+        if not queued:
+            return
+        try:
+            for batch in _batches(queued, self.monitor):
+                self.monitor.ingest(batch, count_requests=False)
+        except BatchError as error:
+            self.proxy_counters.count("unrecognized_payload", len(queued))
+            self._warn(f"proxied calls not monitored: {error}")
+        except Exception as error:
+            self.proxy_counters.count("monitoring_error", len(queued))
+            self._warn(f"proxied calls not monitored (internal error): {error!r}")
 
     def _warn(self, message: str) -> None:
         # At most one line per 10 s: a client sending a shape we do not understand must not flood the log.
@@ -270,6 +289,49 @@ class SidecarServer:
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning(message)
+
+
+def _batches(queued: list[Extracted], monitor: Monitor) -> list[EventBatch]:
+    """One batch for all queued row-shaped calls (plus one per column-shaped OIP v2 call, rare)."""
+    batches: list[EventBatch] = []
+    rows: list[Any] = []
+    predictions: list[Any] = []
+    scores: list[float | None] = []
+    request_ids: list[str | None] = []
+    groups: list[Any] = []
+    any_prediction = any_score = any_group = False
+    for found in queued:
+        if found.columns is not None:
+            batches.append(
+                EventBatch(
+                    features=monitor.encoder.encode_columns(found.columns, found.size),
+                    request_ids=found.request_ids,
+                    predictions=found.predictions,
+                    scores=None if found.scores is None else _float_array(found.scores),
+                    groups=found.groups,
+                )
+            )
+            continue
+        n = found.size
+        rows.extend(found.rows or [])
+        predictions.extend(found.predictions if found.predictions is not None else [None] * n)
+        scores.extend(found.scores if found.scores is not None else [None] * n)
+        request_ids.extend(found.request_ids if found.request_ids is not None else [None] * n)
+        groups.extend(found.groups if found.groups is not None else [None] * n)
+        any_prediction |= found.predictions is not None
+        any_score |= found.scores is not None
+        any_group |= found.groups is not None
+    if rows:
+        batches.append(
+            EventBatch(
+                features=monitor.encoder.encode_rows(rows),
+                request_ids=request_ids,
+                predictions=predictions if any_prediction else None,
+                scores=_float_array(scores) if any_score else None,
+                groups=groups if any_group else None,
+            )
+        )
+    return batches
 
 
 def _float_array(values: list[float | None]) -> Any:

@@ -198,3 +198,16 @@ def test_memory_is_bounded_by_the_window_and_label_store(profile: Profile) -> No
     assert len(monitor.labels) == 1000
     assert value(registry, "modelmonitor_predictions_expired_total") == 9000
     assert value(registry, "modelmonitor_labels_pending") == 1000
+
+
+def test_prediction_thresholds_sit_beside_the_feature_thresholds(profile: Profile) -> None:
+    monitor, registry = scrape(profile)
+    assert profile.prediction is not None
+    for method, threshold in profile.prediction.score_thresholds.items():
+        assert value(registry, "modelmonitor_drift_threshold", feature="__prediction__", method=method) == (
+            pytest.approx(threshold)
+        )
+    monitor.log_events([{"features": r, "score": 0.99} for r in reference_rows(WINDOW, seed=9)])
+    # every score at 0.99: far from the reference scores
+    psi = value(registry, "modelmonitor_prediction_drift_score", method="psi")
+    assert psi is not None and psi > profile.prediction.score_thresholds["psi"]
