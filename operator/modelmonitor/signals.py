@@ -36,6 +36,7 @@ from enum import StrEnum
 import numpy as np
 
 from modelmonitor.adapters.prometheus import PrometheusQuerier, QueryError, QueryResult, Sample
+from modelmonitor.api.spec import DRIFT_SIGNALS, SIGNALS
 from modelmonitor.promql import PromQLTemplateError, quote, render_template, validate_window
 from modelmonitor.stats.drift import METHODS, DriftMethod
 
@@ -83,18 +84,9 @@ FLEET_DRIFT_METHODS: tuple[str, ...] = tuple(
 
 LATENCY_QUANTILES: Mapping[str, float] = {"latencyP50": 0.5, "latencyP95": 0.95, "latencyP99": 0.99}
 QUALITY_SIGNALS = ("accuracy", "precision", "recall", "f1")
-DRIFT_SIGNALS = ("dataDrift", "predictionDrift")
-BUILTIN_SIGNALS: tuple[str, ...] = (
-    *QUALITY_SIGNALS,
-    *DRIFT_SIGNALS,
-    *LATENCY_QUANTILES,
-    "errorRate",
-    "fairnessGap",
-    "missingRate",
-    "schemaViolationRate",
-    "cpu",
-    "memory",
-)
+# The signal names are the API's (one list: the CRD enum and the PromQL plans below must agree; a unit test checks
+# that every one of them has a plan).
+BUILTIN_SIGNALS: tuple[str, ...] = SIGNALS
 
 
 # --- requests and results ---------------------------------------------------------------------------------
