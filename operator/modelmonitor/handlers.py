@@ -17,7 +17,8 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from modelmonitor.actions import Actions, RecordOnly
+from modelmonitor.actions import Actions, CrashHook, Remediator
+from modelmonitor.adapters.alertmanager import HttpAlertSender
 from modelmonitor.adapters.kubernetes import KubernetesClient, load_config
 from modelmonitor.api import GROUP, PLURAL, VERSION
 from modelmonitor.loop import Evaluator, Registry
@@ -40,10 +41,14 @@ class Runtime:
 
 
 def build_runtime(settings: OperatorSettings, actions: Actions | None = None) -> Runtime:
+    """Build the clients once: one Kubernetes client shared by the loop and the actions."""
     load_config()
     registry = Registry()
     metrics = OperatorMetrics()
-    evaluator = Evaluator(settings, registry, KubernetesClient(), actions or RecordOnly(), metrics)
+    kube = KubernetesClient()
+    if actions is None:
+        actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env())
+    evaluator = Evaluator(settings, registry, kube, actions, metrics)
     return Runtime(settings, registry, evaluator, metrics)
 
 

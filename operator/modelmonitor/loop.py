@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from modelmonitor.actions import Actions, MonitorContext
+from modelmonitor.actions import Actions, ActionsOutcome, MonitorContext
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier, PrometheusSettings
 from modelmonitor.api import ModelMonitorSpec, SpecError, duration_seconds, parse_monitor
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import (
+    Evaluation,
     Measurement,
+    MonitorSpec,
     Series,
     evaluate,
     monitor_from_spec,
@@ -53,6 +55,7 @@ class MonitorEntry:
     spec: ModelMonitorSpec | None
     invalid_reason: str | None
     interval_seconds: float
+    annotations: Mapping[str, str] = field(default_factory=dict)
     next_due: float = 0.0
 
     @property
@@ -100,6 +103,8 @@ class Registry:
                 spec=spec,
                 invalid_reason=reason,
                 interval_seconds=interval,
+                # Annotations carry approvals of pending actions (modelmonitor.dev/approve).
+                annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
                 # A new or changed monitor is evaluated at the next tick; an unchanged one keeps its schedule.
                 next_due=previous.next_due if previous is not None and previous.generation == generation else 0.0,
             )
@@ -125,6 +130,13 @@ class Registry:
                 current.status = dict(status)
                 if current.generation == entry.generation:
                     current.next_due = next_due
+
+    def record_status(self, entry: MonitorEntry, status: Mapping[str, Any]) -> None:
+        """Remember a status written mid-cycle (a Pending action recorded before acting); schedule unchanged."""
+        with self._lock:
+            current = self._entries.get(entry.key)
+            if current is not None and current.uid == entry.uid:
+                current.status = dict(status)
 
     def __len__(self) -> int:
         with self._lock:
@@ -368,19 +380,14 @@ class Evaluator:
             self._write_invalid(entry, f"invalid spec: {exc}", now, now_epoch)
             return True
         evaluation = evaluate(monitor, entry.status, measurements, now)
-        history = list(entry.status.get("actions") or [])
-        context = MonitorContext(entry.namespace, entry.name, entry.uid, entry.spec, history)
-        try:
-            records = self.actions.execute(context, evaluation.decisions, now) if evaluation.decisions else []
-        except Exception as exc:  # an action bug must not stop the status from being written
-            log.exception("actions failed for %s/%s", entry.namespace, entry.name)
-            records = []
-            self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")
-        for record in records:
-            self.metrics.decided(str(record.get("type", "")), str(record.get("result", "")))
-
+        outcome, prior = self._act(entry, monitor, evaluation, now)
         status = render_status(
-            monitor, evaluation, prior_status=entry.status, observed_generation=entry.generation, action_records=records
+            monitor,
+            evaluation,
+            prior_status=prior,
+            observed_generation=entry.generation,
+            action_records=outcome.records,
+            last_known_good=outcome.last_known_good,
         )
         written = self._write(entry, status, next_aligned(now_epoch, entry.interval_seconds))
         signals = {p.name: p.signal or "query" for p in entry.spec.policies}
@@ -390,14 +397,56 @@ class Evaluator:
                 f"{transition.new.value}: {transition.message}"
             )
             self._event(entry, transition.event_type, transition.reason, message)
-        for record in records:
+        for record in outcome.records:
             self._event(
                 entry,
-                "Normal" if record["result"] in ("Succeeded", "DryRun") else "Warning",
+                "Normal" if record["result"] in ("Succeeded", "DryRun", "Pending") else "Warning",
                 f"Action{record['result']}",
                 f"{record['name']} ({record.get('type', '')}) for policy {record['policy']}: {record['reason']}",
             )
+        for event in outcome.events:
+            self._event(entry, event.type, event.reason, event.message)
         return written
+
+    def _act(
+        self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now: datetime
+    ) -> tuple[ActionsOutcome, Mapping[str, Any]]:
+        """Hand the cycle to the actions layer. Returns what it did and the prior status to render on (which
+        includes the Pending records it wrote before acting)."""
+        assert entry.spec is not None
+        prior: dict[str, Any] = dict(entry.status)
+
+        def checkpoint(records: Sequence[Mapping[str, Any]]) -> None:
+            # Written before acting: an operator that stops mid-action finds the Pending record on restart, and
+            # the policy states of this cycle with it (the episode's activeSince is part of every key).
+            nonlocal prior
+            keys = {r.get("key") for r in records}
+            kept = [
+                a for a in prior.get("actions") or [] if not (a.get("key") in keys and a.get("result") == "Pending")
+            ]
+            status = render_status(
+                monitor,
+                evaluation,
+                prior_status={**prior, "actions": kept},
+                observed_generation=entry.generation,
+                action_records=records,
+            )
+            self.kube.patch_monitor_status(entry.namespace, entry.name, status)
+            prior = status
+            self.registry.record_status(entry, prior)
+
+        context = MonitorContext(
+            entry.namespace, entry.name, entry.uid, entry.spec, status=entry.status, annotations=entry.annotations
+        )
+        try:
+            outcome = self.actions.run(context, evaluation, now, checkpoint)
+        except Exception as exc:  # an action bug must not stop the status from being written
+            log.exception("actions failed for %s/%s", entry.namespace, entry.name)
+            self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")
+            outcome = ActionsOutcome()
+        for record in outcome.records:
+            self.metrics.decided(str(record.get("type", "")), str(record.get("result", "")))
+        return outcome, prior
 
     # --- writes ----------------------------------------------------------------------------------------------
 

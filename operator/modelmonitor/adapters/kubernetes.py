@@ -1,18 +1,24 @@
-"""The operator's reads and writes of Kubernetes objects other than through Kopf's watch, behind a Protocol.
+"""The operator's reads and writes of Kubernetes objects other than through Kopf's watch, behind Protocols.
 
-The evaluation loop writes each monitor's status once per cycle and an Event per transition; tests swap in a
-recording fake. The real implementation uses the official `kubernetes` client (blocking: the loop calls it from
-worker threads, never on the event loop).
+`Kubernetes` is what the evaluation loop needs: each monitor's status once per cycle and an Event per
+transition. `Workloads` is what the actions need: plain JSON objects (dicts, as the API server sends them) of any
+kind, read, listed, created, replaced with optimistic concurrency, merge-patched, and the /scale subresource.
+Tests swap in fakes. The real implementation uses the official `kubernetes` client (blocking: the loop calls it
+from worker threads, never on the event loop).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
+import json
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -49,6 +55,71 @@ class Kubernetes(Protocol):
     def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
 
 
+@dataclass(frozen=True)
+class Kind:
+    """A kind of object: ``apiVersion`` (``v1`` for the core group, else ``group/version``) and ``kind``."""
+
+    api_version: str
+    kind: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.api_version}"
+
+
+DEPLOYMENT = Kind("apps/v1", "Deployment")
+STATEFULSET = Kind("apps/v1", "StatefulSet")
+REPLICASET = Kind("apps/v1", "ReplicaSet")
+JOB = Kind("batch/v1", "Job")
+POD = Kind("v1", "Pod")
+HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler")
+
+# Plural resource names of the kinds the operator uses; any other kind is looked up by API discovery.
+_KNOWN_PLURALS = {
+    DEPLOYMENT: "deployments",
+    STATEFULSET: "statefulsets",
+    REPLICASET: "replicasets",
+    JOB: "jobs",
+    POD: "pods",
+    HPA: "horizontalpodautoscalers",
+}
+
+
+class Workloads(Protocol):
+    """What the actions need from the API server: objects of any kind as JSON dicts.
+
+    Every failure raises `KubernetesError` with the HTTP status: 404 not found, 409 a conflict (the object
+    changed since it was read, or already exists), 403 forbidden by RBAC.
+    """
+
+    def get(self, kind: Kind, namespace: str, name: str, *, subresource: str = "") -> dict[str, Any]: ...
+
+    def list(self, kind: Kind, namespace: str, *, label_selector: str = "") -> list[dict[str, Any]]: ...
+
+    def create(self, kind: Kind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def replace(self, kind: Kind, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; its ``metadata.resourceVersion`` makes it fail with 409 if it changed."""
+        ...
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        """A JSON merge patch; a ``metadata.resourceVersion`` in it is a precondition (409 if it changed)."""
+        ...
+
+    def whoami(self) -> str:
+        """The user name the operator is authenticated as (``system:serviceaccount:<ns>:<name>`` in a pod)."""
+        ...
+
+
 def load_config() -> None:
     """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
     try:
@@ -65,13 +136,19 @@ def _error(what: str, exc: Exception) -> KubernetesError:
 
 
 class KubernetesClient:
-    """`Kubernetes` on the official client. Build once at start (not at import) and share."""
+    """`Kubernetes` and `Workloads` on the official client. Build once at start (not at import) and share."""
+
+    #: Seconds before one API call is abandoned (connect, read).
+    timeout: tuple[float, float] = (5.0, 30.0)
 
     def __init__(self, api_client: client.ApiClient | None = None, component: str = "modelmonitor") -> None:
         self.api = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self.component = component
+        self._plurals: dict[Kind, str] = dict(_KNOWN_PLURALS)
+        self._plurals_lock = threading.Lock()
+        self._whoami: str | None = None
 
     def patch_monitor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status through the status subresource (a merge patch: lists are replaced whole)."""
@@ -114,3 +191,96 @@ class KubernetesClient:
         if key not in data:
             raise KubernetesError(f"reading Secret {namespace}/{name}", 404, f"has no key {key!r}")
         return base64.b64decode(data[key]).decode()
+
+    # --- Workloads: any kind, as JSON -----------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One API call on a raw path; the answer as parsed JSON. Errors become `KubernetesError`."""
+        if query:
+            path = f"{path}?{urlencode(dict(query))}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            _method, url, headers, body, _post = self.api.param_serialize(
+                method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            )
+            response = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout)
+            response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:
+            raise _error(what, exc) from exc
+        except Exception as exc:
+            raise KubernetesError(what, 0, str(exc)) from exc
+        text = (response.data or b"").decode("utf-8", "replace")
+        if not 200 <= int(response.status) < 300:
+            reason = response.reason or ""
+            with contextlib.suppress(ValueError):
+                reason = json.loads(text).get("message") or reason
+            raise KubernetesError(what, int(response.status), reason)
+        return json.loads(text) if text else {}
+
+    def _plural(self, kind: Kind) -> str:
+        """The resource name of ``kind`` (e.g. ``deployments``), from API discovery for kinds not known here."""
+        with self._plurals_lock:
+            known = self._plurals.get(kind)
+        if known is not None:
+            return known
+        base = f"/apis/{kind.api_version}" if kind.group else f"/api/{kind.version}"
+        listing = self._request("GET", base, f"discovering the resources of {kind.api_version}")
+        for resource in listing.get("resources") or []:
+            if resource.get("kind") == kind.kind and "/" not in str(resource.get("name", "")):
+                plural = str(resource["name"])
+                with self._plurals_lock:
+                    self._plurals[kind] = plural
+                return plural
+        raise KubernetesError(f"discovering {kind}", 404, f"{kind.api_version} has no kind {kind.kind}")
+
+    def _path(self, kind: Kind, namespace: str, name: str = "", subresource: str = "") -> str:
+        base = f"/apis/{kind.api_version}" if kind.group else f"/api/{kind.version}"
+        path = f"{base}/namespaces/{quote(namespace, safe='')}/{self._plural(kind)}"
+        if name:
+            path += f"/{quote(name, safe='')}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+    def get(self, kind: Kind, namespace: str, name: str, *, subresource: str = "") -> dict[str, Any]:
+        what = f"reading {kind.kind} {namespace}/{name}" + (f"/{subresource}" if subresource else "")
+        return dict(self._request("GET", self._path(kind, namespace, name, subresource), what))
+
+    def list(self, kind: Kind, namespace: str, *, label_selector: str = "") -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        answer = self._request("GET", self._path(kind, namespace), f"listing {kind.kind} in {namespace}", query=query)
+        return [dict(item) for item in answer.get("items") or []]
+
+    def create(self, kind: Kind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = (body.get("metadata") or {}).get("name", "")
+        what = f"creating {kind.kind} {namespace}/{name}"
+        return dict(self._request("POST", self._path(kind, namespace), what, body=dict(body)))
+
+    def replace(self, kind: Kind, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        what = f"replacing {kind.kind} {namespace}/{name}"
+        return dict(self._request("PUT", self._path(kind, namespace, name), what, body=dict(body)))
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        what = f"patching {kind.kind} {namespace}/{name}" + (f"/{subresource}" if subresource else "")
+        path = self._path(kind, namespace, name, subresource)
+        return dict(self._request("PATCH", path, what, body=dict(patch), content_type="application/merge-patch+json"))
+
+    def whoami(self) -> str:
+        if self._whoami is None:
+            review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            answer = self._request(
+                "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", "asking who the operator is", body=review
+            )
+            self._whoami = str(((answer.get("status") or {}).get("userInfo") or {}).get("username", ""))
+        return self._whoami

@@ -1,0 +1,241 @@
+"""The remediator: where a cycle's decisions become changes to the cluster, behind the rails.
+
+For each decision (repeated every cycle while a policy fires, under the same idempotency key):
+
+1. the handler of the action's type *plans* from what the cluster holds now; its own ledger (annotations on the
+   objects it changed, the Jobs it created) tells whether this key was already done, so nothing depends on
+   the bounded status history alone;
+2. the rails, in order: **dry run** (record what would have been done), **approval** (record Pending until the
+   ModelMonitor carries the approval annotation), **cooldown** and **budget** (record Skipped with the next
+   allowed time);
+3. the plan is recorded as **Pending in status before acting** (`Checkpoint`), then carried out, then the record
+   is confirmed (Succeeded/Failed) or, for a Job or a rollout, left Pending and followed every cycle until it
+   ends.
+
+An operator killed between 2 and 3 finds the Pending record and the handler's ledger when it comes back, and
+finishes what was started instead of starting it again: exactly one Job, one scale step, one rollback.
+``paused`` stops everything: nothing is planned, tracked or sent while a monitor is paused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from modelmonitor.actions import rails
+from modelmonitor.actions.alert import AlertHandler
+from modelmonitor.actions.base import (
+    AWAITING_APPROVAL,
+    ActionsOutcome,
+    Checkpoint,
+    Event,
+    MonitorContext,
+    Plan,
+    Settled,
+    has_record,
+    is_awaiting_approval,
+    plain_record,
+    record,
+)
+from modelmonitor.actions.retrain import RetrainHandler
+from modelmonitor.actions.rollback import RollbackHandler
+from modelmonitor.actions.scale import ScaleHandler
+from modelmonitor.actions.testhooks import CrashHook
+from modelmonitor.adapters.alertmanager import AlertSender
+from modelmonitor.adapters.kubernetes import KubernetesError, Workloads
+from modelmonitor.api import AlertAction
+from modelmonitor.policy import Decision, DecisionKind, Evaluation, State, idempotency_key
+
+log = logging.getLogger("modelmonitor.actions")
+
+_EPISODE_STATES = (State.PENDING, State.FIRING, State.RESOLVING)
+
+
+def open_episodes(ctx: MonitorContext, evaluation: Evaluation) -> Callable[[str], bool]:
+    """Whether a record key belongs to an episode that is still open (its policy Pending, Firing or Resolving,
+    also while held by NoData/Error), so that a Prometheus hiccup does not end what an episode started."""
+    prefixes = tuple(
+        idempotency_key(ctx.namespace, ctx.name, s.name, s.active_since, "")
+        for s in evaluation.states
+        if s.active_since is not None and s.episode_state in _EPISODE_STATES
+    )
+    return lambda key: key.startswith(prefixes) if prefixes else False
+
+
+class Remediator:
+    """`Actions` for real: scale, rollback, retrain and alert, with their rails. Thread-safe."""
+
+    def __init__(
+        self,
+        workloads: Workloads,
+        alerts: AlertSender,
+        *,
+        crash: CrashHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.scale = ScaleHandler(workloads)
+        self.rollback = RollbackHandler(workloads)
+        self.retrain = RetrainHandler(workloads)
+        self.alert = AlertHandler(alerts, clock)
+        self.handlers: Mapping[str, Any] = {
+            "scale": self.scale,
+            "rollback": self.rollback,
+            "retrain": self.retrain,
+            "alert": self.alert,
+        }
+        self.crash = crash or CrashHook()
+        self._reported: dict[tuple[str, str, str], str] = {}  # (ns, monitor, what) -> last error reported
+        self._lock = threading.Lock()
+
+    def run(
+        self, monitor: MonitorContext, evaluation: Evaluation, now: datetime, checkpoint: Checkpoint
+    ) -> ActionsOutcome:
+        """Track actions in flight, carry out this cycle's decisions, and track the last-known-good revision."""
+        out = ActionsOutcome()
+        if evaluation.paused or monitor.spec.paused:
+            return out
+        is_open = open_episodes(monitor, evaluation)
+
+        def add(made: dict[str, Any]) -> None:
+            # One record per key and result, as status keeps them: an Event per change, not per cycle.
+            key, result = made.get("key"), made.get("result")
+            seen = [*monitor.history, *out.records]
+            if not any(r.get("key") == key and r.get("result") == result for r in seen):
+                out.records.append(made)
+
+        def track_in_flight() -> None:
+            for made in self.rollback.reconcile(monitor, now, is_open):
+                add(made)
+            for made in self.scale.reconcile(monitor, now, is_open):
+                add(made)
+
+        self._guarded(monitor, out, "tracking rollbacks and scale steps", track_in_flight)
+        self._guarded(
+            monitor, out, "tracking retraining Jobs", lambda: self._track_jobs(monitor, now, is_open, add, out)
+        )
+        for entry in monitor.history:
+            if is_awaiting_approval(entry) and not is_open(str(entry.get("key"))):
+                add(
+                    plain_record(
+                        name=str(entry.get("name")),
+                        action_type=str(entry.get("type")),
+                        policy=str(entry.get("policy")),
+                        key=str(entry.get("key")),
+                        result="Skipped",
+                        at=now,
+                        reason="not approved before the policy stopped firing",
+                    )
+                )
+
+        for decision in evaluation.decisions:
+            try:
+                self._decide(monitor, evaluation, decision, now, checkpoint, add)
+            except KubernetesError as exc:
+                log.warning("%s/%s: action %s: %s", monitor.namespace, monitor.name, decision.action, exc)
+                add(record(decision, result="Failed", at=now, reason=f"could not {decision.action_type}: {exc}"))
+
+        def track() -> None:
+            lkg, events = self.rollback.track_last_known_good(monitor, evaluation, now)
+            out.last_known_good = lkg
+            out.events.extend(events)
+
+        self._guarded(monitor, out, "tracking the last-known-good revision", track)
+        return out
+
+    # --- one decision ------------------------------------------------------------------------------------------
+
+    def _decide(
+        self,
+        monitor: MonitorContext,
+        evaluation: Evaluation,
+        decision: Decision,
+        now: datetime,
+        checkpoint: Checkpoint,
+        add: Callable[[dict[str, Any]], None],
+    ) -> None:
+        action = monitor.spec.actions.get(decision.action)
+        if action is None:
+            return  # the API server refuses policies naming unknown actions; nothing to do
+        if decision.kind is DecisionKind.RESOLVED:
+            if isinstance(action, AlertAction):
+                resolved = self.alert.resolve(monitor, decision, action, now)
+                if resolved is not None:
+                    add(resolved)
+            return
+        handler = self.handlers[action.type]
+        state = next((s for s in evaluation.states if s.name == decision.policy), None)
+        firing_since = state.since if state is not None and state.state is State.FIRING else now
+        plan = handler.plan(monitor, decision, action, now, firing_since)
+        if plan is None:
+            return
+        if isinstance(plan, Settled):
+            add(record(decision, result=plan.result, at=now, reason=plan.reason, key=plan.key))
+            return
+        assert isinstance(plan, Plan)
+        if not plan.repeat:
+            if decision.dry_run or action.dry_run:
+                add(record(decision, result="DryRun", at=now, reason=f"dry run: would {plan.what}", key=plan.key))
+                return
+            if action.require_approval and not monitor.approved(plan.key):
+                reason = f"{AWAITING_APPROVAL}: would {plan.what}; approve with: {monitor.approve_command(plan.key)}"
+                add(record(decision, result="Pending", at=now, reason=reason, key=plan.key))
+                return
+            runs = rails.merge_runs(rails.runs_in_history(monitor.history, decision.action), plan.runs)
+            blocked = rails.check(action, runs, now, exclude=plan.key)
+            if blocked is not None:
+                add(record(decision, result="Skipped", at=now, reason=f"{blocked.reason}: {plan.what}", key=plan.key))
+                return
+        if plan.checkpoint:
+            pending = record(decision, result="Pending", at=now, reason=f"{plan.what} (in progress)", key=plan.key)
+            try:
+                checkpoint([pending])
+            except Exception as exc:
+                # Without the Pending record an interrupted action could be repeated: do not act this cycle.
+                log.warning(
+                    "%s/%s: not acting, the status could not be written: %s", monitor.namespace, monitor.name, exc
+                )
+                return
+            self.crash("before-act", action.type)
+        done = handler.act(monitor, plan, now)
+        if plan.checkpoint:
+            self.crash("after-act", action.type)
+        if done.result is not None and not (plan.repeat and has_record(monitor.history, plan.key, done.result)):
+            add(record(decision, result=done.result, at=now, reason=done.reason, key=plan.key))
+
+    # --- in flight ---------------------------------------------------------------------------------------------
+
+    def _track_jobs(
+        self,
+        monitor: MonitorContext,
+        now: datetime,
+        is_open: Callable[[str], bool],
+        add: Callable[[dict[str, Any]], None],
+        out: ActionsOutcome,
+    ) -> None:
+        records, notices = self.retrain.reconcile(monitor, now, is_open)
+        for made in records:
+            add(made)
+        for notice in notices:
+            out.events.append(Event("Warning", "RetrainFailed", f"{notice.summary}: {notice.description}"))
+            for error in self.alert.notify(monitor, notice, now):
+                out.events.append(Event("Warning", "AlertNotDelivered", error))
+
+    def _guarded(self, monitor: MonitorContext, out: ActionsOutcome, what: str, step: Callable[[], Any]) -> None:
+        """Run one tracking step; a Kubernetes error is logged and reported once per distinct message."""
+        try:
+            step()
+        except KubernetesError as exc:
+            log.warning("%s/%s: %s: %s", monitor.namespace, monitor.name, what, exc)
+            slot = (monitor.namespace, monitor.name, what)
+            with self._lock:
+                repeated = self._reported.get(slot) == str(exc)
+                self._reported[slot] = str(exc)
+            if not repeated:
+                out.events.append(Event("Warning", "ActionTrackingFailed", f"{what}: {exc}"))
+        else:
+            with self._lock:
+                self._reported.pop((monitor.namespace, monitor.name, what), None)
