@@ -9,6 +9,7 @@ and/or class), plus the positive class and the group attribute.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -97,6 +98,14 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
     if not feature_names:
         left_out = sorted(str(c) for c in special | set(options.exclude))
         raise BuildError(f"{table.path}: no feature column left after excluding {left_out}")
+    # A monitor's dataDrift policy fires when ANY feature crosses its threshold, so each feature gets an equal
+    # share of the false-alarm budget (Bonferroni): the monitor as a whole then false-alarms at most at
+    # `false_alarm_rate`. Smaller per-feature rates need more bootstrap windows for a stable tail quantile.
+    feature_options = dataclasses.replace(
+        options,
+        false_alarm_rate=options.false_alarm_rate / len(feature_names),
+        n_boot=max(options.n_boot, math.ceil(10 * len(feature_names) / options.false_alarm_rate)),
+    )
     features: list[FeatureProfile] = []
     for name in feature_names:
         values = table.columns[name]
@@ -107,7 +116,7 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
             if present.size == 0:
                 raise BuildError(f"{table.path}: column {name!r} has no value at all; exclude it")
             reference = _numerical_reference(present, options, rng)
-            thresholds = _thresholds(name, present, reference, options.numerical_methods, options, rng, notes)
+            thresholds = _thresholds(name, present, reference, options.numerical_methods, feature_options, rng, notes)
             missing = 1.0 - present.size / column.size
         else:
             strings = _as_categories(values)
@@ -117,7 +126,7 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
             reference_cat = _categorical_reference(present_strings, options.max_categories, options.max_allowed)
             codes = _category_codes(present_strings, reference_cat)
             thresholds = _category_thresholds(
-                name, codes, reference_cat, options.categorical_methods, options, rng, notes
+                name, codes, reference_cat, options.categorical_methods, feature_options, rng, notes
             )
             reference = reference_cat  # type: ignore[assignment]
             missing = 1.0 - len(present_strings) / len(strings)
@@ -150,6 +159,8 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seed": options.seed,
             "n_boot": options.n_boot,
+            "feature_false_alarm_rate": feature_options.false_alarm_rate,
+            "feature_n_boot": feature_options.n_boot,
         },
     )
     return profile, notes
