@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from modelmonitor import durations
+
 __all__ = [
     "TEMPLATE_PLACEHOLDERS",
     "PromQLTemplateError",
@@ -49,10 +51,6 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # The API's duration grammar (CONTRACTS: ^([0-9]+(ms|s|m|h|d))+$); PromQL also knows w and y, which the API
 # does not offer, so they are refused here too.
-_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d))+")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_UNIT_ORDER = ["d", "h", "m", "s", "ms"]
 
 # Characters RE2 gives a meaning to; Prometheus anchors label regexes, so escaping these makes a literal match.
 _RE2_SPECIAL = set("\\.+*?()|[]{}^$")
@@ -136,24 +134,25 @@ def validate_window(window: str) -> str:
     Units in descending order, each at most once (Prometheus refuses ``"30m1h"``), and the total above zero
     (a zero range selects nothing).
     """
-    if not isinstance(window, str) or not _DURATION.fullmatch(window):
-        raise ValueError(f"window {window!r}: expected a duration such as 90s, 10m or 1h30m (units ms, s, m, h, d)")
-    units = [unit for _, unit in _DURATION_PART.findall(window)]
-    ranks = [_UNIT_ORDER.index(unit) for unit in units]
+    length = window_seconds(window)
+    ranks = [durations.PROMETHEUS_UNIT_ORDER.index(unit) for unit in durations.units(window)]
     if ranks != sorted(set(ranks)):
         raise ValueError(
             f"window {window!r}: each unit at most once, largest first (d, h, m, s, ms), e.g. 1h30m not 30m1h"
         )
-    if window_seconds(window) <= 0:
+    if length <= 0:
         raise ValueError(f"window {window!r}: must be longer than zero")
     return window
 
 
 def window_seconds(window: str) -> float:
     """The length of a duration string in seconds (no validation of unit order; see :func:`validate_window`)."""
-    if not isinstance(window, str) or not _DURATION.fullmatch(window):
-        raise ValueError(f"window {window!r}: expected a duration such as 90s, 10m or 1h30m (units ms, s, m, h, d)")
-    return sum(int(amount) * _UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(window))
+    try:
+        return durations.seconds(window)
+    except ValueError:
+        raise ValueError(
+            f"window {window!r}: expected a duration such as 90s, 10m or 1h30m (units ms, s, m, h, d)"
+        ) from None
 
 
 # --- user `query:` templates -------------------------------------------------------------------------------

@@ -6,13 +6,14 @@ Durations, names, the camelCase base model, and the small helpers that attach Ku
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from modelmonitor import durations
 
 GROUP = "modelmonitor.dev"
 VERSION = "v1alpha1"
@@ -25,11 +26,9 @@ CATEGORIES = ("mlops",)
 
 # One duration component is digits followed by a unit; several components add up ("1h30m").
 _UNIT = r"(ms|s|m|h|d)"
-DURATION_PATTERN = rf"^([0-9]+{_UNIT})+$"
+DURATION_PATTERN = durations.PATTERN
 # The same, with at least one component that is not all zeros: RE2 (the API server) has no lookahead.
 POSITIVE_DURATION_PATTERN = rf"^([0-9]+{_UNIT})*0*[1-9][0-9]*{_UNIT}([0-9]+{_UNIT})*$"
-_COMPONENT = re.compile(r"([0-9]+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Ten years: far beyond any sensible window or cooldown, and well inside timedelta's range.
 MAX_DURATION = timedelta(days=3650)
 MAX_DURATION_LENGTH = 32
@@ -49,9 +48,7 @@ def parse_duration(text: str) -> timedelta:
 
     Raises ValueError naming the expected form when ``text`` is not a duration.
     """
-    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"{text!r} is not a duration: expected digits and a unit (ms, s, m, h, d), e.g. 90s or 1h30m")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _COMPONENT.findall(text))
+    seconds = durations.seconds(text)
     if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"{text!r} is longer than the maximum of {MAX_DURATION.days}d")
     return timedelta(seconds=seconds)

@@ -7,12 +7,9 @@ every time it stores formats without a fraction and round-trips exactly through 
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
-_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d))+$")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from modelmonitor import durations
 
 
 def parse_duration(text: str, *, field: str = "duration") -> float:
@@ -20,11 +17,10 @@ def parse_duration(text: str, *, field: str = "duration") -> float:
 
     Raises ValueError naming ``field`` when the text does not match ``^([0-9]+(ms|s|m|h|d))+$``.
     """
-    if not isinstance(text, str) or not _DURATION.match(text):
-        raise ValueError(
-            f"{field}: {text!r} is not a duration; expected digits with units ms, s, m, h or d, e.g. '90s' or '1h30m'"
-        )
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    try:
+        return durations.seconds(text)
+    except ValueError as problem:
+        raise ValueError(f"{field}: {problem}") from None
 
 
 def format_duration(seconds: float) -> str:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 
-DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+from modelmonitor import durations
 
 
 def duration_seconds(text: str) -> float:
@@ -23,11 +22,10 @@ def duration_seconds(text: str) -> float:
         return float(text)
     except ValueError:
         pass
-    match = DURATION.match(text)
-    if not text or match is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 90s, 10m, 1h30m or 2d")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    try:
+        return durations.seconds(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
 
 
 def listen_address(text: str) -> tuple[str, int]:

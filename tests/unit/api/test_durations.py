@@ -33,7 +33,7 @@ def test_parses_durations_as_written_in_specs(text: str, seconds: float) -> None
 
 @pytest.mark.parametrize("text", ["", "5", "-5m", "5 m", "1.5h", "5min", "m5", "5M", "1w"])
 def test_refuses_what_is_not_a_duration_and_says_the_expected_form(text: str) -> None:
-    with pytest.raises(ValueError, match="expected digits and a unit"):
+    with pytest.raises(ValueError, match="expected digits with units"):
         parse_duration(text)
 
 
@@ -67,6 +67,6 @@ def test_the_crd_pattern_and_the_parser_agree_on_what_a_duration_looks_like(text
         parse_duration(text)
     except ValueError as exc:
         # A well-formed duration may still be refused for its length, never for its form.
-        assert ("maximum" in str(exc)) if matches else ("expected digits and a unit" in str(exc))
+        assert ("maximum" in str(exc)) if matches else ("expected digits with units" in str(exc))
     else:
         assert matches
