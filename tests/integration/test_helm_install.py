@@ -1,0 +1,319 @@
+"""`helm install` of charts/modelmonitor onto the real sandbox, and the operator working under the identity the
+chart creates.
+
+Why the operator runs as a local process and not in the chart's pod: the sandbox's nodes are kwok's simulated
+nodes. The chart's Deployment is scheduled and its pod reported Running, but no container is ever started (kwok
+simulates pod status, it runs no processes), and there is no container engine here to build the operator image.
+So the test installs the chart for real (CRD, ServiceAccount, Role and RoleBinding, Deployment, Service) and then
+runs `modelmonitor run` on this machine with exactly what the pod would have: the environment of the installed
+Deployment and a token of the chart's ServiceAccount (`kubectl create token`) in a kubeconfig holding only that
+token and the sandbox's CA. Every API call the operator makes is then authorized by the chart's RBAC and
+nothing else. The `helm test` hook pod is not run for the same reason (kwok never runs its curl); its rendering
+is checked in tests/unit/test_chart.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelmonitor.devcluster import versions
+from modelmonitor.devcluster.paths import binary_path
+from modelmonitor.devcluster.processes import free_port
+from support import Cluster, ExporterProcess, http_get, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelmonitor"
+EXAMPLES = ROOT / "examples"
+RELEASE = "mm"
+
+
+@dataclass
+class Release:
+    """The installed chart: where it lives, what it watches, and a kubeconfig that is its ServiceAccount."""
+
+    cluster: Cluster
+    namespace: str  # the release's namespace (operator, ServiceAccount, Service)
+    watched: str  # the namespace whose ModelMonitors it watches
+    other: str  # a namespace it must not touch
+    account: str  # system:serviceaccount:<namespace>:<name>
+    kubeconfig: Path
+
+    def as_operator(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl authenticated with the ServiceAccount's token only."""
+        return subprocess.run(
+            [str(self.cluster.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def can(self, verb: str, resource: str, namespace: str | None) -> bool:
+        where = ["-n", namespace] if namespace else ["--all-namespaces"]
+        resource, _, subresource = resource.partition("/")
+        sub = [f"--subresource={subresource}"] if subresource else []
+        return self.as_operator("auth", "can-i", verb, resource, *sub, *where).stdout.strip() == "yes"
+
+
+def helm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    path = binary_path("helm", versions.HELM, "helm")
+    assert path.exists(), f"helm is not built ({path}): run `modelmonitor cluster build`"
+    result = subprocess.run(
+        [str(path), f"--kubeconfig={cluster.kubeconfig}", *args], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with a fresh token of `account` and trusts the sandbox's CA."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "sandbox",
+                "cluster": {
+                    "server": cluster.state.server,
+                    "certificate-authority": str(Path(cluster.state.root) / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "chart", "context": {"cluster": "sandbox", "user": account}}],
+        "current-context": "chart",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Release]:
+    watched, other = f"{namespace}-models", f"{namespace}-other"
+    for extra in (watched, other):
+        cluster.kubectl("create", "namespace", extra)
+    try:
+        helm(
+            cluster,
+            "install", RELEASE, str(CHART),
+            "--namespace", namespace,
+            "--set", f"watchNamespaces={{{watched}}}",
+            "--set", f"prometheus.url={cluster.prometheus_url}",
+            "--set", "settings.tickSeconds=0.5",
+            "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        deployment = cluster.kubectl_json(
+            "get", "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={RELEASE}"
+        )
+        (pod,) = [d["spec"]["template"]["spec"] for d in deployment["items"]]
+        account = pod["serviceAccountName"]
+        kubeconfig = token_kubeconfig(cluster, namespace, account, tmp_path / "chart.kubeconfig")
+        yield Release(cluster, namespace, watched, other, f"system:serviceaccount:{namespace}:{account}", kubeconfig)
+    finally:
+        subprocess.run(
+            [str(binary_path("helm", versions.HELM, "helm")), f"--kubeconfig={cluster.kubeconfig}", "uninstall",
+             RELEASE, "--namespace", namespace, "--wait", "--timeout", "60s"],
+            capture_output=True, check=False, timeout=90,
+        )  # fmt: skip
+        for extra in (watched, other):
+            cluster.kubectl("delete", "namespace", extra, "--wait=false", check=False)
+
+
+def installed_env(cluster: Cluster, release: Release) -> dict[str, str]:
+    """The environment of the operator container as installed in the cluster."""
+    deployment = cluster.kubectl_json("get", "deployment", f"{RELEASE}-modelmonitor", "-n", release.namespace)
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"]
+    assert container["args"] == ["run"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def labeled(good: float, bad: float) -> list[dict[str, Any]]:
+    """Label-joined outcomes of model `fraud`: `good` right and `bad` wrong predictions per second."""
+    base = {"model": "fraud", "version": "v1", "group": "all"}
+    return [
+        {"name": "modelmonitor_labeled_predictions_total", "labels": {**base, "outcome": "tp"}, "rate": good},
+        {"name": "modelmonitor_labeled_predictions_total", "labels": {**base, "outcome": "fp"}, "rate": bad},
+    ]
+
+
+MODEL = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fraud}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: fraud}}
+  template:
+    metadata: {labels: {app: fraud}}
+    spec: {containers: [{name: model, image: "fraud-model:v1"}]}
+"""
+
+MONITOR = {
+    "apiVersion": "modelmonitor.dev/v1alpha1",
+    "kind": "ModelMonitor",
+    "metadata": {"name": "fraud"},
+    "spec": {
+        "target": {"name": "fraud"},
+        "model": {"name": "fraud"},
+        "interval": "1s",
+        "policies": [
+            {
+                "name": "accuracy-drop",
+                "signal": "accuracy",
+                "window": "10s",
+                "condition": {"op": "<", "threshold": 0.8, "clearThreshold": 0.85},
+                "for": "2s",
+                "minSamples": 5,
+                "actions": ["scale-up"],
+            }
+        ],
+        "actions": {"scale-up": {"type": "scale", "step": 1, "maxReplicas": 3, "cooldown": "10m"}},
+    },
+}
+
+
+def test_the_chart_installs_and_its_service_account_runs_the_operator(
+    cluster: Cluster, release: Release, tmp_path: Path
+) -> None:
+    # The kubeconfig is the chart's ServiceAccount, not the sandbox's admin.
+    whoami = release.as_operator("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == release.account, whoami.stderr
+
+    exporter = ExporterProcess(tmp_path)
+    target = f"helm-{release.watched}"
+    cluster.add_scrape_target(target, exporter.address, {"namespace": release.watched, "pod": "fraud-0"})
+    metrics_port = free_port()
+    env = installed_env(cluster, release)
+    assert env["MODELMONITOR_NAMESPACES"] == release.watched
+    assert env["MODELMONITOR_PROMETHEUS_URL"] == cluster.prometheus_url
+    # The pod listens on 0.0.0.0:8080; on this shared machine the process takes a free loopback port instead.
+    env["MODELMONITOR_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
+    log = tmp_path / "operator.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelmonitor", "run"],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(release.kubeconfig), **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        exporter.set(labeled(good=20, bad=1))
+        wait_for(
+            "the operator's /healthz",
+            lambda: http_get(f"http://127.0.0.1:{metrics_port}/healthz") or process.poll() is not None,
+            timeout=60,
+        )
+        assert process.poll() is None, log.read_text()[-3000:]
+        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
+        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
+
+        def status() -> dict[str, Any]:
+            return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
+
+        # A status written by the operator under the chart's identity.
+        healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
+        assert healthy["policies"][0]["value"] > 0.8
+
+        # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
+        exporter.set(labeled(good=2, bad=20))
+        wait_for(
+            "the scale action to add a replica",
+            lambda: cluster.kubectl_json("get", "deployment", "fraud", "-n", release.watched)["spec"]["replicas"] == 2,
+            timeout=120,
+        )
+        records = wait_for(
+            "a Succeeded scale record",
+            lambda: [
+                a for a in status().get("actions") or [] if a["name"] == "scale-up" and a["result"] == "Succeeded"
+            ],
+            timeout=30,
+        )
+        assert records[0]["type"] == "scale"
+        reasons = {
+            e["reason"]
+            for e in cluster.kubectl_json("get", "events", "-n", release.watched)["items"]
+            if e["involvedObject"]["name"] == "fraud"
+        }
+        assert "PolicyFiring" in reasons, reasons
+        text = log.read_text()
+        assert "forbidden" not in text.lower(), text[-3000:]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        cluster.remove_scrape_target(target)
+        exporter.stop()
+
+
+def test_the_chart_identity_cannot_do_what_it_should_not(release: Release) -> None:
+    allowed = [
+        ("watch", "modelmonitors.modelmonitor.dev", release.watched),
+        ("patch", "modelmonitors.modelmonitor.dev/status", release.watched),
+        ("create", "events", release.watched),
+        ("get", "secrets", release.watched),
+        ("patch", "deployments.apps", release.watched),
+        ("create", "jobs.batch", release.watched),
+    ]
+    for verb, resource, where in allowed:
+        assert release.can(verb, resource, where), f"the chart's identity cannot {verb} {resource} in {where}"
+    denied = [
+        ("create", "pods", release.watched),  # pods only through retraining Jobs
+        ("get", "secrets", None),  # no Secret outside the watched namespace...
+        ("get", "secrets", release.other),
+        ("get", "secrets", release.namespace),
+        ("list", "secrets", release.watched),  # ...and inside it only by name
+        ("list", "modelmonitors.modelmonitor.dev", release.other),
+        ("list", "modelmonitors.modelmonitor.dev", None),
+        ("patch", "deployments.apps", release.other),
+        ("delete", "deployments.apps", release.watched),
+        ("create", "jobs.batch", release.other),
+        ("update", "modelmonitors.modelmonitor.dev", release.watched),
+        ("create", "rolebindings.rbac.authorization.k8s.io", release.watched),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+        ("list", "nodes", None),
+    ]
+    for verb, resource, where in denied:
+        assert not release.can(verb, resource, where), f"the chart's identity may {verb} {resource} in {where}"
+    # And the API server says so to the operator itself.
+    refused = release.as_operator("get", "secrets", "-n", release.other)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr
+
+
+def _example_documents() -> list[tuple[Path, dict[str, Any]]]:
+    found = []
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((path, document))
+    return found
+
+
+def test_every_example_manifest_is_accepted_by_the_api_server(release: Release) -> None:
+    """Server-side dry run (schema, CEL rules, defaulting) of every example object the sandbox has an API for."""
+    served = set(release.cluster.kubectl("api-versions").stdout.split())
+    checked = 0
+    for path, document in _example_documents():
+        if document["apiVersion"] not in served:  # e.g. monitoring.coreos.com/v1 without the Prometheus Operator
+            continue
+        result = release.cluster.kubectl(
+            "apply", "--dry-run=server", "-n", release.watched, "-f", "-", input=yaml.safe_dump(document), check=False
+        )
+        assert result.returncode == 0, f"{path.relative_to(ROOT)} {document['kind']}: {result.stderr}"
+        checked += 1
+    assert checked >= 6
