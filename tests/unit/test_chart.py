@@ -504,3 +504,45 @@ if __name__ == "__main__":
         print(f"wrote {RULES_TEMPLATE.relative_to(ROOT)}")
     else:
         sys.exit(f"usage: {sys.argv[0]} --write-rbac-rules")
+
+
+# --- the guides: their helm commands and the files they name --------------------------------------------------
+
+GUIDES = [ROOT / "docs" / "install.md", ROOT / "docs" / "kind.md"]
+
+
+def _shell_commands(path: Path) -> list[list[str]]:
+    """The commands of a guide's ```sh blocks, continuation lines joined, split like a shell would."""
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", path.read_text(), flags=re.S):
+        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+            command = command.split(" #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                commands.append(shlex.split(command))
+    return commands
+
+
+def test_the_guides_helm_installs_of_this_chart_render() -> None:
+    """Every `helm install|upgrade ... charts/modelmonitor ...` in the guides, run as `helm template`."""
+    checked = 0
+    for guide in GUIDES:
+        for argv in _shell_commands(guide):
+            if argv[:2] not in (["helm", "install"], ["helm", "upgrade"]) or "charts/modelmonitor" not in argv:
+                continue
+            release = argv[2]
+            rest = [a for a in argv[4:] if a not in ("--wait", "--create-namespace", "--reuse-values")]
+            result = helm("template", release, str(CHART), *rest, "--kube-version", KUBE_VERSION)
+            assert result.returncode == 0, f"{guide.name}: {' '.join(argv)}\n{result.stderr}"
+            checked += 1
+    assert checked >= 4
+
+
+def test_the_files_the_guides_name_exist() -> None:
+    for guide in [*GUIDES, CHART / "templates" / "NOTES.txt"]:
+        for argv in _shell_commands(guide) if guide.suffix == ".md" else [guide.read_text().split()]:
+            for token in argv:
+                path = token.split("=", 1)[-1]
+                if re.match(r"^(examples|charts|docker|crds|docs)/|^kind-config\.yaml$", path):
+                    assert (ROOT / path).exists(), f"{guide.name} names {path}, which does not exist"
