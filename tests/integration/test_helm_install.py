@@ -317,3 +317,33 @@ def test_every_example_manifest_is_accepted_by_the_api_server(release: Release) 
         assert result.returncode == 0, f"{path.relative_to(ROOT)} {document['kind']}: {result.stderr}"
         checked += 1
     assert checked >= 6
+
+
+def test_a_cluster_wide_install_reads_secrets_only_by_name(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The default install watches every namespace (a ClusterRole): still no listing Secrets, no pods, no
+    deleting. Only RBAC is checked here: an operator running cluster-wide would act on other tests' monitors."""
+    release = f"cw-{namespace}"  # ClusterRole names are cluster-wide: one per test run
+    helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--set", "test.enabled=false")
+    try:
+        account = f"{release}-modelmonitor"
+        kubeconfig = token_kubeconfig(cluster, namespace, account, tmp_path / "cw.kubeconfig")
+        identity = Release(cluster, namespace, "", "", f"system:serviceaccount:{namespace}:{account}", kubeconfig)
+        for verb, resource in [
+            ("watch", "modelmonitors.modelmonitor.dev"),
+            ("patch", "modelmonitors.modelmonitor.dev/status"),
+            ("get", "secrets"),
+            ("create", "jobs.batch"),
+        ]:
+            assert identity.can(verb, resource, None), f"cluster-wide install cannot {verb} {resource}"
+        for verb, resource in [
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "pods"),
+            ("delete", "deployments.apps"),
+            ("update", "modelmonitors.modelmonitor.dev"),
+            ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ]:
+            assert not identity.can(verb, resource, None), f"cluster-wide install may {verb} {resource}"
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace)
+    assert cluster.kubectl("get", "clusterrole", f"{release}-modelmonitor", check=False).returncode != 0
