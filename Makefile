@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup venv binaries lint unit test demo clean-cluster
+.PHONY: setup venv binaries lint unit test demo clean-cluster crds
 
 venv: $(BIN)/.installed
 
@@ -42,3 +42,9 @@ demo: setup
 
 clean-cluster: venv
 	$(BIN)/modelmonitor cluster down
+
+# After changing the API models: regenerate the CRD, the chart's copy of it and the field reference.
+crds: venv
+	$(BIN)/modelmonitor crd --output crds/modelmonitor.dev_modelmonitors.yaml
+	$(BIN)/modelmonitor crd --output charts/modelmonitor/crds/modelmonitor.dev_modelmonitors.yaml
+	$(BIN)/modelmonitor crd --markdown > docs/crd-reference.md
