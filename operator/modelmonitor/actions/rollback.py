@@ -163,6 +163,9 @@ class RollbackHandler:
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads
+        # When each monitor's live revision was last checked: a settled monitor is re-checked every quarter of
+        # its settle period, not every cycle (two API reads each), so a healthy fleet costs the API server little.
+        self._checked: dict[tuple[str, str], datetime] = {}
 
     def _history(self, ctx: MonitorContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         deployment = self.workloads.get(DEPLOYMENT, ctx.namespace, ctx.target_name)
@@ -182,6 +185,11 @@ class RollbackHandler:
         ok_since = all_ok(evaluation)
         if ok_since is None or (now - ok_since).total_seconds() < settle:
             return None, []
+        slot = (ctx.namespace, ctx.name)
+        last = self._checked.get(slot)
+        if last is not None and (now - last).total_seconds() < settle / 4:
+            return None, []
+        self._checked[slot] = now
         deployment, owned = self._history(ctx)
         done, _why = rollout_done(deployment)
         current = current_replicaset(deployment, owned)

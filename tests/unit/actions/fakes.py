@@ -57,6 +57,7 @@ class FakeCluster:
         self.now = T0
         self._rv = 100
         self.fail_next: dict[tuple[str, str], KubernetesError] = {}  # (verb, kind) -> error raised once
+        self.reads: dict[str, int] = {}  # kind -> gets and lists
 
     # --- the Workloads protocol -------------------------------------------------------------------------------
 
@@ -65,6 +66,8 @@ class FakeCluster:
         return str(self._rv)
 
     def _fail(self, verb: str, kind: Kind) -> None:
+        if verb in ("get", "list"):
+            self.reads[kind.kind] = self.reads.get(kind.kind, 0) + 1
         error = self.fail_next.pop((verb, kind.kind), None)
         if error is not None:
             raise error

@@ -68,6 +68,15 @@ def test_a_new_revision_must_prove_itself_for_the_settle_period() -> None:
     }
 
 
+def test_a_settled_monitor_reads_its_deployment_every_quarter_settle_period_not_every_cycle() -> None:
+    s = rollback_scenario()
+    settle(s, 80)
+    before = s.cluster.reads.get("Deployment", 0)
+    settle(s, 120)  # 12 cycles
+    reads = s.cluster.reads["Deployment"] - before
+    assert 6 <= reads <= 9, reads  # every 15 s (60 s / 4), not every 10 s cycle
+
+
 def test_an_unfinished_rollout_or_a_breach_is_never_last_known_good() -> None:
     s = rollback_scenario()
     deploy_image(s, "model:v2", complete=False)
