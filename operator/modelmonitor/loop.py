@@ -341,6 +341,9 @@ class Evaluator:
             query=policy.query,
             version=entry.spec.model.version,
             auto_threshold=bool(policy.condition.auto_threshold),
+            # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
+            # `__other__` group neither blocks nor decides the signal.
+            min_samples=policy.min_samples,
         )
 
     def _evaluate_one(
@@ -439,7 +442,7 @@ class Evaluator:
             entry.namespace, entry.name, entry.uid, entry.spec, status=entry.status, annotations=entry.annotations
         )
         try:
-            outcome = self.actions.run(context, evaluation, now, checkpoint)
+            outcome = self.actions.run(context, evaluation, evaluation.now, checkpoint)
         except Exception as exc:  # an action bug must not stop the status from being written
             log.exception("actions failed for %s/%s", entry.namespace, entry.name)
             self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")

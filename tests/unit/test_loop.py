@@ -1,0 +1,158 @@
+"""One evaluation cycle of the loop with fakes around it: what reaches Prometheus, what is written to status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from modelmonitor.actions.base import ActionsOutcome, Checkpoint, MonitorContext
+from modelmonitor.adapters.kubernetes import ObjectRef
+from modelmonitor.adapters.prometheus import QueryResult, Sample
+from modelmonitor.loop import Evaluator, Registry, next_aligned
+from modelmonitor.operator_metrics import OperatorMetrics
+from modelmonitor.policy import Evaluation
+from modelmonitor.settings import OperatorSettings
+
+NOW = 1_800_000_000.4  # a wall-clock instant with a fraction of a second
+
+
+class FakePrometheus:
+    """Answers every query with the labeled-prediction counts of two groups: a big one and a tiny one."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.queries: list[str] = []
+
+    def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+        self.queries.append(promql)
+        base = {"namespace": self.namespace, "model": "fraud"}
+        counts = {  # group -> outcome -> count
+            "big": {"tp": 400.0, "fp": 100.0, "tn": 400.0, "fn": 100.0},  # predicts positive for 50%
+            "other": {"tp": 300.0, "fp": 100.0, "tn": 400.0, "fn": 100.0},  # 44.4%
+            "tiny": {"tp": 0.0, "fp": 5.0, "tn": 0.0, "fn": 0.0},  # 100%, from 5 predictions
+        }
+        samples = [
+            Sample({**base, "group": group, "outcome": outcome}, value, NOW)
+            for group, outcomes in counts.items()
+            for outcome, value in outcomes.items()
+        ]
+        if "group" not in promql:  # the un-grouped quality query: sum over groups
+            totals: dict[str, float] = {}
+            for outcomes in counts.values():
+                for outcome, value in outcomes.items():
+                    totals[outcome] = totals.get(outcome, 0.0) + value
+            samples = [Sample({**base, "outcome": o}, v, NOW) for o, v in totals.items()]
+        return QueryResult(query=promql, result_type="vector", samples=tuple(samples))
+
+
+class RecordingKube:
+    def __init__(self) -> None:
+        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def patch_monitor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append((namespace, name, dict(status)))
+
+    def emit_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+        self.events.append((event_type, reason, message))
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        raise AssertionError("no Secret is needed")
+
+
+class NoActions:
+    def __init__(self) -> None:
+        self.seen_now: list[datetime] = []
+
+    def run(
+        self, monitor: MonitorContext, evaluation: Evaluation, now: datetime, checkpoint: Checkpoint
+    ) -> ActionsOutcome:
+        self.seen_now.append(now)
+        return ActionsOutcome()
+
+
+def monitor(name: str, namespace: str = "ml") -> dict[str, Any]:
+    return {
+        "apiVersion": "modelmonitor.dev/v1alpha1",
+        "kind": "ModelMonitor",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "target": {"name": "fraud"},
+            "model": {"name": "fraud"},
+            "prometheus": {"url": "http://prometheus.test:9090"},
+            "interval": "30s",
+            "policies": [
+                {
+                    "name": "accuracy",
+                    "signal": "accuracy",
+                    "window": "10m",
+                    "condition": {"op": "<", "threshold": 0.7},
+                },
+                {
+                    "name": "fairness",
+                    "signal": "fairnessGap",
+                    "window": "10m",
+                    "condition": {"op": ">", "threshold": 0.3},
+                    # The tiny group (5 samples, all positive predictions) must not decide the gap.
+                    "minSamples": 50,
+                },
+            ],
+        },
+    }
+
+
+def run_cycle(*bodies: dict[str, Any]) -> tuple[RecordingKube, FakePrometheus, NoActions, Registry]:
+    registry = Registry()
+    for body in bodies:
+        registry.upsert(body)
+    kube, prometheus, actions = RecordingKube(), FakePrometheus("ml"), NoActions()
+    evaluator = Evaluator(
+        OperatorSettings(),
+        registry,
+        kube,
+        actions,
+        OperatorMetrics(),
+        prometheus_factory=lambda _settings: prometheus,
+        clock=lambda: NOW,
+    )
+    try:
+        evaluator.cycle()
+    finally:
+        evaluator.close()
+    return kube, prometheus, actions, registry
+
+
+def test_a_cycle_measures_judges_and_writes_each_monitor_once() -> None:
+    kube, _prometheus, _actions, registry = run_cycle(monitor("a"))
+    assert [(ns, name) for ns, name, _ in kube.statuses] == [("ml", "a")]
+    status = kube.statuses[0][2]
+    policies = {p["name"]: p for p in status["policies"]}
+    assert policies["accuracy"]["value"] == pytest.approx((400 + 400 + 300 + 400) / (1000 + 900 + 5))
+    assert status["phase"] == "Healthy"
+    assert status["observedGeneration"] == 1
+    # The next evaluation is at the next multiple of the interval, so equal intervals line up across monitors.
+    entry = registry.all()[0]
+    assert entry.next_due == next_aligned(NOW, 30.0) == 1_800_000_030.0
+
+
+def test_min_samples_reaches_the_signal_so_a_tiny_group_does_not_decide_fairness() -> None:
+    kube, _prometheus, _actions, _registry = run_cycle(monitor("a"))
+    fairness = next(p for p in kube.statuses[0][2]["policies"] if p["name"] == "fairness")
+    # With the tiny group (100% positive predictions) the gap would be 1.0 - 0.444 = 0.56 and breach 0.3.
+    assert fairness["state"] == "Inactive", fairness
+    assert fairness["value"] == pytest.approx(0.5 - 400 / 900)
+
+
+def test_queries_do_not_grow_with_the_number_of_monitors() -> None:
+    _, one, _, _ = run_cycle(monitor("a"))
+    _, many, _, _ = run_cycle(*(monitor(f"m{i}") for i in range(50)))
+    assert len(many.queries) == len(one.queries)
+
+
+def test_actions_and_status_see_whole_second_timestamps() -> None:
+    kube, _prometheus, actions, _registry = run_cycle(monitor("a"))
+    assert actions.seen_now and all(moment.microsecond == 0 for moment in actions.seen_now)
+    assert kube.statuses[0][2]["lastEvaluationTime"] == "2027-01-15T08:00:00Z"
