@@ -261,6 +261,8 @@ class Rig:
         self.operator_tail: list[str] = []
         #: Status writes the operator logged as failed, and cycles that raised.
         self.operator_failures = 0
+        #: Lines the operator has logged so far.
+        self.operator_lines = 0
         from kubernetes import client, config
 
         self.api = config.new_client_from_config(config_file=str(state.kubeconfig))  # type: ignore[no-untyped-call]
@@ -409,6 +411,7 @@ class Rig:
                 line = raw.decode(errors="replace").rstrip("\n")
                 log.write(f"{now:.3f} {line}\n")
                 self.operator_tail = [*self.operator_tail[-40:], line]
+                self.operator_lines += 1
                 if "not written" in line or "evaluation cycle failed" in line:
                     self.operator_failures += 1
                 match = CYCLE_LINE.search(line)
@@ -734,6 +737,7 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         prom_before = (http_get(f"{rig.prometheus_url}/metrics") or b"").decode()
         api_before = rig.kubectl("get", "--raw", "/metrics")
         load_before = os.getloadavg()[0]
+        lines_before = rig.operator_lines
         say(f"warm-up cycle done ({warm.seconds:.2f} s); measuring {plan.cycles} cycles")
 
         breaches = pick_breaches(plan, rng)
@@ -761,6 +765,7 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             api_after = rig.kubectl("get", "--raw", "/metrics")
             result.load = (load_before, os.getloadavg()[0])
             result.peak_rss = peak_rss_mib(rig.operator.pid)
+            lines_after = rig.operator_lines
         result.profile = read_profile(workdir / "profile.txt")
         say("window closed; waiting for the breaches to show")
         breach_thread.join(timeout=deadline.cap(period * 2 + 70))
@@ -772,6 +777,7 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         result.cycles = [c for c in rig.cycles_after(warm.at) if c.at <= end_at]
         full_cycles = len([c for c in result.cycles if c.evaluated >= n])
         result.write_errors = rig.operator_failures
+        result.log_lines_per_cycle = (lines_after - lines_before) / full_cycles
         result.window_seconds = after.at - before.at
         result.window_origin = warm.at
         result.cores = {
@@ -816,6 +822,7 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         for item in monitors:
             status = item.get("status") or {}
             result.phases[str(status.get("phase"))] += 1
+            result.status_bytes += len(json.dumps(status, separators=(",", ":"))) / len(monitors)
             for policy in status.get("policies") or []:
                 result.policy_states[f"{policy.get('name')}={policy.get('state')}"] += 1
         say("replaying the query phase and the status-write phase alone")

@@ -113,6 +113,10 @@ class SizeResult:
     write_replay: dict[int, float] = field(default_factory=dict)
     load: tuple[float, float] = (math.nan, math.nan)
     write_errors: int = 0
+    #: Lines the operator logged per measured cycle.
+    log_lines_per_cycle: float = math.nan
+    #: Mean size of a monitor's status as compact JSON, bytes.
+    status_bytes: float = 0.0
 
 
 #: What the operator was doing in a py-spy sample: the first rule whose frame text occurs in the stack wins.
@@ -189,6 +193,7 @@ def summary_rows(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
     )
     row("status writes per cycle (API server count)", lambda r: fmt(r.status_patches_per_cycle, 0))
     row("status write, server side (mean)", lambda r: f"{fmt(r.patch_server_ms, 1)} ms")
+    row("status size (compact JSON, mean)", lambda r: f"{r.status_bytes:,.0f} bytes")
     row("ModelMonitor watch events per cycle (all watchers)", lambda r: fmt(r.watch_events_per_cycle, 0))
     row(
         "query phase alone, replayed (median of 3)",
@@ -222,6 +227,11 @@ def summary_rows(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
         "breach delay max vs target (interval + 5 s)",
         lambda r: f"{fmt(max(delays(r)), 1)} s vs {r.plan.interval + 5} s" if delays(r) else "n/a",
     )
+    row(
+        "breach delay worst case: interval + longest cycle (crossing just after an evaluation, monitor written last)",
+        lambda r: f"{r.plan.interval + max(full(r)):.1f} s" if full(r) else "n/a",
+    )
+    row("operator log lines per cycle", lambda r: fmt(r.log_lines_per_cycle, 0))
     row("load average (1 min) at window start / end", lambda r: f"{fmt(r.load[0])} / {fmt(r.load[1])}")
     row("monitor phases at the end", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.phases.items())))
     return rows
@@ -238,9 +248,14 @@ def verdicts(result: SizeResult) -> list[str]:
         f"-> {'yes' if full and max(full) < interval else 'NO'}",
         f"under one core: {fmt(cores)} -> {'yes' if cores < 1 else 'NO'}",
         f"under 400 MiB: {fmt(result.peak_rss, 0)} MiB -> {'yes' if result.peak_rss < 400 else 'NO'}",
-        f"breach in status within {interval + 5} s: max {fmt(max(delays) if delays else math.nan, 1)} s "
+        f"breach in status within {interval + 5} s: measured max {fmt(max(delays) if delays else math.nan, 1)} s "
         f"-> {'yes' if delays and len(delays) == len(result.breaches) and max(delays) <= interval + 5 else 'NO'}",
     ]
+    if full:
+        # The schedule's own bound: a crossing just after an evaluation instant waits a whole interval, then the
+        # monitor's write comes at its turn in the cycle (the last one near the cycle's end).
+        worst = interval + max(full)
+        lines.append(f"worst case by construction {worst:.1f} s -> {'yes' if worst <= interval + 5 else 'NOT assured'}")
     return lines
 
 
@@ -338,7 +353,13 @@ def render(results: list[SizeResult], versions: dict[str, str]) -> str:
         "|---|" + "---:|" * len(results),
     ]
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in summary_rows(results)]
-    out += ["", "## Against the aims", ""]
+    out += [
+        "",
+        "## Against the aims",
+        "",
+        "The aims are stated for 1,000 monitors at a 30 s interval; other sizes are held to the same marks.",
+        "",
+    ]
     for r in results:
         out.append(f"- {r.plan.monitors:,} monitors: " + "; ".join(verdicts(r)))
     out += [
