@@ -1,10 +1,19 @@
-"""`modelmonitor demo`: the operator against the local sandbox, watching a model served by real sidecars.
+"""`modelmonitor demo`: three closed loops on the local sandbox, narrated.
 
-1. the sandbox starts (or is reused) and the CRD is applied;
-2. a Deployment `fraud-model` gets Running pods; one real sidecar process per Running pod, each registered as a
-   Prometheus scrape target with its namespace and pod;
-3. the operator runs as a real process, and a ModelMonitor guards the model's accuracy and data drift;
-4. traffic flows healthy, then drifts and goes wrong, then recovers; `kubectl get mm` and the Events tell it.
+The demo plays the world and the operator acts:
+
+- **the world** (this module): clients sending real requests (`traffic`), a kubelet that runs a real model
+  server and a real sidecar (proxy mode) per Running pod and registers the sidecar with Prometheus (`fleet`), a
+  retraining pipeline that does the work of the retraining Job's pod (`trainer`), and, once, a person who rolls
+  out a model version by hand;
+- **the operator** (`modelmonitor run`, a separate process running as its own least-privilege ServiceAccount):
+  measures through Prometheus, decides, and makes every change to the cluster that fixes things: the retraining
+  Job, the promotion of its version, the rollback, the scale steps.
+
+Story: (1) the inputs drift -> the drift policy fires -> a retraining Job -> its version is promoted -> the
+drift clears; (2) a worse version is rolled out by hand -> accuracy from late labels drops -> rollback to the
+last-known-good revision; (3) the load doubles -> latency p95 breaches -> scale up -> latency recovers. It ends
+with a timeline PNG and a summary table (and the same summary as JSON).
 """
 
 from __future__ import annotations
@@ -17,48 +26,48 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+from kubernetes import config as kube_config
 
-from modelmonitor.demo.traffic import Traffic, write_training_data
+from modelmonitor.adapters.kubernetes import KubernetesClient
+from modelmonitor.api.crd import render_crd_yaml
+from modelmonitor.demo import manifests, prometheus
+from modelmonitor.demo.fleet import Capacity, Fleet
+from modelmonitor.demo.manifests import (
+    ACCURACY_POLICY,
+    DEPLOYMENT,
+    DRIFT_POLICY,
+    LATENCY_POLICY,
+    MONITOR,
+    TRAINER_ACCOUNT,
+    Pacing,
+)
+from modelmonitor.demo.observe import Observation, Observer, Printer, StoryTimeout
+from modelmonitor.demo.timeline import Loop, epoch, render, summary_table
+from modelmonitor.demo.traffic import Endpoints, Traffic, Warehouse
+from modelmonitor.demo.trainer import Trainer
+from modelmonitor.demo.world import AFTER, BEFORE, Registry, fit, sample
 from modelmonitor.devcluster import cluster as sandbox
-from modelmonitor.devcluster import targets
 from modelmonitor.devcluster.build import kubectl_binary
 from modelmonitor.devcluster.processes import SandboxError, free_port
+from modelmonitor.promql import quote
+from modelmonitor.rbac import render as render_rbac
 
-NAMESPACE = "modelmonitor-demo"
-CALIBRATED_WINDOW_ROWS = 1000
-CRD = Path(__file__).resolve().parents[3] / "crds" / "modelmonitor.dev_modelmonitors.yaml"
-
-
-@dataclass(frozen=True)
-class Pacing:
-    """How long each act lasts, in seconds."""
-
-    healthy: float
-    drifted: float
-    recovered: float
-    interval: str
-    window: str
-    hold: str
-
-    @classmethod
-    def full(cls) -> Pacing:
-        return cls(healthy=40, drifted=70, recovered=70, interval="5s", window="30s", hold="10s")
-
-    @classmethod
-    def quick(cls) -> Pacing:
-        return cls(healthy=20, drifted=45, recovered=50, interval="2s", window="15s", hold="4s")
-
-
-def say(message: str) -> None:
-    print(f"\n==> {message}", flush=True)
+DEFAULT_NAMESPACE = "modelmonitor-demo"
+OPERATOR_NAMESPACE = "modelmonitor-system"
+OPERATOR_ACCOUNT = "modelmonitor"
+START_REPLICAS = 2
 
 
 class Kubectl:
+    """The real kubectl against a kubeconfig; raises with kubectl's message on failure."""
+
     def __init__(self, kubeconfig: Path) -> None:
         self.argv = [str(kubectl_binary()), f"--kubeconfig={kubeconfig}"]
 
@@ -69,75 +78,12 @@ class Kubectl:
         return result.stdout
 
 
-def monitor_manifest(pacing: Pacing) -> dict[str, object]:
-    return {
-        "apiVersion": "modelmonitor.dev/v1alpha1",
-        "kind": "ModelMonitor",
-        "metadata": {"name": "fraud", "namespace": NAMESPACE},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "fraud-model"},
-            "model": {"name": "fraud"},
-            "interval": pacing.interval,
-            "policies": [
-                {
-                    "name": "accuracy-drop",
-                    "signal": "accuracy",
-                    "window": pacing.window,
-                    "condition": {"op": "<", "threshold": 0.8, "clearThreshold": 0.85},
-                    "for": pacing.hold,
-                    "keepFiringFor": pacing.hold,
-                    "minSamples": 100,
-                    "severity": "critical",
-                    "actions": ["page"],
-                },
-                {
-                    "name": "input-drift",
-                    "signal": "dataDrift",
-                    "window": pacing.window,
-                    "condition": {"op": ">", "autoThreshold": True},
-                    # The threshold is calibrated for 1,000-row windows (--window-size below); fewer rows are
-                    # noisier and would breach it by chance.
-                    "minSamples": CALIBRATED_WINDOW_ROWS,
-                    "for": pacing.hold,
-                    "keepFiringFor": pacing.hold,
-                    "severity": "warning",
-                    "actions": ["page"],
-                },
-            ],
-            "actions": {"page": {"type": "alert"}},
-        },
-    }
-
-
-def deployment_manifest(replicas: int) -> dict[str, object]:
-    labels = {"app": "fraud-model"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "fraud-model", "namespace": NAMESPACE},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {"name": "model", "image": "fraud-model:v1"},
-                        {"name": "sidecar", "image": "modelmonitor:0.1.0", "args": ["sidecar"]},
-                    ]
-                },
-            },
-        },
-    }
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
+    while not check():
+        if time.monotonic() > deadline:
+            raise SandboxError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)
-    raise SandboxError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _http_ok(url: str) -> bool:
@@ -148,144 +94,508 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-@contextmanager
-def sidecars_for_pods(kubectl: Kubectl, state: sandbox.ClusterState, profile: Path, work: Path) -> Iterator[list[str]]:
-    """One real sidecar process per Running pod of the Deployment, each scraped by the sandbox's Prometheus."""
-    pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=fraud-model", "-o", "json"))["items"]
-    running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-    urls: list[str] = []
-    try:
-        for pod in running:
-            port = free_port()
-            log = (work / f"sidecar-{pod}.log").open("ab")
-            argv = [
-                sys.executable, "-m", "modelmonitor", "sidecar", "--profile", str(profile),
-                "--listen", f"127.0.0.1:{port}", "--model", "fraud", "--version", "v1",
-            ]  # fmt: skip
-            processes.append((pod, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
-            url = f"http://127.0.0.1:{port}"
-            health = f"{url}/healthz"
-            _wait(f"the sidecar of {pod}", lambda: _http_ok(health), timeout=60)  # noqa: B023 - called at once
-            targets.add(state.targets_dir, f"demo-{pod}", f"127.0.0.1:{port}", {"namespace": NAMESPACE, "pod": pod})
-            urls.append(url)
-        yield urls
-    finally:
-        for pod, process in processes:
-            targets.remove(state.targets_dir, f"demo-{pod}")
-            process.terminate()
-            process.wait(timeout=20)
+def _client(kubeconfig: Path) -> KubernetesClient:
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    return KubernetesClient(api, component="demo")
+
+
+@dataclass
+class Demo:
+    """Everything the story works with."""
+
+    pacing: Pacing
+    namespace: str
+    output: Path
+    printer: Printer
+    state: sandbox.ClusterState
+    kubectl: Kubectl
+    registry: Registry
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    warehouse: Warehouse = field(default_factory=Warehouse)
+    world: list[tuple[float, str]] = field(default_factory=list)
+    fleet: Fleet | None = None
+    traffic: Traffic | None = None
+    trainer: Trainer | None = None
+    observer: Observer | None = None
+
+    @property
+    def watch(self) -> Observer:
+        assert self.observer is not None
+        return self.observer
+
+    def mark(self, label: str) -> float:
+        at = time.time()
+        self.world.append((at, label))
+        return at
+
+    def show(self, *args: str) -> None:
+        """Run a read-only kubectl command and print it with its output."""
+        self.printer.line("$ kubectl " + " ".join(args))
+        self.printer.block("\n".join("      " + row for row in self.kubectl(*args, check=False).rstrip().splitlines()))
+
+
+# --- setup ------------------------------------------------------------------------------------------------------
+
+
+def operator_kubeconfig(demo: Demo, directory: Path) -> Path:
+    """The operator's own identity: its ServiceAccount and ClusterRole (from `modelmonitor.rbac`) bound in the
+    demo's namespace only, and a kubeconfig with a token of that account (no admin certificate)."""
+    kubectl, ns = demo.kubectl, demo.namespace
+    if not kubectl("get", "namespace", OPERATOR_NAMESPACE, check=False):
+        kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(render_rbac(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, watch=[ns])))
+    who = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+    _wait(
+        "the operator's RoleBinding to take effect",
+        lambda: kubectl("auth", "can-i", "create", "jobs", "-n", ns, f"--as={who}", check=False).strip() == "yes",
+    )
+    token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=2h").strip()
+    path = directory / "operator.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "sandbox",
+                        "cluster": {
+                            "server": demo.state.server,
+                            "certificate-authority": str(Path(demo.state.root) / "pki" / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": who, "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "sandbox", "user": who}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
 
 
 @contextmanager
-def operator_process(state: sandbox.ClusterState, work: Path) -> Iterator[subprocess.Popen[bytes]]:
+def operator_process(demo: Demo, kubeconfig: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`modelmonitor run` as a real process, authenticated as its ServiceAccount."""
     port = free_port()
     env = {
         **os.environ,
-        **state.env(),
+        "KUBECONFIG": str(kubeconfig),
+        "MODELMONITOR_PROMETHEUS_URL": demo.state.prometheus_url,
         "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{port}",
     }
-    log = (work / "operator.log").open("ab")
+    log = (demo.output / "logs" / "operator.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "modelmonitor", "run", "--namespace", NAMESPACE],
+        [sys.executable, "-m", "modelmonitor", "run", "--namespace", demo.namespace],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait("the operator's /healthz", lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        _wait(
+            "the operator's /healthz",
+            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz") or process.poll() is not None,
+        )
+        if process.poll() is not None:
+            raise SandboxError(f"the operator exited with code {process.returncode}; see {log.name}")
         yield process
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def narrate(kubectl: Kubectl, act: str, seconds: float, every: float = 5.0) -> list[tuple[float, str, str]]:
-    """Show `kubectl get mm` every few seconds for `seconds`; returns (time, phase, firing) samples."""
-    samples = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        listing = kubectl("get", "mm", "-n", NAMESPACE, "--no-headers", check=False).strip()
-        status = json.loads(kubectl("get", "mm", "fraud", "-n", NAMESPACE, "-o", "json")).get("status") or {}
-        samples.append((time.time(), str(status.get("phase", "")), str(status.get("firingPolicies", ""))))
-        print(f"  [{act:9}] {listing}", flush=True)
-        time.sleep(min(every, max(0.0, end - time.monotonic())))
-    return samples
+def publish_first_version(demo: Demo, rng: np.random.Generator) -> None:
+    """v1: fitted on the world before the drift; its profile from held-out transactions of that world."""
+    model = fit(sample(rng, 5000, BEFORE), "v1", trained_on="5000 transactions of the world before")
+    holdout = sample(rng, 5000, BEFORE)
+    demo.registry.publish(replace(model, holdout_accuracy=round(model.accuracy(holdout), 4)), holdout)
 
 
-def run_demo(pacing: Pacing, keep_cluster: bool = True) -> int:
-    say("starting the local sandbox (first run builds the control plane; later runs reuse it)")
-    state = sandbox.up()
-    kubectl = Kubectl(state.kubeconfig)
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
+    p, kubectl, ns = demo.printer, demo.kubectl, demo.namespace
+    p.step("The ModelMonitor CRD, a fresh namespace, and the identities: the operator's and the trainer's")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render_crd_yaml())
     kubectl("wait", "--for=condition=Established", "crd/modelmonitors.modelmonitor.dev", "--timeout=60s")
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
-    kubectl("create", "namespace", NAMESPACE)
+    kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s")
+    kubectl("create", "namespace", ns)
     _wait(
-        "the namespace's default ServiceAccount",
-        lambda: bool(kubectl("get", "sa", "default", "-n", NAMESPACE, check=False)),
+        "the namespace's default ServiceAccount", lambda: bool(kubectl("get", "sa", "default", "-n", ns, check=False))
+    )
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests.trainer_account(ns)))
+    secrets = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelmonitor-demo-")))
+    operator_config = operator_kubeconfig(demo, secrets)
+    p.line(
+        f"operator: ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}, ClusterRole modelmonitor-operator bound "
+        f"in {ns} only; trainer: ServiceAccount {ns}/{TRAINER_ACCOUNT} (may read and annotate Jobs, nothing else)"
     )
 
-    with tempfile.TemporaryDirectory(prefix="modelmonitor-demo-") as tmp:
-        work = Path(tmp)
-        say("building a reference profile from the model's training data")
-        data = work / "training.csv"
-        write_training_data(data, np.random.default_rng(1))
-        profile = work / "profile.json"
-        subprocess.run(
-            [
-                sys.executable, "-m", "modelmonitor", "profile", "build", str(data), "-o", str(profile),
-                "--label", "label", "--prediction", "prediction", "--score", "score", "--group", "segment",
-                "--positive-class", "1", "--window-size", str(CALIBRATED_WINDOW_ROWS),
-            ],
-            check=True,
-            capture_output=True,
+    p.step("Model v1: fitted on the world as it was, published with its reference profile")
+    publish_first_version(demo, rng)
+    v1 = demo.registry.load("v1")
+    p.line(f"registry {demo.registry.root}: v1, holdout accuracy {v1.holdout_accuracy}")
+
+    p.step(f"Deploying {DEPLOYMENT} ({START_REPLICAS} replicas, image fraud-model:v1) on the kwok nodes")
+    kubectl("apply", "-f", "-", input=json.dumps(manifests.deployment(ns, "v1", START_REPLICAS, demo.pacing)))
+    kubectl("rollout", "status", "-n", ns, f"deployment/{DEPLOYMENT}", "--timeout=120s")
+    demo.show("get", "pods", "-n", ns, "-o", "wide")
+
+    p.step("The fleet starts a model server and a sidecar (proxy mode) per Running pod; clients start calling")
+    fleet = Fleet(
+        _client(demo.state.kubeconfig), ns, f"app={DEPLOYMENT}", demo.registry, demo.endpoints,
+        demo.state.targets_dir, demo.state.prometheus_url, demo.output / "logs", p.line, Capacity(),
+    )  # fmt: skip
+    fleet.start()
+    stack.callback(fleet.stop)
+    demo.fleet = fleet
+    _wait("a serving replica per pod", lambda: sum(fleet.serving().values()) >= START_REPLICAS, timeout=90)
+    traffic = Traffic(demo.endpoints, demo.warehouse, rate=demo.pacing.baseline_rate, era=BEFORE)
+    traffic.start()
+    stack.callback(traffic.stop)
+    demo.traffic = traffic
+    p.line(
+        f"traffic: about {demo.pacing.baseline_rate:.0f} requests/s of 2-8 transactions each, spread over the "
+        f"sidecars; the truth about each transaction is posted {traffic.label_delay:.0f} s later to /v1/labels"
+    )
+    capacity = Capacity()
+    per_request = 1 / capacity.requests_per_second
+    p.line(
+        f"each model server works one request at a time, about {per_request * 1000:.0f} ms each (about "
+        f"{1 / per_request:.0f} requests/s per replica; more wait in its queue, over {capacity.max_queue} waiting "
+        "it answers 503)"
+    )
+
+    trainer = Trainer(
+        _client(demo.state.kubeconfig), demo.kubectl, ns, MONITOR, TRAINER_ACCOUNT, demo.registry, demo.warehouse,
+        p.line, demo.pacing.train_rows, rng,
+    )  # fmt: skip
+    trainer.start()
+    stack.callback(trainer.stop)
+    demo.trainer = trainer
+
+    labeled = f"modelmonitor_labeled_predictions_total{{namespace={quote(ns)}}}"
+    _wait(
+        "Prometheus to scrape the first labeled predictions",
+        lambda: bool(prometheus.query(demo.state.prometheus_url, f"count(increase({labeled}[10s]) > 0)")),
+        timeout=60,
+    )
+
+    p.step("The operator starts (a real process, as its own ServiceAccount) and the ModelMonitor is applied")
+    stack.enter_context(operator_process(demo, operator_config))
+    spec = manifests.monitor(ns, demo.pacing)
+    kubectl("apply", "-f", "-", input=json.dumps(spec))
+    p.block("\n".join("      " + row for row in yaml.safe_dump(spec["spec"], sort_keys=False).splitlines()))
+    demo.observer = Observer(
+        _client(demo.state.kubeconfig), kubectl, p, ns, MONITOR, DEPLOYMENT, fleet, traffic,
+        progress_every=10.0,
+    )  # fmt: skip
+
+
+# --- the stories ------------------------------------------------------------------------------------------------
+
+
+def _record(observation: Observation, action: str, *results: str) -> dict[str, Any] | None:
+    return next((r for r in reversed(observation.records(action)) if r.get("result") in results), None)
+
+
+def _failed(action: str, after: float) -> Callable[[Observation], str | None]:
+    def check(observation: Observation) -> str | None:
+        record = _record(observation, action, "Failed")
+        at = epoch(str(record.get("at", ""))) if record else None
+        return f"the {action} action failed: {record.get('reason')}" if record and at and at >= after - 1 else None
+
+    return check
+
+
+def _fired_at(observation: Observation, policy: str) -> float:
+    view = observation.policies[policy]
+    return epoch(view.since) or observation.at
+
+
+def _all_serving(observation: Observation, version: str) -> bool:
+    return observation.serving == {version: observation.replicas} and observation.replicas > 0
+
+
+def baseline(demo: Demo) -> None:
+    p, watch = demo.printer, demo.watch
+    p.step("Healthy traffic. Every policy OK; after the settle period v1 becomes the last-known-good revision")
+    watch.hold(demo.pacing.baseline_seconds)
+    watch.until(
+        f"every policy OK, and v1 last-known-good (settlePeriod {demo.pacing.settle})",
+        lambda o: o.last_known_good is not None and o.phase == "Healthy",
+        timeout=demo.pacing.step_timeout,
+    )
+
+
+def drift_story(demo: Demo, loop: Loop) -> None:
+    p, watch, timeout = demo.printer, demo.watch, demo.pacing.step_timeout
+    assert demo.traffic is not None and demo.trainer is not None
+    loop.trigger = "the world drifts"
+    p.step(
+        "Story 1 of 3: the world drifts. Amounts grow, Brazil's share doubles, and what counts as a suspicious "
+        "amount moves up. Labels still arrive; v1 still gets most answers right, but its inputs no longer look "
+        "like its training data"
+    )
+    loop.triggered_at = demo.mark("world drifts")
+    demo.traffic.era = AFTER
+    fired = watch.until(f"{DRIFT_POLICY} to fire", lambda o: o.state(DRIFT_POLICY) == "Firing", timeout)
+    view = fired.policies[DRIFT_POLICY]
+    loop.detected_at = _fired_at(fired, DRIFT_POLICY)
+    loop.detected = f"{DRIFT_POLICY} fired (PSI {view.value:.3g} > {view.threshold:.3g})"
+    created = watch.until(
+        "the operator to create the retraining Job",
+        lambda o: _record(o, "retrain", "Pending", "Succeeded") is not None,
+        timeout,
+        fail=_failed("retrain", loop.triggered_at),
+    )
+    record = _record(created, "retrain", "Pending", "Succeeded")
+    assert record is not None
+    loop.actions.append((epoch(str(record["at"])) or created.at, "retraining Job created"))
+    demo.show("get", "jobs", "-n", demo.namespace, "-L", "modelmonitor.dev/monitor")
+    promoted = watch.until(
+        "the trainer to report a version and the operator to promote it",
+        lambda o: _record(o, "retrain", "Succeeded") is not None,
+        timeout,
+        fail=_failed("retrain", loop.triggered_at),
+    )
+    record = _record(promoted, "retrain", "Succeeded")
+    assert record is not None
+    version = promoted.image.rpartition(":")[2]
+    loop.actions.append((epoch(str(record["at"])) or promoted.at, f"promoted {version} (image fraud-model:{version})"))
+    demo.show("get", "deployment", DEPLOYMENT, "-n", demo.namespace, "-o", "wide")
+    watch.until(f"every serving replica to run {version}", lambda o: _all_serving(o, version), timeout)
+    cleared = watch.until(
+        f"{DRIFT_POLICY} to clear (the new version's reference is the world as it is now)",
+        lambda o: o.state(DRIFT_POLICY) == "Inactive" and _all_serving(o, version),
+        timeout,
+    )
+    loop.recovered_at = epoch(cleared.policies[DRIFT_POLICY].since) or cleared.at
+    loop.recovered = f"{DRIFT_POLICY} Inactive, {cleared.replicas} replicas serving {version}"
+    settled = watch.until(
+        f"{version} to prove itself for the settle period and become last-known-good",
+        lambda o: (
+            o.last_known_good is not None and o.last_known_good.get("revision") == o.revision and o.phase == "Healthy"
+        ),
+        timeout,
+    )
+    runs = demo.trainer.runs
+    loop.details = {
+        "version": version,
+        "job": runs[-1].job if runs else "",
+        "training_rows": runs[-1].rows if runs else 0,
+        "holdout_accuracy": runs[-1].holdout_accuracy if runs else None,
+        "last_known_good": settled.last_known_good,
+    }
+    loop.ok = True
+
+
+def bad_version_story(demo: Demo, loop: Loop) -> None:
+    p, watch, timeout = demo.printer, demo.watch, demo.pacing.step_timeout
+    assert demo.trainer is not None
+    before = watch.observe()
+    good = before.image.rpartition(":")[2]
+    p.step(
+        "Story 2 of 3: another team's pipeline publishes a new version, and a person rolls it out. A bug in its "
+        "feature code flipped the sign of `velocity` in its training data: its inputs look normal, its answers are "
+        "worse, which only the late labels can tell"
+    )
+    runs = demo.trainer.runs
+    since = runs[-1].started if runs else time.time() - 60  # the data labeled since the drift alarm
+    candidate = demo.trainer.publish_candidate(since, notes="velocity sign flipped in the training data")
+    loop.trigger = f"{candidate.version} rolled out by hand"
+    p.line(f"registry: {candidate.version} published ({candidate.notes})")
+    p.line(f"$ kubectl set image deployment/{DEPLOYMENT} model=fraud-model:{candidate.version}")
+    loop.triggered_at = demo.mark(f"{candidate.version} rolled out by hand")
+    demo.kubectl(
+        "set", "image", f"deployment/{DEPLOYMENT}", f"model=fraud-model:{candidate.version}", "-n", demo.namespace
+    )
+    fired = watch.until(f"{ACCURACY_POLICY} to fire", lambda o: o.state(ACCURACY_POLICY) == "Firing", timeout)
+    view = fired.policies[ACCURACY_POLICY]
+    loop.detected_at = _fired_at(fired, ACCURACY_POLICY)
+    loop.detected = f"{ACCURACY_POLICY} fired (accuracy {view.value:.3f} < {view.threshold:g})"
+    started = watch.until(
+        "the operator to roll back to the last-known-good revision",
+        lambda o: _record(o, "rollback", "Pending", "Succeeded") is not None,
+        timeout,
+        fail=_failed("rollback", loop.triggered_at),
+    )
+    record = _record(started, "rollback", "Pending", "Succeeded")
+    assert record is not None
+    loop.actions.append((epoch(str(record["at"])) or started.at, f"rollback to last-known-good ({good})"))
+    done = watch.until(
+        "the rollback's rollout to finish",
+        lambda o: _record(o, "rollback", "Succeeded") is not None,
+        timeout,
+        fail=_failed("rollback", loop.triggered_at),
+    )
+    record = _record(done, "rollback", "Succeeded")
+    assert record is not None
+    loop.actions.append((epoch(str(record["at"])) or done.at, "rollout finished"))
+    demo.show("rollout", "history", f"deployment/{DEPLOYMENT}", "-n", demo.namespace)
+    recovered = watch.until(
+        f"{ACCURACY_POLICY} to clear with {good} serving again",
+        lambda o: o.state(ACCURACY_POLICY) == "Inactive" and _all_serving(o, good),
+        timeout,
+    )
+    loop.recovered_at = epoch(recovered.policies[ACCURACY_POLICY].since) or recovered.at
+    loop.recovered = f"{ACCURACY_POLICY} Inactive, {recovered.replicas} replicas serving {good}"
+    loop.details = {"bad_version": candidate.version, "restored_version": good, "image": recovered.image}
+    loop.ok = recovered.image.endswith(f":{good}")
+    if not loop.ok:
+        loop.error = f"the Deployment runs {recovered.image}, not {good}"
+
+
+def load_story(demo: Demo, loop: Loop) -> None:
+    p, watch, timeout = demo.printer, demo.watch, demo.pacing.step_timeout
+    assert demo.traffic is not None
+    start = watch.observe()
+    # More than the replicas serving now can take (about 40 requests/s each), whatever happened before.
+    peak = max(demo.pacing.peak_rate, 1.25 * start.replicas * Capacity().requests_per_second)
+    loop.trigger = f"load {demo.traffic.rate:.0f} -> {peak:.0f} req/s"
+    p.step(
+        f"Story 3 of 3: the load rises from {demo.traffic.rate:.0f} to {peak:.0f} requests/s. {start.replicas} "
+        "replicas cannot keep up: requests queue, latency grows"
+    )
+    loop.triggered_at = demo.mark(f"load {demo.traffic.rate:.0f} -> {peak:.0f} req/s")
+    demo.traffic.rate = peak
+    fired = watch.until(f"{LATENCY_POLICY} to fire", lambda o: o.state(LATENCY_POLICY) == "Firing", timeout)
+    view = fired.policies[LATENCY_POLICY]
+    loop.detected_at = _fired_at(fired, LATENCY_POLICY)
+    loop.detected = f"{LATENCY_POLICY} fired (p95 {view.value:.3g} s > {view.threshold:g} s)"
+    watch.until(
+        "the operator to add a replica",
+        lambda o: _record(o, "scaleUp", "Succeeded") is not None,
+        timeout,
+        fail=_failed("scaleUp", loop.triggered_at),
+    )
+    recovered = watch.until(
+        f"{LATENCY_POLICY} to clear",
+        lambda o: o.state(LATENCY_POLICY) == "Inactive",
+        timeout * 1.5,
+        fail=_failed("scaleUp", loop.triggered_at),
+    )
+    seen: set[str] = set()
+    for observation in watch.observations:
+        for record in observation.records("scaleUp"):
+            at = epoch(str(record.get("at", "")))
+            if record.get("result") == "Succeeded" and record.get("key") not in seen and at and at >= loop.triggered_at:
+                seen.add(str(record.get("key")))
+                reason = str(record.get("reason", ""))
+                loop.actions.append((at, reason.replace(f"Deployment/{DEPLOYMENT} ", "")))
+    loop.recovered_at = epoch(recovered.policies[LATENCY_POLICY].since) or recovered.at
+    loop.recovered = f"{LATENCY_POLICY} Inactive with {recovered.replicas} replicas serving"
+    loop.details = {"replicas_before": start.replicas, "replicas_after": recovered.replicas}
+    loop.ok = recovered.replicas > start.replicas and sum(recovered.serving.values()) == recovered.replicas
+    if not loop.ok:
+        loop.error = f"replicas {start.replicas} -> {recovered.replicas}, serving {recovered.serving}"
+
+
+# --- the ending -----------------------------------------------------------------------------------------------
+
+
+def action_history(observations: list[Observation]) -> str:
+    """The monitor's action records (every one seen, the status keeps the latest 20)."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for observation in observations:
+        for record in observation.actions:
+            seen.setdefault((str(record.get("key")), str(record.get("result"))), record)
+    rows = sorted(seen.values(), key=lambda r: str(r.get("at", "")))
+    lines = []
+    for record in rows:
+        reason = str(record.get("reason", ""))
+        reason = reason if len(reason) <= 150 else reason[:147] + "..."
+        lines.append(f"      {record.get('at')}  {record.get('name'):8} {record.get('result'):9} {reason}")
+    return "\n".join(lines)
+
+
+def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path, keep_cluster: bool = True) -> int:
+    start = time.time()
+    printer = Printer(start)
+    output = output.resolve()
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    registry_root = output / "registry"
+    if registry_root.exists():
+        for stale in registry_root.glob("v*/*"):
+            stale.unlink()
+    printer.step("Starting the local sandbox (the first run builds the control plane; later runs reuse it)")
+    state = sandbox.up(progress=lambda message: printer.line(f"sandbox: {message}"))
+    demo = Demo(pacing, namespace, output, printer, state, Kubectl(state.kubeconfig), Registry(registry_root))
+    rng = np.random.default_rng(2026)
+    loops = [
+        Loop(1, "inputs drift -> retrain -> promote"),
+        Loop(2, "worse version -> accuracy drops -> rollback"),
+        Loop(3, "load rises -> latency breaches -> scale up"),
+    ]
+    stories = {1: drift_story, 2: bad_version_story, 3: load_story}
+    end = start
+    with ExitStack() as stack:
+        setup(demo, stack, rng)
+        try:
+            baseline(demo)
+            for loop in loops:
+                stories[loop.number](demo, loop)
+                if not loop.ok:
+                    break  # the next story starts from where this one should have ended
+        except StoryTimeout as exc:
+            printer.step(f"The story stopped: {exc}")
+            failed = next(lp for lp in loops if not lp.ok)
+            failed.error = str(exc)
+        printer.step("Where it ended")
+        watch = demo.watch
+        watch.narrate(watch.observe())
+        demo.show("get", "mm", "-n", namespace)
+        demo.show("get", "deployment", DEPLOYMENT, "-n", namespace, "-o", "wide")
+        printer.line("the monitor's actions (status.actions, as they were recorded):")
+        printer.block(action_history(watch.observations))
+        end = time.time()
+    # Everything stopped: the operator, the fleet's processes (and their Prometheus targets), the clients.
+    png = output / "timeline.png"
+    printer.step(f"Drawing the timeline from Prometheus and the monitor's status: {png}")
+    try:
+        render(
+            png, observations=demo.watch.observations, world=demo.world, prometheus_url=state.prometheus_url,
+            namespace=namespace, pacing=pacing, start=start, end=end,
         )  # fmt: skip
-
-        say("deploying fraud-model (2 replicas on kwok nodes)")
-        kubectl("apply", "-f", "-", input=json.dumps(deployment_manifest(2)))
-        kubectl("rollout", "status", "-n", NAMESPACE, "deployment/fraud-model", "--timeout=90s")
-        print(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"))
-
-        with sidecars_for_pods(kubectl, state, profile, work) as sidecars:
-            say(f"one sidecar per Running pod: {', '.join(sidecars)} (scraped by Prometheus {state.prometheus_url})")
-            with operator_process(state, work):
-                say("the operator is running; applying the ModelMonitor")
-                kubectl("apply", "-f", "-", input=json.dumps(monitor_manifest(pacing)))
-                traffic = Traffic(sidecars)
-                traffic.start()
-                try:
-                    timeline = []
-                    say("act 1: healthy traffic")
-                    timeline += narrate(kubectl, "healthy", pacing.healthy)
-                    say("act 2: the inputs drift and the model's answers go wrong (labels arrive a second later)")
-                    traffic.regime = "drifted"
-                    timeline += narrate(kubectl, "drifted", pacing.drifted)
-                    say("act 3: the world goes back to what the model knows")
-                    traffic.regime = "healthy"
-                    timeline += narrate(kubectl, "recovered", pacing.recovered)
-                finally:
-                    traffic.stop()
-                say("Events on the monitor")
-                print(
-                    kubectl(
-                        "get", "events", "-n", NAMESPACE, "--field-selector", "involvedObject.kind=ModelMonitor",
-                        "--sort-by=.lastTimestamp", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
-                    )
-                )  # fmt: skip
-                say("kubectl describe mm fraud (status)")
-                print(kubectl("get", "mm", "fraud", "-n", NAMESPACE, "-o", "jsonpath={.status.policies}"))
-                print()
-    phases = [phase for _, phase, _ in timeline]
-    fired = "Firing" in phases or "Acting" in phases
-    recovered = bool(phases) and phases[-1] == "Healthy"
-    say(
-        f"summary: {traffic.sent} events sent ({traffic.failures} failed posts); the monitor "
-        f"{'fired' if fired else 'did NOT fire'} during the drift and "
-        f"{'returned to Healthy' if recovered else 'had not returned to Healthy'} at the end"
+    except ImportError:
+        printer.line("matplotlib is not installed (pip install 'modelmonitor[demo]'): no picture")
+        png = Path()
+    except (OSError, RuntimeError) as exc:
+        printer.line(f"could not draw the timeline: {exc}")
+        png = Path()
+    for loop in loops:
+        if not loop.ok and not loop.error:
+            loop.error = "not reached"
+    ok = all(loop.ok for loop in loops)
+    duration = time.time() - start
+    traffic = asdict(demo.traffic.snapshot()) if demo.traffic is not None else {}
+    summary = {
+        "ok": ok,
+        "namespace": namespace,
+        "duration_seconds": round(duration, 1),
+        "timeline_png": str(png) if png != Path() else None,
+        "loops": [loop.to_json(start) for loop in loops],
+        "traffic": traffic,
+        "errors": [*(demo.fleet.errors if demo.fleet else []), *(demo.trainer.errors if demo.trainer else [])],
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    printer.step(f"Summary ({duration / 60:.1f} minutes; machine-readable: {output / 'summary.json'})")
+    printer.block(summary_table(loops, start))
+    printer.block(
+        f"\n  traffic: {traffic.get('requests', 0)} requests, {traffic.get('shed', 0)} shed by a full queue, "
+        f"{traffic.get('failed', 0)} failed, {traffic.get('labels', 0)} labels delivered"
+    )
+    if png != Path():
+        printer.block(f"  timeline: {png}")
+    printer.block(
+        f"  logs: {output / 'logs'}; the namespace {namespace} is kept for a look: "
+        f"kubectl describe mm {MONITOR} -n {namespace}"
     )
     if not keep_cluster:
         sandbox.down()
     else:
-        print("the sandbox keeps running: `modelmonitor cluster down` stops it")
-    return 0 if fired and recovered else 1
+        printer.block("  the sandbox keeps running: `modelmonitor cluster down` stops it")
+    return 0 if ok else 1

@@ -1,135 +1,204 @@
-"""A synthetic fraud model and the traffic the demo sends through real sidecars.
+"""The demo's clients: real HTTP prediction requests through the sidecars, and the true labels a little later.
 
-The model scores four numerical features and a country. In the "healthy" regime the world behaves as the model
-learned; in the "drifted" regime the inputs shift (transaction amounts grow) and the relation between inputs
-and outcome changes, so the model's answers go wrong. Labels arrive about a second after each prediction, like
-chargebacks arriving after the fact.
+Requests arrive at random (a Poisson process at ``rate`` per second), each carrying a few transactions of the
+world's current era as KServe v1 ``instances`` and an ``X-Request-Id``. Each goes to one of the live sidecars
+(the Service's endpoints: one per Running pod), which forwards it to its model server and records what went in
+and out. ``label_delay`` seconds after an answer, the truth about each transaction is posted to the sidecar that
+served it (``/v1/labels``, ids ``<request id>:<row>``), like chargebacks arriving after the fact, and kept in the
+`Warehouse` where a retraining pipeline finds fresh labeled data.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import random
 import threading
 import time
-import urllib.request
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import aiohttp
 import numpy as np
+import orjson
 
-FEATURES = ("amount", "velocity", "account_age", "distance")
-COUNTRIES = ("DE", "FR", "US", "BR")
-GROUPS = ("new-customer", "returning")
+from modelmonitor.demo.world import BEFORE, Era, Transactions, sample
 
-
-def _logit(x: np.ndarray) -> np.ndarray:
-    return 2.5 * x[:, 0] - 2.0 * x[:, 1] + 1.5 * x[:, 3]
+PREDICT_PATH = "/v1/models/fraud:predict"
 
 
-def sample(rng: np.random.Generator, n: int, regime: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, countries, true labels) for `n` transactions in a regime ("healthy" or "drifted")."""
-    x = rng.normal(size=(n, len(FEATURES)))
-    countries = rng.choice(COUNTRIES, size=n, p=(0.4, 0.3, 0.2, 0.1))
-    if regime == "drifted":
-        x[:, 0] += 1.2  # amounts grow
-        truth = -_logit(x) + rng.normal(scale=0.5, size=n)  # fraudsters adapted: the learned relation flips
-    else:
-        truth = _logit(x) + rng.normal(scale=0.5, size=n)
-    return x, countries, (truth > 0).astype(int)
+class Endpoints:
+    """The live sidecars traffic may go to (what a Service's endpoints would list). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, pod: str, url: str) -> None:
+        with self._lock:
+            self._urls[pod] = url
+
+    def remove(self, pod: str) -> None:
+        with self._lock:
+            self._urls.pop(pod, None)
+
+    def urls(self) -> list[str]:
+        with self._lock:
+            return list(self._urls.values())
 
 
-def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The deployed model: (class, score)."""
-    score = 1.0 / (1.0 + np.exp(-_logit(x)))
-    return (score > 0.5).astype(int), score
+class Warehouse:
+    """Labeled transactions in arrival order (the label pipeline's sink); bounded. Thread-safe."""
+
+    def __init__(self, max_chunks: int = 20_000) -> None:
+        self._chunks: deque[tuple[float, Transactions]] = deque(maxlen=max_chunks)
+        self._lock = threading.Lock()
+
+    def add(self, batch: Transactions, at: float | None = None) -> None:
+        with self._lock:
+            self._chunks.append((time.time() if at is None else at, batch))
+
+    def since(self, start: float) -> Transactions | None:
+        """Everything labeled at or after ``start`` (epoch seconds), or None."""
+        with self._lock:
+            parts = [batch for at, batch in self._chunks if at >= start]
+        return Transactions.concat(parts) if parts else None
+
+    def rows_since(self, start: float) -> int:
+        with self._lock:
+            return sum(len(batch) for at, batch in self._chunks if at >= start)
 
 
-def write_training_data(path: Path, rng: np.random.Generator, rows: int = 5000) -> None:
-    """The reference data the sidecars' profile is built from (features, prediction, score, label, group)."""
-    x, countries, labels = sample(rng, rows, "healthy")
-    classes, scores = predict(x)
-    groups = rng.choice(GROUPS, size=rows)
-    with path.open("w") as out:
-        out.write(",".join((*FEATURES, "country", "prediction", "score", "label", "segment")) + "\n")
-        for i in range(rows):
-            values = [f"{v:.5f}" for v in x[i]]
-            out.write(",".join((*values, countries[i], str(classes[i]), f"{scores[i]:.5f}", str(labels[i]), groups[i])))
-            out.write("\n")
+@dataclass
+class TrafficStats:
+    """Counters since the start (a snapshot is a copy)."""
 
-
-def _post(url: str, payload: dict[str, object]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        response.read()
+    requests: int = 0
+    answered: int = 0
+    shed: int = 0  # 503: a replica's queue was full
+    failed: int = 0  # other errors, timeouts, unreachable sidecars
+    no_endpoint: int = 0
+    rows: int = 0
+    labels: int = 0
 
 
 @dataclass
 class Traffic:
-    """Sends batches of prediction events to the sidecars (round robin) and their labels a second later."""
+    """Open-loop load: ``rate`` requests per second of ``rows`` transactions each, of the world's ``era``.
+    ``rate`` and ``era`` may be changed while it runs."""
 
-    sidecars: Sequence[str]
-    rate_per_second: float = 150.0
-    regime: str = "healthy"
+    endpoints: Endpoints
+    warehouse: Warehouse
+    rate: float = 50.0
+    era: Era = BEFORE
+    rows: tuple[int, int] = (2, 8)
+    label_delay: float = 2.0
     seed: int = 7
-    sent: int = 0
-    failures: int = 0
+    stats: TrafficStats = field(default_factory=TrafficStats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="demo-traffic", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=15)
 
-    def _run(self) -> None:
+    def snapshot(self) -> TrafficStats:
+        with self._lock:
+            return TrafficStats(**vars(self.stats))
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
+    async def _main(self) -> None:
         rng = np.random.default_rng(self.seed)
-        pending: deque[tuple[float, str, list[dict[str, object]]]] = deque()
-        batch_seconds = 0.2
-        counter = 0
-        turn = 0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            n = max(1, int(self.rate_per_second * batch_seconds))
-            x, countries, labels = sample(rng, n, self.regime)
-            classes, scores = predict(x)
-            groups = rng.choice(GROUPS, size=n)
-            events, label_batch = [], []
-            for i in range(n):
+        choose = random.Random(self.seed)  # which replica serves a request (a Service's load balancing)
+        pending: deque[tuple[float, str, list[str], Transactions]] = deque()
+        in_flight: set[asyncio.Task[None]] = set()
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            labels = asyncio.create_task(self._deliver_labels(session, pending))
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
+            counter = 0
+            while not self._stop.is_set():
+                next_at += rng.exponential(1.0 / max(self.rate, 0.1))
+                wait = next_at - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -1.0:
+                    next_at = loop.time()  # fell behind (a stalled machine): no burst to catch up
+                urls = self.endpoints.urls()
+                if not urls:
+                    self._count(no_endpoint=1)
+                    continue
                 counter += 1
-                request_id = f"r{counter}"
-                features: dict[str, object] = {name: float(x[i, j]) for j, name in enumerate(FEATURES)}
-                features["country"] = str(countries[i])
-                events.append(
-                    {
-                        "request_id": request_id,
-                        "features": features,
-                        "prediction": int(classes[i]),
-                        "score": float(scores[i]),
-                        "group": str(groups[i]),
-                        "latency_seconds": float(rng.gamma(4.0, 0.005)),
-                    }
-                )
-                label_batch.append({"request_id": request_id, "label": int(labels[i])})
-            target = self.sidecars[turn % len(self.sidecars)]
-            turn += 1
-            try:
-                _post(f"{target}/v1/events", {"events": events})
-                self.sent += n
-                pending.append((started + 1.0, target, label_batch))
-            except OSError:
-                self.failures += 1
-            while pending and pending[0][0] <= time.monotonic():
-                _, where, due = pending.popleft()
+                batch = sample(rng, int(rng.integers(self.rows[0], self.rows[1] + 1)), self.era)
+                task = asyncio.create_task(self._call(session, choose.choice(urls), f"r{counter}", batch, pending))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            labels.cancel()
+            for task in list(in_flight):
+                task.cancel()
+            await asyncio.gather(labels, *in_flight, return_exceptions=True)
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        request_id: str,
+        batch: Transactions,
+        pending: deque[tuple[float, str, list[str], Transactions]],
+    ) -> None:
+        body = orjson.dumps({"instances": batch.instances()})
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        self._count(requests=1)
+        try:
+            async with session.post(url + PREDICT_PATH, data=body, headers=headers) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            self._count(failed=1)
+            return
+        if status == 503:
+            self._count(shed=1)
+        elif status != 200:
+            self._count(failed=1)
+        else:
+            self._count(answered=1, rows=len(batch))
+            ids = [f"{request_id}:{i}" for i in range(len(batch))]
+            pending.append((time.monotonic() + self.label_delay, url, ids, batch))
+
+    async def _deliver_labels(
+        self, session: aiohttp.ClientSession, pending: deque[tuple[float, str, list[str], Transactions]]
+    ) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            due: dict[str, list[tuple[list[str], Transactions]]] = {}
+            now = time.monotonic()
+            # Answers arrive roughly in order; a late one waits for the next round.
+            while pending and pending[0][0] <= now:
+                _, url, ids, batch = pending.popleft()
+                due.setdefault(url, []).append((ids, batch))
+            for url, items in due.items():
+                labels = [
+                    {"request_id": rid, "label": int(truth)}
+                    for ids, batch in items
+                    for rid, truth in zip(ids, batch.fraud, strict=True)
+                ]
+                for _, batch in items:
+                    self.warehouse.add(batch)  # the truth is known whether or not the sidecar can still join it
                 try:
-                    _post(f"{where}/v1/labels", {"labels": due})
-                except OSError:
-                    self.failures += 1
-            self._stop.wait(max(0.0, batch_seconds - (time.monotonic() - started)))
+                    async with session.post(url + "/v1/labels", data=orjson.dumps({"labels": labels})) as response:
+                        await response.read()
+                        if response.status == 200:
+                            self._count(labels=len(labels))
+                except (aiohttp.ClientError, TimeoutError):
+                    pass  # the replica went away: its predictions' labels are lost, as in production
