@@ -241,7 +241,25 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
 
     p.step(f"Deploying {DEPLOYMENT} ({START_REPLICAS} replicas, image fraud-model:v1) on the kwok nodes")
     kubectl("apply", "-f", "-", input=json.dumps(manifests.deployment(ns, "v1", START_REPLICAS, demo.pacing)))
-    kubectl("rollout", "status", "-n", ns, f"deployment/{DEPLOYMENT}", "--timeout=120s")
+    # Not `kubectl rollout status`: the pods count as available only minReadySeconds after Running.
+    _wait(
+        f"{START_REPLICAS} Running pods",
+        lambda: (
+            kubectl(
+                "get",
+                "pods",
+                "-n",
+                ns,
+                "-l",
+                f"app={DEPLOYMENT}",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+            ).count("pod/")
+            >= START_REPLICAS
+        ),
+        timeout=120,
+    )
     demo.show("get", "pods", "-n", ns, "-o", "wide")
 
     p.step("The fleet starts a model server and a sidecar (proxy mode) per Running pod; clients start calling")
@@ -346,6 +364,7 @@ def drift_story(demo: Demo, loop: Loop) -> None:
     view = fired.policies[DRIFT_POLICY]
     loop.detected_at = _fired_at(fired, DRIFT_POLICY)
     loop.detected = f"{DRIFT_POLICY} fired (PSI {view.value:.3g} > {view.threshold:.3g})"
+    loop.details["detected_value"] = view.value
     created = watch.until(
         "the operator to create the retraining Job",
         lambda o: _record(o, "retrain", "Pending", "Succeeded") is not None,
@@ -383,7 +402,7 @@ def drift_story(demo: Demo, loop: Loop) -> None:
         timeout,
     )
     runs = demo.trainer.runs
-    loop.details = {
+    loop.details |= {
         "version": version,
         "job": runs[-1].job if runs else "",
         "training_rows": runs[-1].rows if runs else 0,
@@ -417,6 +436,7 @@ def bad_version_story(demo: Demo, loop: Loop) -> None:
     view = fired.policies[ACCURACY_POLICY]
     loop.detected_at = _fired_at(fired, ACCURACY_POLICY)
     loop.detected = f"{ACCURACY_POLICY} fired (accuracy {view.value:.3f} < {view.threshold:g})"
+    loop.details["detected_value"] = view.value
     started = watch.until(
         "the operator to roll back to the last-known-good revision",
         lambda o: _record(o, "rollback", "Pending", "Succeeded") is not None,
@@ -443,7 +463,7 @@ def bad_version_story(demo: Demo, loop: Loop) -> None:
     )
     loop.recovered_at = epoch(recovered.policies[ACCURACY_POLICY].since) or recovered.at
     loop.recovered = f"{ACCURACY_POLICY} Inactive, {recovered.replicas} replicas serving {good}"
-    loop.details = {"bad_version": candidate.version, "restored_version": good, "image": recovered.image}
+    loop.details |= {"bad_version": candidate.version, "restored_version": good, "image": recovered.image}
     loop.ok = recovered.image.endswith(f":{good}")
     if not loop.ok:
         loop.error = f"the Deployment runs {recovered.image}, not {good}"
@@ -466,6 +486,7 @@ def load_story(demo: Demo, loop: Loop) -> None:
     view = fired.policies[LATENCY_POLICY]
     loop.detected_at = _fired_at(fired, LATENCY_POLICY)
     loop.detected = f"{LATENCY_POLICY} fired (p95 {view.value:.3g} s > {view.threshold:g} s)"
+    loop.details["detected_value"] = view.value
     watch.until(
         "the operator to add a replica",
         lambda o: _record(o, "scaleUp", "Succeeded") is not None,
@@ -488,7 +509,7 @@ def load_story(demo: Demo, loop: Loop) -> None:
                 loop.actions.append((at, reason.replace(f"Deployment/{DEPLOYMENT} ", "")))
     loop.recovered_at = epoch(recovered.policies[LATENCY_POLICY].since) or recovered.at
     loop.recovered = f"{LATENCY_POLICY} Inactive with {recovered.replicas} replicas serving"
-    loop.details = {"replicas_before": start.replicas, "replicas_after": recovered.replicas}
+    loop.details |= {"replicas_before": start.replicas, "replicas_after": recovered.replicas}
     loop.ok = recovered.replicas > start.replicas and sum(recovered.serving.values()) == recovered.replicas
     if not loop.ok:
         loop.error = f"replicas {start.replicas} -> {recovered.replicas}, serving {recovered.serving}"
@@ -518,9 +539,9 @@ def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path
     output = output.resolve()
     (output / "logs").mkdir(parents=True, exist_ok=True)
     registry_root = output / "registry"
-    if registry_root.exists():
-        for stale in registry_root.glob("v*/*"):
-            stale.unlink()
+    # What an earlier run left: its model versions and logs.
+    for stale in [*registry_root.glob("v*/*"), *(output / "logs").glob("*.log")]:
+        stale.unlink()
     printer.step("Starting the local sandbox (the first run builds the control plane; later runs reuse it)")
     state = sandbox.up(progress=lambda message: printer.line(f"sandbox: {message}"))
     demo = Demo(pacing, namespace, output, printer, state, Kubectl(state.kubeconfig), Registry(registry_root))
