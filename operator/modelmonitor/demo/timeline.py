@@ -39,7 +39,7 @@ from modelmonitor.demo.observe import Observation
 from modelmonitor.demo.prometheus import Series, query_range
 from modelmonitor.promql import quote
 
-VERSION_COLORS = {"v1": "tab:cyan", "v2": "tab:green", "v3": "tab:brown", "v4": "tab:olive"}
+VERSION_COLORS = {"v1": "tab:cyan", "v2": "yellowgreen", "v3": "sandybrown", "v4": "tab:olive"}
 ACTION_COLORS = {"retrain": "tab:orange", "promote": "tab:green", "rollback": "tab:red", "scale": "tab:blue"}
 
 
@@ -245,14 +245,19 @@ def render(
             ax.axvspan(rel(begin), rel(finish), color="gold" if kind == "Pending" else "tab:red", alpha=0.15, lw=0)
         ax.set_title(f"policy {policy}", fontsize=9, loc="left")
 
-    # 4. what served: sidecars scraped per version, and the request rate
-    for labels, series in sorted(prom("replicas"), key=lambda s: s[0].get("version", "")):
-        version = labels.get("version", "?")
-        if series:  # steps without a series: no sidecar of that version scraped, 0 replicas
-            fleet_ax.step(
-                *on_grid(series, 0.0), where="post", lw=2, color=VERSION_COLORS.get(version, "black"),
-                label=f"replicas serving {version}",
-            )  # fmt: skip
+    # 4. what served: sidecars scraped per version, stacked (a rollout's surge shows both), and the request rate
+    serving = sorted((s for s in prom("replicas") if s[1]), key=lambda s: s[0].get("version", ""))
+    if serving:
+        # A step without a series: no sidecar of that version was scraped then, i.e. 0 replicas.
+        counts = [dict((round(t, 3), v) for t, v in points) for _, points in serving]
+        fleet_ax.stackplot(
+            [t - start for t in grid],
+            *[[c.get(round(t, 3), 0.0) for t in grid] for c in counts],
+            labels=[f"replicas serving {labels.get('version', '?')}" for labels, _ in serving],
+            colors=[VERSION_COLORS.get(labels.get("version", ""), "lightgray") for labels, _ in serving],
+            step="post",
+            alpha=0.8,
+        )
     fleet_ax.set_ylabel("serving replicas")
     fleet_ax.set_ylim(0, 6)
     rate_ax = fleet_ax.twinx()
@@ -279,7 +284,8 @@ def render(
 
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
     fleet_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(x) // 60:02d}:{int(x) % 60:02d}"))
     fleet_ax.set_xlabel("time since the demo started (mm:ss)")
     fleet_ax.set_xlim(0, rel(end))
