@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, Kind, KubernetesError, Workloads
@@ -76,7 +76,6 @@ class Observation:
     revision: str
     serving: dict[str, int]
     traffic: TrafficStats
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def state(self, policy: str) -> str:
         view = self.policies.get(policy)

@@ -354,9 +354,9 @@ def drift_story(demo: Demo, loop: Loop) -> None:
     assert demo.traffic is not None and demo.trainer is not None
     loop.trigger = "the world drifts"
     p.step(
-        "Story 1 of 3: the world drifts. Amounts grow, Brazil's share doubles, and what counts as a suspicious "
-        "amount moves up. Labels still arrive; v1 still gets most answers right, but its inputs no longer look "
-        "like its training data"
+        "Story 1 of 3: the world drifts. Amounts grow, Brazil's share grows from 10% to 25%, and what counts as a "
+        "suspicious amount moves up. Labels still arrive; v1 still gets most answers right, but its inputs no "
+        "longer look like its training data"
     )
     loop.triggered_at = demo.mark("world drifts")
     demo.traffic.era = AFTER

@@ -1,9 +1,9 @@
 """The demo's world and its models: card transactions, whether each was fraud, and the models that guess it.
 
 The world has two eras. **Before**: the model's training world. **After**: amounts grow (a new kind of merchant
-joins), Brazil's share of traffic doubles, and the amount that counts as suspicious moves up with them. A model
-trained before still catches most fraud after (accuracy drops a few points), but its inputs have clearly
-drifted; a model refitted on fresh data from after fits again.
+joins), Brazil's share of traffic grows from 10% to 25%, and the amount that counts as suspicious moves up with
+them. A model trained before still catches most fraud after (accuracy drops a point or two), but its inputs have
+clearly drifted; a model refitted on fresh data from after fits again.
 
 Models are logistic regressions on four numerical features and a one-hot country, fitted with scipy. Each is
 saved as one JSON file under a version name (``v1``, ``v2``, ...) in the demo's model registry, together with
