@@ -166,3 +166,106 @@ class PrometheusProcess:
             self.process.terminate()
             self.process.wait(timeout=30)
             self.process = None
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path, duration: str = "2h") -> Path:
+    """A kubeconfig that authenticates as ServiceAccount `account` with a fresh token (no admin certificate)
+    and trusts the sandbox's CA: how the tests run the operator under its own least-privilege identity."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, f"--duration={duration}").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "sandbox",
+                "cluster": {
+                    "server": cluster.state.server,
+                    "certificate-authority": str(Path(cluster.state.root) / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "sandbox", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(json.dumps(config))  # JSON is YAML
+    path.chmod(0o600)
+    return path
+
+
+class OperatorProcess:
+    """`modelmonitor run` as a real process watching one namespace.
+
+    `env` carries the identity (KUBECONFIG) and the Prometheus URL; /metrics and /healthz get a free port.
+    """
+
+    def __init__(self, env: dict[str, str], namespace: str, directory: Path) -> None:
+        from modelmonitor.actions.testhooks import CRASH_ENV
+        from modelmonitor.devcluster.processes import free_port
+
+        self.namespace = namespace
+        self.log = directory / "operator.log"
+        self.metrics_port = free_port()
+        self.env = {
+            **env,
+            "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
+            "MODELMONITOR_TICK_SECONDS": "0.5",
+        }
+        self.env.pop(CRASH_ENV, None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, crash_at: str | None = None) -> None:
+        """Start and wait for /healthz; `crash_at` arms the test hook (docs/actions.md)."""
+        from modelmonitor.actions.testhooks import CRASH_ENV
+
+        env = dict(self.env)
+        if crash_at:
+            env[CRASH_ENV] = crash_at
+        sink = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelmonitor", "run", "--namespace", self.namespace],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            "the operator's /healthz",
+            lambda: http_get(f"http://127.0.0.1:{self.metrics_port}/healthz") or self._exited(),
+            timeout=60,
+        )
+
+    def _exited(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"the operator exited: {self.log_text()[-3000:]}")
+
+    def wait_for_crash(self, timeout: float = 90) -> None:
+        """Wait for the test hook to stop the process; fail if it exits any other way."""
+        from modelmonitor.actions.testhooks import CRASH_EXIT_CODE
+
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the operator did not reach the crash point: {self.log_text()[-3000:]}") from None
+        self.process = None
+        assert code == CRASH_EXIT_CODE, f"exit {code}, not the test hook's: {self.log_text()[-3000:]}"
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a crashed pod."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modelmonitor.actions.testhooks import CRASH_ENV, CRASH_EXIT_CODE
-from modelmonitor.devcluster.processes import free_port
 from modelmonitor.rbac import render
-from support import Cluster, ExporterProcess, PrometheusProcess, http_get, wait_for
+from support import Cluster, ExporterProcess, OperatorProcess, PrometheusProcess, token_kubeconfig, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "modelmonitor.dev_modelmonitors.yaml"
@@ -59,28 +55,7 @@ def operator_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Pa
         o for o in render(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, watch=[namespace]) if o["kind"] == "RoleBinding"
     ]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(bindings))
-    token = cluster.kubectl(
-        "create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=2h"
-    ).stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "sandbox",
-                "cluster": {
-                    "server": cluster.state.server,
-                    "certificate-authority": str(Path(cluster.state.root) / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "modelmonitor-operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "sandbox", "user": "modelmonitor-operator"}}],
-        "current-context": "operator",
-    }
-    path = directory / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
+    path = token_kubeconfig(cluster, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, directory / "operator.kubeconfig")
     who = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
     wait_for(
         "the operator's RoleBinding to take effect",
@@ -93,68 +68,10 @@ def operator_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Pa
     return path
 
 
-class Operator:
-    """`modelmonitor run` as a real process watching one namespace, authenticated as its ServiceAccount."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, directory: Path, prometheus_url: str) -> None:
-        self.namespace = namespace
-        self.log = directory / "operator.log"
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "MODELMONITOR_PROMETHEUS_URL": prometheus_url,
-            "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
-            "MODELMONITOR_TICK_SECONDS": "0.5",
-        }
-        self.env.pop(CRASH_ENV, None)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, crash_at: str | None = None) -> None:
-        env = dict(self.env)
-        if crash_at:
-            env[CRASH_ENV] = crash_at
-        sink = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelmonitor", "run", "--namespace", self.namespace],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(
-            "the operator's /healthz",
-            lambda: http_get(f"http://127.0.0.1:{self.metrics_port}/healthz") or self._exited(),
-            timeout=60,
-        )
-
-    def _exited(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the operator exited: {self.log.read_text()[-3000:]}")
-
-    def wait_for_crash(self, timeout: float = 90) -> None:
-        """Wait for the test hook to stop the process; fail if it exits any other way."""
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"the operator did not reach the crash point: {self.log.read_text()[-3000:]}"
-            ) from None
-        self.process = None
-        assert code == CRASH_EXIT_CODE, f"exit {code}, not the test hook's: {self.log.read_text()[-3000:]}"
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-
-    def log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+def operator_process(kubeconfig: Path, namespace: str, directory: Path, prometheus_url: str) -> OperatorProcess:
+    """The operator authenticated as its ServiceAccount, watching `namespace`."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MODELMONITOR_PROMETHEUS_URL": prometheus_url}
+    return OperatorProcess(env, namespace, directory)
 
 
 @dataclass
@@ -163,7 +80,7 @@ class Rig:
     namespace: str
     exporter: ExporterProcess
     prometheus: PrometheusProcess
-    operator: Operator
+    operator: OperatorProcess
 
     # --- the model's behaviour -----------------------------------------------------------------------------
 
@@ -224,7 +141,7 @@ def rig_fixture(cluster: Cluster, crd: None, operator_account: str, namespace: s
     exporter = ExporterProcess(tmp_path)
     prometheus = PrometheusProcess(tmp_path, [exporter.address], {"namespace": namespace})
     kubeconfig = operator_kubeconfig(cluster, namespace, tmp_path)
-    operator = Operator(kubeconfig, namespace, tmp_path, prometheus.url)
+    operator = operator_process(kubeconfig, namespace, tmp_path, prometheus.url)
     yield Rig(cluster, namespace, exporter, prometheus, operator)
     operator.stop()
     prometheus.stop()

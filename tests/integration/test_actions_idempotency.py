@@ -85,8 +85,9 @@ def test_one_rollback(rig: Rig, point: str) -> None:
     rig.operator.start(crash_at=f"{point}:rollback")
     rig.apply(monitor({"rollback": {"type": "rollback", "settlePeriod": "5s", "cooldown": "0s"}}))
     good = wait_for("the last-known-good", lambda: rig.status().get("lastKnownGood"), timeout=90)["templateHash"]
-    rig.broken()
+    # The bad revision rolls out first, then its metrics go bad (the other order can fire while v1 still runs).
     rig.cluster.kubectl("set", "image", "-n", rig.namespace, "deployment/fraud", "model=model:v2")
+    rig.broken()
 
     rig.operator.wait_for_crash()
     image = rig.get("deployment", "fraud")["spec"]["template"]["spec"]["containers"][0]["image"]

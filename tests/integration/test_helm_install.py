@@ -28,7 +28,7 @@ import yaml
 from modelmonitor.devcluster import versions
 from modelmonitor.devcluster.paths import binary_path
 from modelmonitor.devcluster.processes import free_port
-from support import Cluster, ExporterProcess, http_get, wait_for
+from support import Cluster, ExporterProcess, http_get, token_kubeconfig, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -74,30 +74,6 @@ def helm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
     return result
-
-
-def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates with a fresh token of `account` and trusts the sandbox's CA."""
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "sandbox",
-                "cluster": {
-                    "server": cluster.state.server,
-                    "certificate-authority": str(Path(cluster.state.root) / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "chart", "context": {"cluster": "sandbox", "user": account}}],
-        "current-context": "chart",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelmonitor.devcluster.processes import free_port
-from support import Cluster, ExporterProcess, PrometheusProcess, http_get, wait_for
+from support import Cluster, ExporterProcess, OperatorProcess, PrometheusProcess, http_get, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -44,65 +40,13 @@ def labeled(model: str, good: float, bad: float) -> list[dict[str, Any]]:
     ]
 
 
-class Operator:
-    """`modelmonitor run` as a real process watching one namespace."""
-
-    def __init__(self, cluster: Cluster, namespace: str, directory: Path, prometheus_url: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.log = directory / "operator.log"
-        self.metrics_port = free_port()
-        self.env = {
-            **cluster.env(),
-            "MODELMONITOR_PROMETHEUS_URL": prometheus_url,
-            "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
-            "MODELMONITOR_TICK_SECONDS": "0.5",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        sink = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelmonitor", "run", "--namespace", self.namespace],
-            env=self.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(
-            "the operator's /healthz",
-            lambda: http_get(f"http://127.0.0.1:{self.metrics_port}/healthz") or self._exited(),
-            timeout=60,
-        )
-
-    def _exited(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the operator exited: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, like a crashed pod."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-
-
 @pytest.fixture
 def rig(
     cluster: Cluster, crd: None, namespace: str, tmp_path: Path
-) -> Iterator[tuple[ExporterProcess, PrometheusProcess, Operator]]:
+) -> Iterator[tuple[ExporterProcess, PrometheusProcess, OperatorProcess]]:
     exporter = ExporterProcess(tmp_path)
     prometheus = PrometheusProcess(tmp_path, [exporter.address], {"namespace": namespace})
-    operator = Operator(cluster, namespace, tmp_path, prometheus.url)
+    operator = OperatorProcess({**cluster.env(), "MODELMONITOR_PROMETHEUS_URL": prometheus.url}, namespace, tmp_path)
     yield exporter, prometheus, operator
     operator.stop()
     prometheus.stop()
@@ -168,7 +112,7 @@ def events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
 
 
 def test_a_breach_goes_pending_firing_resolving_inactive_with_real_timings(
-    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, Operator]
+    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, OperatorProcess]
 ) -> None:
     exporter, _prometheus, operator = rig
     exporter.set(labeled("fraud", good=20, bad=1))
@@ -209,7 +153,7 @@ def test_a_breach_goes_pending_firing_resolving_inactive_with_real_timings(
 
 
 def test_missing_series_is_nodata_and_a_stopped_prometheus_is_error_without_decisions(
-    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, Operator]
+    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, OperatorProcess]
 ) -> None:
     exporter, prometheus, operator = rig
     exporter.set(labeled("churn", good=20, bad=1))
@@ -254,7 +198,7 @@ def test_missing_series_is_nodata_and_a_stopped_prometheus_is_error_without_deci
 
 
 def test_a_restarted_operator_resumes_the_pending_timer(
-    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, Operator]
+    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, OperatorProcess]
 ) -> None:
     exporter, _prometheus, operator = rig
     exporter.set(labeled("ranker", good=20, bad=1))
@@ -287,7 +231,7 @@ def test_a_restarted_operator_resumes_the_pending_timer(
 
 
 def test_specs_only_the_operator_can_judge_are_marked_invalid_and_others_keep_working(
-    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, Operator]
+    cluster: Cluster, namespace: str, rig: tuple[ExporterProcess, PrometheusProcess, OperatorProcess]
 ) -> None:
     exporter, _prometheus, operator = rig
     exporter.set(labeled("fraud", good=20, bad=1))
