@@ -44,8 +44,8 @@ def settled_v1(rig: Rig) -> str:
 
 def test_a_bad_release_is_rolled_back_to_the_last_known_good_template(rig: Rig) -> None:
     good_hash = settled_v1(rig)
-    release(rig, "model:v2")  # v2 is the release that breaks the model: it rolls out, then its metrics go bad
-    rig.broken()
+    rig.broken()  # v2 is the release that breaks the model
+    release(rig, "model:v2")
     bad_hash = wait_for("v2 pods", lambda: (h := live_hashes(rig)) != {good_hash} and len(h) == 1 and h.pop())
     assert rig.status()["lastKnownGood"]["templateHash"] == good_hash, "v2 never proved itself"
 
@@ -80,15 +80,15 @@ def test_a_bad_release_is_rolled_back_to_the_last_known_good_template(rig: Rig) 
 
 def test_the_same_bad_revision_is_not_rolled_back_from_twice(rig: Rig) -> None:
     good_hash = settled_v1(rig)
-    release(rig, "model:v2")
     rig.broken()
+    release(rig, "model:v2")
     assert rig.final_record("rollback")["result"] == "Succeeded"
     wait_for("v1 back", lambda: live_hashes(rig) == {good_hash}, timeout=60)
     rig.healthy()
     wait_for("Healthy", lambda: rig.status().get("phase") == "Healthy", timeout=60)
 
-    release(rig, "model:v2")  # someone ships the same template again
     rig.broken()
+    release(rig, "model:v2")  # someone ships the same template again
     skipped = wait_for(
         "the second rollback refused",
         lambda: next(
