@@ -85,6 +85,8 @@ async def _serve_health(runtime: Runtime) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
+    # Kopf logs every watch event of every object at INFO: one line per status write of every monitor.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Resolve the ModelMonitor resource once; no cluster-wide CRD watch (and no RBAC for it) is needed.
@@ -115,7 +117,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def watched(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def watched(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return

@@ -75,6 +75,22 @@ class Registry:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         generation = int(meta.get("generation") or 0)
+        uid = str(meta.get("uid", ""))
+        annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+        watched_status = dict(body.get("status") or {})
+        with self._lock:
+            known = self._entries.get((namespace, name))
+            if (
+                known is not None
+                and known.uid == uid
+                and known.generation == generation
+                and known.annotations == annotations
+                and known.spec is not None
+            ):
+                # The echo of a status write (ours, usually): the spec is unchanged, only the status may be newer.
+                if str(watched_status.get("lastEvaluationTime", "")) > str(known.status.get("lastEvaluationTime", "")):
+                    known.status = watched_status
+                return known
         spec: ModelMonitorSpec | None = None
         reason: str | None = None
         try:
@@ -83,7 +99,6 @@ class Registry:
         except SpecError as exc:
             reason = f"invalid spec: {exc}"
             interval = 30.0
-        watched_status = dict(body.get("status") or {})
         with self._lock:
             previous = self._entries.get((namespace, name))
             status = watched_status
@@ -91,12 +106,12 @@ class Registry:
             ours_newer = previous is not None and str(previous.status.get("lastEvaluationTime", "")) > str(
                 watched_status.get("lastEvaluationTime", "")
             )
-            if previous is not None and previous.uid == str(meta.get("uid", "")) and ours_newer:
+            if previous is not None and previous.uid == uid and ours_newer:
                 status = dict(previous.status)
             entry = MonitorEntry(
                 namespace=namespace,
                 name=name,
-                uid=str(meta.get("uid", "")),
+                uid=uid,
                 generation=generation,
                 raw_spec=dict(body.get("spec") or {}),
                 status=status,
@@ -104,7 +119,7 @@ class Registry:
                 invalid_reason=reason,
                 interval_seconds=interval,
                 # Annotations carry approvals of pending actions (modelmonitor.dev/approve).
-                annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+                annotations=annotations,
                 # A new or changed monitor is evaluated at the next tick; an unchanged one keeps its schedule.
                 next_due=previous.next_due if previous is not None and previous.generation == generation else 0.0,
             )
@@ -146,6 +161,16 @@ class Registry:
 def next_aligned(now: float, interval: float) -> float:
     """The next multiple of `interval` after `now` (wall clock), so equal intervals line up across monitors."""
     return (math.floor(now / interval) + 1) * interval
+
+
+_VOLATILE_POLICY_FIELDS = frozenset({"value", "samples", "message", "threshold"})
+
+
+def _material(status: Mapping[str, Any]) -> Any:
+    """A status without what changes every cycle while nothing happens (evaluation time, measured values)."""
+    policies = [{k: v for k, v in p.items() if k not in _VOLATILE_POLICY_FIELDS} for p in status.get("policies") or []]
+    rest = {k: v for k, v in status.items() if k not in ("lastEvaluationTime", "policies", "message")}
+    return rest, policies
 
 
 def to_measurement(result: SignalResult) -> Measurement:
@@ -306,19 +331,21 @@ class Evaluator:
             report.failed_queries += measured.failed_queries
             results.update(measured.results)
 
-        writes = []
+        judged = []
         for entry in valid:
-            writes.append(
-                self._writer.submit(
-                    self._evaluate_one,
-                    entry,
-                    requests_of.get(entry.key),
-                    results,
-                    connection_errors.get(entry.key),
-                    now,
-                    now_epoch,
-                )
-            )
+            verdict = self._judge(entry, requests_of.get(entry.key), results, connection_errors.get(entry.key), now)
+            if verdict is None:
+                self._write_invalid(entry, entry.invalid_reason or "invalid spec", now, now_epoch)
+                report.invalid += 1
+            else:
+                judged.append((entry, verdict))
+        # Monitors whose policies changed state or decided something are written first: with thousands of
+        # monitors the writes take most of a cycle, and a breach should not wait behind unchanged monitors.
+        judged.sort(key=lambda item: not (item[1][1].transitions or item[1][1].decisions))
+        writes = [
+            self._writer.submit(self._finish, entry, monitor, evaluation, now_epoch)
+            for entry, (monitor, evaluation) in judged
+        ]
         for future in writes:
             ok = future.result()
             report.evaluated += 1
@@ -346,16 +373,16 @@ class Evaluator:
             min_samples=policy.min_samples,
         )
 
-    def _evaluate_one(
+    def _judge(
         self,
         entry: MonitorEntry,
         requests: Sequence[SignalRequest] | None,
         results: Mapping[SignalRequest, SignalResult],
         connection_error: str | None,
         now: datetime,
-        now_epoch: float,
-    ) -> bool:
-        """Evaluate, act and write status for one monitor. Returns False when the status write failed."""
+    ) -> tuple[MonitorSpec, Evaluation] | None:
+        """The pure part for one monitor: measurements to an evaluation. None when the spec cannot be mapped
+        (``entry.invalid_reason`` then says why)."""
         assert entry.spec is not None
         measurements: dict[str, Measurement] = {}
         thresholds: dict[str, float] = {}
@@ -380,9 +407,14 @@ class Evaluator:
                 calibrated_thresholds=thresholds, queries=queries,
             )  # fmt: skip
         except ValueError as exc:
-            self._write_invalid(entry, f"invalid spec: {exc}", now, now_epoch)
-            return True
-        evaluation = evaluate(monitor, entry.status, measurements, now)
+            entry.invalid_reason = f"invalid spec: {exc}"
+            return None
+        return monitor, evaluate(monitor, entry.status, measurements, now)
+
+    def _finish(self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now_epoch: float) -> bool:
+        """Act, write status and post Events for one monitor. Returns False when the status write failed."""
+        assert entry.spec is not None
+        now = evaluation.now
         outcome, prior = self._act(entry, monitor, evaluation, now)
         status = render_status(
             monitor,
@@ -392,7 +424,13 @@ class Evaluator:
             action_records=outcome.records,
             last_known_good=outcome.last_known_good,
         )
-        written = self._write(entry, status, next_aligned(now_epoch, entry.interval_seconds))
+        next_due = next_aligned(now_epoch, entry.interval_seconds)
+        quiet = not (evaluation.transitions or outcome.records or outcome.events)
+        if quiet and self._heartbeat_not_due(prior, status, evaluation.now):
+            self.registry.record_written(entry, prior, next_due)
+            self.metrics.skipped_write()
+            return True
+        written = self._write(entry, status, next_due)
         signals = {p.name: p.signal or "query" for p in entry.spec.policies}
         for transition in evaluation.transitions:
             message = (
@@ -410,6 +448,18 @@ class Evaluator:
         for event in outcome.events:
             self._event(entry, event.type, event.reason, event.message)
         return written
+
+    def _heartbeat_not_due(self, prior: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> bool:
+        """With a status heartbeat set, whether this write can be skipped: nothing but the measured values
+        changed, and the last write is younger than the heartbeat."""
+        heartbeat = self.settings.status_heartbeat_seconds
+        if heartbeat <= 0 or _material(prior) != _material(status):
+            return False
+        try:
+            last = datetime.fromisoformat(str(prior.get("lastEvaluationTime", "")).replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return (now - last).total_seconds() < heartbeat
 
     def _act(
         self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now: datetime

@@ -48,6 +48,11 @@ class OperatorMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
             registry=r,
         )
+        self.skipped_writes = Counter(
+            "modelmonitor_operator_status_writes_skipped",
+            "status writes skipped by the heartbeat setting (nothing but measured values changed)",
+            registry=r,
+        )
         self.monitors = Gauge("modelmonitor_operator_monitors", "ModelMonitors known to the operator", registry=r)
         self.last_cycle = Gauge(
             "modelmonitor_operator_last_cycle_timestamp_seconds", "when the last cycle finished", registry=r
@@ -73,6 +78,9 @@ class OperatorMetrics:
 
     def decided(self, action_type: str, result: str) -> None:
         self.decisions.labels(action_type or "unknown", result).inc()
+
+    def skipped_write(self) -> None:
+        self.skipped_writes.inc()
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()

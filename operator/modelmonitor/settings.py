@@ -34,6 +34,11 @@ class OperatorSettings:
     query_parallelism: int = field(default=4, metadata={"env": "MODELMONITOR_QUERY_PARALLELISM"})
     #: Status patches in flight at once (the API server's fairness limits apply beyond that).
     write_parallelism: int = field(default=8, metadata={"env": "MODELMONITOR_WRITE_PARALLELISM"})
+    #: 0 (the default) writes every monitor's status every cycle. N > 0 skips the write of a monitor whose
+    #: states, conditions and actions did not change (only measured values did) until its last write is N
+    #: seconds old: for fleets of thousands of monitors, where status writes dominate the API server's load.
+    #: Transitions and actions are always written at once.
+    status_heartbeat_seconds: float = field(default=0.0, metadata={"env": "MODELMONITOR_STATUS_HEARTBEAT_SECONDS"})
     #: The operator is unhealthy when no cycle has completed for this many seconds.
     stall_seconds: float = field(default=120.0, metadata={"env": "MODELMONITOR_STALL_SECONDS"})
 
@@ -52,6 +57,8 @@ class OperatorSettings:
                 values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
             elif f.name in ("tick_seconds", "stall_seconds"):
                 values[f.name] = _seconds(raw, name)
+            elif f.name == "status_heartbeat_seconds":
+                values[f.name] = 0.0 if raw in ("0", "0.0") else _seconds(raw, name)
             elif f.name in ("query_parallelism", "write_parallelism"):
                 if not raw.isdigit() or int(raw) < 1:
                     raise ValueError(f"{name}={raw!r}: expected a positive integer")

@@ -104,13 +104,15 @@ def monitor(name: str, namespace: str = "ml") -> dict[str, Any]:
     }
 
 
-def run_cycle(*bodies: dict[str, Any]) -> tuple[RecordingKube, FakePrometheus, NoActions, Registry]:
-    registry = Registry()
+def run_cycle(
+    *bodies: dict[str, Any], settings: OperatorSettings | None = None, registry: Registry | None = None
+) -> tuple[RecordingKube, FakePrometheus, NoActions, Registry]:
+    registry = Registry() if registry is None else registry
     for body in bodies:
         registry.upsert(body)
     kube, prometheus, actions = RecordingKube(), FakePrometheus("ml"), NoActions()
     evaluator = Evaluator(
-        OperatorSettings(),
+        settings or OperatorSettings(),
         registry,
         kube,
         actions,
@@ -156,3 +158,32 @@ def test_actions_and_status_see_whole_second_timestamps() -> None:
     kube, _prometheus, actions, _registry = run_cycle(monitor("a"))
     assert actions.seen_now and all(moment.microsecond == 0 for moment in actions.seen_now)
     assert kube.statuses[0][2]["lastEvaluationTime"] == "2027-01-15T08:00:00Z"
+
+
+def breaching(name: str) -> dict[str, Any]:
+    """A monitor whose accuracy policy breaches at once (threshold above the measured 0.79) with `for: 0s`."""
+    body = monitor(name)
+    body["spec"]["policies"][0]["condition"]["threshold"] = 0.9
+    return body
+
+
+def test_monitors_that_change_state_are_written_before_unchanged_ones() -> None:
+    bodies = [monitor(f"quiet{i:02d}") for i in range(20)] + [breaching("zz-breach")]
+    kube, *_ = run_cycle(*bodies, settings=OperatorSettings(write_parallelism=1))
+    assert kube.statuses[0][1] == "zz-breach"
+    assert {p["state"] for p in kube.statuses[0][2]["policies"] if p["name"] == "accuracy"} == {"Firing"}
+
+
+def test_with_a_heartbeat_an_unchanged_monitor_is_not_rewritten_until_the_heartbeat_is_due() -> None:
+    settings = OperatorSettings(status_heartbeat_seconds=300)
+    registry = Registry()
+    first, *_ = run_cycle(monitor("a"), settings=settings, registry=registry)
+    assert len(first.statuses) == 1
+    entry = registry.all()[0]
+    entry.next_due = 0.0  # due again; nothing but the values would change
+    second, *_ = run_cycle(settings=settings, registry=registry)
+    assert second.statuses == []
+    # Without the heartbeat, every cycle writes.
+    entry.next_due = 0.0
+    third, *_ = run_cycle(registry=registry)
+    assert len(third.statuses) == 1

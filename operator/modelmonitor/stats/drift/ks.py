@@ -28,14 +28,21 @@ when a window value equals a reference value), so the cost beyond sorting the wi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as scipy_stats
 
 from modelmonitor.stats._checks import FloatArray
 from modelmonitor.stats.drift._samples import SortedSample, sample_pair
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it costs ~60 MiB that the operator (count-based drift) never needs."""
+    from scipy import stats
+
+    return stats
+
 
 #: scipy's ``ks_2samp(method="auto")`` uses the exact null distribution up to this sample size.
 EXACT_P_VALUE_MAX_N = 10_000
@@ -75,7 +82,7 @@ def ks_columns(
     # Small samples: scipy's exact null distribution has no public entry point other than ks_2samp itself,
     # which is cheap at these sizes.
     exact = [
-        scipy_stats.ks_2samp(sorted_reference.columns[j], sorted_current.columns[j], method="auto").pvalue
+        _scipy_stats().ks_2samp(sorted_reference.columns[j], sorted_current.columns[j], method="auto").pvalue
         for j in range(sorted_reference.n_features)
     ]
     return statistic, np.asarray(exact, dtype=np.float64)
@@ -113,7 +120,7 @@ def ks_p_value(statistic: FloatArray, n: int, m: int) -> FloatArray:
     effective_n = np.round(n * m / (n + m))
     # D takes few distinct values (multiples of 1/lcm(n, m)); kstwo.sf can cost 0.1 s per value.
     distinct, inverse = np.unique(d, return_inverse=True)
-    p_value = np.asarray(scipy_stats.kstwo.sf(distinct, effective_n), dtype=np.float64)[inverse]
+    p_value = np.asarray(_scipy_stats().kstwo.sf(distinct, effective_n), dtype=np.float64)[inverse]
     return np.clip(p_value.reshape(d.shape), 0.0, 1.0)
 
 
@@ -122,7 +129,7 @@ def ks_p_value_fast(statistic: FloatArray, n: int, m: int) -> FloatArray:
     effective_n = n * m / (n + m)
     root = np.sqrt(effective_n)
     scaled = np.asarray(statistic, dtype=np.float64) * (root + 0.12 + 0.11 / root)
-    return np.clip(np.asarray(scipy_stats.kstwobign.sf(scaled), dtype=np.float64), 0.0, 1.0)
+    return np.clip(np.asarray(_scipy_stats().kstwobign.sf(scaled), dtype=np.float64), 0.0, 1.0)
 
 
 def ks_statistic_windows(reference_sorted: FloatArray, windows: FloatArray) -> FloatArray:
