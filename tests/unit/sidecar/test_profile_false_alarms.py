@@ -20,9 +20,7 @@ def _share_of_clean_windows_that_fire(seed: int) -> float:
     rng = np.random.default_rng(seed)
     reference = rng.normal(size=(20_000, FEATURES))
     table = Table(columns={f"x{i}": reference[:, i] for i in range(FEATURES)}, rows=len(reference), path="ref")
-    options = BuildOptions(
-        window_size=WINDOW, false_alarm_rate=RATE, n_boot=200, numerical_methods=("psi",), seed=seed
-    )
+    options = BuildOptions(window_size=WINDOW, false_alarm_rate=RATE, n_boot=200, numerical_methods=("psi",), seed=seed)
     profile, _ = build_profile(table, options)
     windows = 600
     fired = 0
