@@ -24,18 +24,10 @@ from typing import Any
 from modelmonitor.actions import Actions, ActionsOutcome, MonitorContext
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier, PrometheusSettings
-from modelmonitor.api import ModelMonitorSpec, SpecError, duration_seconds, parse_monitor
+from modelmonitor.api import duration_seconds
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import (
-    Evaluation,
-    Measurement,
-    MonitorSpec,
-    Series,
-    evaluate,
-    monitor_from_spec,
-    render_invalid_status,
-    render_status,
-)
+from modelmonitor.policy import Measurement, MeasurementKind, Series, render_invalid_status
+from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.signals import CycleMeasurements, MeasurementStatus, SignalRequest, SignalResult, measure
 
@@ -44,15 +36,14 @@ log = logging.getLogger("modelmonitor.loop")
 
 @dataclass
 class MonitorEntry:
-    """One ModelMonitor as the loop knows it: the watched object plus what the loop last wrote."""
+    """One watched ModelMonitor: its typed value (None while the spec is invalid) plus what the loop last wrote."""
 
     namespace: str
     name: str
     uid: str
     generation: int
-    raw_spec: Mapping[str, Any]
     status: Mapping[str, Any]
-    spec: ModelMonitorSpec | None
+    monitor: Monitor | None
     invalid_reason: str | None
     interval_seconds: float
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -85,18 +76,18 @@ class Registry:
                 and known.uid == uid
                 and known.generation == generation
                 and known.annotations == annotations
-                and known.spec is not None
+                and known.monitor is not None
             ):
                 # The echo of a status write (ours, usually): the spec is unchanged, only the status may be newer.
                 if str(watched_status.get("lastEvaluationTime", "")) > str(known.status.get("lastEvaluationTime", "")):
                     known.status = watched_status
                 return known
-        spec: ModelMonitorSpec | None = None
+        monitor: Monitor | None = None
         reason: str | None = None
         try:
-            spec = parse_monitor(body)
-            interval = duration_seconds(spec.interval)
-        except SpecError as exc:
+            monitor = monitor_from_body(body)
+            interval = monitor.interval_seconds
+        except ValueError as exc:  # a SpecError naming the field, or an invariant of the engine's view
             reason = f"invalid spec: {exc}"
             interval = 30.0
         with self._lock:
@@ -113,12 +104,10 @@ class Registry:
                 name=name,
                 uid=uid,
                 generation=generation,
-                raw_spec=dict(body.get("spec") or {}),
                 status=status,
-                spec=spec,
+                monitor=monitor,
                 invalid_reason=reason,
                 interval_seconds=interval,
-                # Annotations carry approvals of pending actions (modelmonitor.dev/approve).
                 annotations=annotations,
                 # A new or changed monitor is evaluated at the next tick; an unchanged one keeps its schedule.
                 next_due=previous.next_due if previous is not None and previous.generation == generation else 0.0,
@@ -163,25 +152,17 @@ def next_aligned(now: float, interval: float) -> float:
     return (math.floor(now / interval) + 1) * interval
 
 
-_VOLATILE_POLICY_FIELDS = frozenset({"value", "samples", "message", "threshold"})
-
-
-def _material(status: Mapping[str, Any]) -> Any:
-    """A status without what changes every cycle while nothing happens (evaluation time, measured values)."""
-    policies = [{k: v for k, v in p.items() if k not in _VOLATILE_POLICY_FIELDS} for p in status.get("policies") or []]
-    rest = {k: v for k, v in status.items() if k not in ("lastEvaluationTime", "policies", "message")}
-    return rest, policies
-
-
 def to_measurement(result: SignalResult) -> Measurement:
     """A signal result in the engine's terms (NoData and Error stay what they are: never a number)."""
     if result.status is MeasurementStatus.VALUES:
-        return Measurement.values(*(Series(v, result.samples) for v in result.values))
-    if result.status is MeasurementStatus.NO_DATA:
-        return Measurement.no_data(result.reason or "no data")
-    if result.status is MeasurementStatus.INVALID:
-        return Measurement.invalid(result.reason or "invalid")
-    return Measurement.error(result.reason or "could not measure")
+        series = (Series(v, result.samples) for v in result.values)
+        return Measurement(MeasurementKind.VALUES, tuple(series), threshold=result.threshold, query=result.query)
+    kinds = {
+        MeasurementStatus.NO_DATA: (MeasurementKind.NO_DATA, "no data"),
+        MeasurementStatus.INVALID: (MeasurementKind.INVALID, "invalid"),
+    }
+    kind, default = kinds.get(result.status, (MeasurementKind.ERROR, "could not measure"))
+    return Measurement(kind, (), result.reason or default, query=result.query)
 
 
 @dataclass
@@ -228,10 +209,9 @@ class Evaluator:
 
     # --- Prometheus connections ------------------------------------------------------------------------------
 
-    def _prometheus_settings(self, entry: MonitorEntry) -> PrometheusSettings:
+    def _prometheus_settings(self, monitor: Monitor) -> PrometheusSettings:
         """The connection of one monitor, credentials read from Secrets in its namespace."""
-        assert entry.spec is not None
-        conn = entry.spec.prometheus
+        conn = monitor.spec.prometheus
         url = conn.url or self.settings.prometheus_url
         if not url:
             raise ValueError(
@@ -239,7 +219,7 @@ class Evaluator:
             )
 
         def secret(name: str, key: str) -> str:
-            return self.kube.read_secret_key(entry.namespace, name, key)
+            return self.kube.read_secret_key(monitor.namespace, name, key)
 
         bearer = basic = ca = cert = key = None
         if conn.auth is not None:
@@ -297,31 +277,26 @@ class Evaluator:
             self.metrics.cycle_done(report, len(self.registry))
             return report
 
-        valid: list[MonitorEntry] = []
+        valid: list[tuple[MonitorEntry, Monitor]] = []
         for entry in due:
-            if entry.spec is None:
+            if entry.monitor is None:
                 self._write_invalid(entry, entry.invalid_reason or "invalid spec", now, now_epoch)
                 report.invalid += 1
             else:
-                valid.append(entry)
+                valid.append((entry, entry.monitor))
 
         # Group the policies to measure by Prometheus connection; each group is measured in one batch.
         groups: dict[Hashable, tuple[PrometheusQuerier, list[SignalRequest]]] = {}
-        requests_of: dict[tuple[str, str], list[SignalRequest]] = {}
         connection_errors: dict[tuple[str, str], str] = {}
-        for entry in valid:
-            assert entry.spec is not None
-            if entry.spec.paused:
-                requests_of[entry.key] = []
+        for entry, monitor in valid:
+            if monitor.spec.paused:
                 continue
             try:
-                client = self._client(self._prometheus_settings(entry))
+                client = self._client(self._prometheus_settings(monitor))
             except (ValueError, KubernetesError) as exc:
                 connection_errors[entry.key] = f"cannot reach Prometheus: {exc}"
                 continue
-            requests = [self._request(entry, i) for i in range(len(entry.spec.policies))]
-            requests_of[entry.key] = requests
-            groups.setdefault(id(client), (client, []))[1].extend(requests)
+            groups.setdefault(id(client), (client, []))[1].extend(monitor.requests)
 
         results: dict[SignalRequest, SignalResult] = {}
         for client, requests in groups.values():
@@ -331,21 +306,14 @@ class Evaluator:
             report.failed_queries += measured.failed_queries
             results.update(measured.results)
 
-        judged = []
-        for entry in valid:
-            verdict = self._judge(entry, requests_of.get(entry.key), results, connection_errors.get(entry.key), now)
-            if verdict is None:
-                self._write_invalid(entry, entry.invalid_reason or "invalid spec", now, now_epoch)
-                report.invalid += 1
-            else:
-                judged.append((entry, verdict))
+        cycles = [
+            (entry, reconcile(monitor, self._measurements(monitor, results, connection_errors), entry.status, now))
+            for entry, monitor in valid
+        ]
         # Monitors whose policies changed state or decided something are written first: with thousands of
         # monitors the writes take most of a cycle, and a breach should not wait behind unchanged monitors.
-        judged.sort(key=lambda item: not (item[1][1].transitions or item[1][1].decisions))
-        writes = [
-            self._writer.submit(self._finish, entry, monitor, evaluation, now_epoch)
-            for entry, (monitor, evaluation) in judged
-        ]
+        cycles.sort(key=lambda item: not item[1].changed)
+        writes = [self._writer.submit(self._finish, entry, reconciled, now_epoch) for entry, reconciled in cycles]
         for future in writes:
             ok = future.result()
             report.evaluated += 1
@@ -355,146 +323,68 @@ class Evaluator:
         self.metrics.cycle_done(report, len(self.registry))
         return report
 
-    def _request(self, entry: MonitorEntry, index: int) -> SignalRequest:
-        assert entry.spec is not None
-        policy = entry.spec.policies[index]
-        return SignalRequest(
-            namespace=entry.namespace,
-            monitor=entry.name,
-            policy=policy.name,
-            model=entry.spec.model.name,
-            window=policy.window,
-            signal=policy.signal,
-            query=policy.query,
-            version=entry.spec.model.version,
-            auto_threshold=bool(policy.condition.auto_threshold),
-            # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
-            # `__other__` group neither blocks nor decides the signal.
-            min_samples=policy.min_samples,
-        )
-
-    def _judge(
+    def _measurements(
         self,
-        entry: MonitorEntry,
-        requests: Sequence[SignalRequest] | None,
+        monitor: Monitor,
         results: Mapping[SignalRequest, SignalResult],
-        connection_error: str | None,
-        now: datetime,
-    ) -> tuple[MonitorSpec, Evaluation] | None:
-        """The pure part for one monitor: measurements to an evaluation. None when the spec cannot be mapped
-        (``entry.invalid_reason`` then says why)."""
-        assert entry.spec is not None
+        connection_errors: Mapping[tuple[str, str], str],
+    ) -> dict[str, Measurement]:
+        """This cycle's measurement of each policy of ``monitor`` (none while it is paused)."""
+        if monitor.spec.paused:
+            return {}
+        error = connection_errors.get(monitor.key)
+        if error is not None:
+            return {request.policy: Measurement.error(error) for request in monitor.requests}
         measurements: dict[str, Measurement] = {}
-        thresholds: dict[str, float] = {}
-        queries: dict[str, str] = {}
-        if connection_error is not None:
-            measurements = {p.name: Measurement.error(connection_error) for p in entry.spec.policies}
-        for request in requests or ():
+        for request in monitor.requests:
             result = results.get(request)
             if result is None:
                 measurements[request.policy] = Measurement.error("not measured in this cycle")
                 continue
             measurements[request.policy] = to_measurement(result)
-            if result.threshold is not None:
-                thresholds[request.policy] = result.threshold
-            if result.query:
-                queries[request.policy] = result.query
             self.metrics.measured(result.status.value)
+        return measurements
 
-        try:
-            monitor = monitor_from_spec(
-                entry.namespace, entry.name, entry.raw_spec,
-                calibrated_thresholds=thresholds, queries=queries,
-            )  # fmt: skip
-        except ValueError as exc:
-            entry.invalid_reason = f"invalid spec: {exc}"
-            return None
-        return monitor, evaluate(monitor, entry.status, measurements, now)
-
-    def _finish(self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now_epoch: float) -> bool:
+    def _finish(self, entry: MonitorEntry, reconciled: Reconciled, now_epoch: float) -> bool:
         """Act, write status and post Events for one monitor. Returns False when the status write failed."""
-        assert entry.spec is not None
-        now = evaluation.now
-        outcome, prior = self._act(entry, monitor, evaluation, now)
-        status = render_status(
-            monitor,
-            evaluation,
-            prior_status=prior,
-            observed_generation=entry.generation,
-            action_records=outcome.records,
-            last_known_good=outcome.last_known_good,
-        )
+        outcome, prior = self._act(entry, reconciled)
+        status = reconciled.with_actions(prior, outcome.records, outcome.last_known_good)
         next_due = next_aligned(now_epoch, entry.interval_seconds)
-        quiet = not (evaluation.transitions or outcome.records or outcome.events)
-        if quiet and self._heartbeat_not_due(prior, status, evaluation.now):
+        events = [*reconciled.events(outcome.records), *outcome.events]
+        if not events and not status_write_due(
+            prior, status, reconciled.evaluation.now, self.settings.status_heartbeat_seconds
+        ):
             self.registry.record_written(entry, prior, next_due)
             self.metrics.skipped_write()
             return True
         written = self._write(entry, status, next_due)
-        signals = {p.name: p.signal or "query" for p in entry.spec.policies}
-        for transition in evaluation.transitions:
-            message = (
-                f"policy {transition.policy} ({signals.get(transition.policy, '')}) {transition.old.value} -> "
-                f"{transition.new.value}: {transition.message}"
-            )
-            self._event(entry, transition.event_type, transition.reason, message)
-        for record in outcome.records:
-            self._event(
-                entry,
-                "Normal" if record["result"] in ("Succeeded", "DryRun", "Pending") else "Warning",
-                f"Action{record['result']}",
-                f"{record['name']} ({record.get('type', '')}) for policy {record['policy']}: {record['reason']}",
-            )
-        for event in outcome.events:
+        for event in events:
             self._event(entry, event.type, event.reason, event.message)
         return written
 
-    def _heartbeat_not_due(self, prior: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> bool:
-        """With a status heartbeat set, whether this write can be skipped: nothing but the measured values
-        changed, and the last write is younger than the heartbeat."""
-        heartbeat = self.settings.status_heartbeat_seconds
-        if heartbeat <= 0 or _material(prior) != _material(status):
-            return False
-        try:
-            last = datetime.fromisoformat(str(prior.get("lastEvaluationTime", "")).replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        return (now - last).total_seconds() < heartbeat
-
-    def _act(
-        self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now: datetime
-    ) -> tuple[ActionsOutcome, Mapping[str, Any]]:
+    def _act(self, entry: MonitorEntry, reconciled: Reconciled) -> tuple[ActionsOutcome, Mapping[str, Any]]:
         """Hand the cycle to the actions layer. Returns what it did and the prior status to render on (which
         includes the Pending records it wrote before acting)."""
-        assert entry.spec is not None
-        prior: dict[str, Any] = dict(entry.status)
+        monitor = reconciled.monitor
+        prior: Mapping[str, Any] = dict(entry.status)
 
         def checkpoint(records: Sequence[Mapping[str, Any]]) -> None:
-            # Written before acting: an operator that stops mid-action finds the Pending record on restart, and
-            # the policy states of this cycle with it (the episode's activeSince is part of every key).
+            # Written before acting: an operator that stops mid-action finds the Pending record on restart.
             nonlocal prior
-            keys = {r.get("key") for r in records}
-            kept = [
-                a for a in prior.get("actions") or [] if not (a.get("key") in keys and a.get("result") == "Pending")
-            ]
-            status = render_status(
-                monitor,
-                evaluation,
-                prior_status={**prior, "actions": kept},
-                observed_generation=entry.generation,
-                action_records=records,
-            )
-            self.kube.patch_monitor_status(entry.namespace, entry.name, status)
+            status = reconciled.with_pending(prior, records)
+            self.kube.patch_monitor_status(monitor.namespace, monitor.name, status)
             prior = status
             self.registry.record_status(entry, prior)
 
         context = MonitorContext(
-            entry.namespace, entry.name, entry.uid, entry.spec, status=entry.status, annotations=entry.annotations
-        )
+            monitor.namespace, monitor.name, monitor.uid, monitor.spec, status=entry.status,
+            annotations=monitor.annotations,
+        )  # fmt: skip
+        evaluation = reconciled.evaluation
         try:
             outcome = self.actions.run(context, evaluation, evaluation.now, checkpoint)
         except Exception as exc:  # an action bug must not stop the status from being written
-            log.exception("actions failed for %s/%s", entry.namespace, entry.name)
+            log.exception("actions failed for %s/%s", monitor.namespace, monitor.name)
             self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")
             outcome = ActionsOutcome()
         for record in outcome.records:

@@ -20,7 +20,7 @@ from modelmonitor.policy.model import (
     Severity,
 )
 from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify, threshold_in_force
-from modelmonitor.policy.spec import monitor_from_spec, rule_from_spec
+from modelmonitor.policy.spec import monitor_from_api, rule_from_policy
 from modelmonitor.policy.state import PolicyState, PolicyStep, State, Transition, step
 from modelmonitor.policy.status import (
     MAX_ACTION_HISTORY,
@@ -62,14 +62,14 @@ __all__ = [
     "format_time",
     "idempotency_key",
     "merge_actions",
-    "monitor_from_spec",
+    "monitor_from_api",
     "monitor_phase",
     "parse_duration",
     "parse_time",
     "prior_states",
     "render_invalid_status",
     "render_status",
-    "rule_from_spec",
+    "rule_from_policy",
     "step",
     "threshold_in_force",
 ]

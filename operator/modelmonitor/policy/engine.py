@@ -86,8 +86,9 @@ def evaluate(
         measurement = measurements.get(rule.name)
         if measurement is None:
             measurement = Measurement.error("no measurement was taken for this policy in this cycle")
-        outcome = classify(rule, measurement, clearing=before.clearing)
-        steps.append(step(rule, before, outcome, now))
+        measured_rule = rule.for_measurement(measurement)
+        outcome = classify(measured_rule, measurement, clearing=before.clearing)
+        steps.append(step(measured_rule, before, outcome, now))
 
     transitions = tuple(s.transition for s in steps if s.transition is not None)
     return Evaluation(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -92,14 +92,15 @@ def _require_finite(value: float, field_name: str, owner: str) -> None:
 class Rule:
     """One policy of a ModelMonitor, as the engine needs it.
 
-    ``threshold`` is None while a ``threshold: auto`` policy has not been calibrated yet; such a policy yields
-    NoData until the shell supplies the calibrated number. ``window`` and ``query`` are the user's text, kept
-    only for messages and Events.
+    With ``auto_threshold`` (``threshold: auto``) the threshold comes with each measurement (`for_measurement`);
+    until one brings it the policy yields NoData. ``window`` and ``query`` are the user's text, kept only for
+    messages and Events (a measurement replaces ``query`` with the PromQL it actually sent).
     """
 
     name: str
     op: Op
     threshold: float | None
+    auto_threshold: bool = False
     clear_threshold: float | None = None
     for_seconds: float = 0.0
     keep_firing_for_seconds: float = 0.0
@@ -156,6 +157,15 @@ class Rule:
                     f"{self.threshold:g} for op '{op.value}' (it is the level at which the policy clears)"
                 )
 
+    def for_measurement(self, measurement: Measurement) -> Rule:
+        """This rule as it applies to one cycle's measurement: with the calibrated threshold of a ``threshold:
+        auto`` policy, and the PromQL the measurement sent for messages."""
+        threshold = measurement.threshold if self.auto_threshold else self.threshold
+        query = measurement.query or self.query
+        if threshold == self.threshold and query == self.query:
+            return self
+        return replace(self, threshold=threshold, query=query)
+
 
 @dataclass(frozen=True)
 class Series:
@@ -177,6 +187,10 @@ class Measurement:
     kind: MeasurementKind
     series: tuple[Series, ...] = ()
     reason: str = ""
+    #: The calibrated threshold measured with the value (``threshold: auto`` policies), else None.
+    threshold: float | None = None
+    #: The PromQL text sent, for messages and Events ("" when not measured through Prometheus).
+    query: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MeasurementKind(self.kind))

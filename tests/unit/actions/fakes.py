@@ -22,8 +22,8 @@ from modelmonitor.actions import ActionsOutcome, MonitorContext, Remediator
 from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertError
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, REPLICASET, Kind, KubernetesError
-from modelmonitor.api import parse_spec
-from modelmonitor.policy import Measurement, evaluate, format_time, monitor_from_spec, render_status
+from modelmonitor.policy import Measurement, format_time
+from modelmonitor.reconcile import monitor_from_body, reconcile
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 NS = "ml"
@@ -337,32 +337,26 @@ class Scenario:
     def _checkpoint(self, records: Any) -> None:
         if self.checkpoint_fails:
             raise CheckpointFailed("status write refused")
-        keys = {r["key"] for r in records}
-        kept = [a for a in self.status.get("actions") or [] if not (a["key"] in keys and a["result"] == "Pending")]
-        # As the loop does: the whole status of this cycle with the Pending records, written before acting.
-        self.status = render_status(
-            self._monitor, self._evaluation, prior_status={**self.status, "actions": kept}, action_records=records
-        )
-        self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(keys))))
+        # The loop's checkpoint: the status of this cycle with the Pending records, written before acting.
+        self.status = self._reconciled.with_pending(self.status, records)
+        self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(r["key"] for r in records))))
 
     def cycle(self, accuracy: float | None, *, after: float = 10.0) -> ActionsOutcome:
         """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data), act, render status."""
         self.seconds += after
         self.cluster.now = self.now
-        parsed = parse_spec(self.raw)
-        monitor = monitor_from_spec(NS, "fraud", self.raw)
-        measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
-        evaluation = evaluate(monitor, self.status, {p["name"]: measurement for p in self.raw["policies"]}, self.now)
-        self._monitor, self._evaluation = monitor, evaluation
-        ctx = MonitorContext(NS, "fraud", "uid-monitor", parsed, status=self.status, annotations=dict(self.annotations))
-        outcome = self.remediator.run(ctx, evaluation, self.now, self._checkpoint)
-        self.status = render_status(
-            monitor,
-            evaluation,
-            prior_status=self.status,
-            action_records=outcome.records,
-            last_known_good=outcome.last_known_good,
+        monitor = monitor_from_body(
+            {"metadata": {"namespace": NS, "name": "fraud", "uid": "uid-monitor"}, "spec": self.raw}
         )
+        measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
+        self._reconciled = reconcile(
+            monitor, {p["name"]: measurement for p in self.raw["policies"]}, self.status, self.now
+        )
+        ctx = MonitorContext(
+            NS, "fraud", "uid-monitor", monitor.spec, status=self.status, annotations=dict(self.annotations)
+        )
+        outcome = self.remediator.run(ctx, self._reconciled.evaluation, self.now, self._checkpoint)
+        self.status = self._reconciled.with_actions(self.status, outcome.records, outcome.last_known_good)
         self.outcomes.append(outcome)
         return outcome
 

@@ -232,6 +232,6 @@ def test_an_operator_stopped_mid_rollback_rolls_back_exactly_once(stop: str) -> 
 def test_all_ok_needs_every_policy_inactive_with_an_ok_measurement() -> None:
     s = rollback_scenario()
     s.cycle(GOOD)
-    assert all_ok(s._evaluation) is not None
+    assert all_ok(s._reconciled.evaluation) is not None
     s.cycle(None)  # no data: not known to be OK
-    assert all_ok(s._evaluation) is None
+    assert all_ok(s._reconciled.evaluation) is None

@@ -1,4 +1,5 @@
-"""monitor_from_spec(): the camelCase spec dict to the engine's inputs, with field-named errors."""
+"""The engine's view of a validated ModelMonitor (monitor_from_api), mapped once per watched change; errors name
+the field (validation is the API model's, and a watched body goes through it first)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from modelmonitor.policy import Combine, NoDataPolicy, Reduce, monitor_from_spec, parse_duration
+from modelmonitor.api import SpecError, parse_spec
+from modelmonitor.policy import Combine, Measurement, NoDataPolicy, Reduce, monitor_from_api, parse_duration
+from modelmonitor.reconcile import monitor_from_body
 
 SPEC: dict[str, Any] = {
     "interval": "30s",
@@ -25,50 +28,61 @@ SPEC: dict[str, Any] = {
         },
         {
             "name": "drift",
-            "query": 'modelmonitor:psi{model="fraud"}',
+            "signal": "dataDrift",
             "window": "1h",
-            "condition": {"op": ">", "threshold": "auto"},
+            "condition": {"op": ">", "autoThreshold": True},
             "noData": "ok",
             "reduce": "any",
-            "actions": ["retrain"],
+            "actions": ["scale-up"],
             "dryRun": True,
         },
     ],
-    "actions": {"rollback": {"type": "rollback"}, "page": {"type": "alert"}, "retrain": {"type": "retrain"}},
+    "actions": {
+        "rollback": {"type": "rollback"},
+        "page": {"type": "alert", "webhook": {"url": "http://hooks.example/x"}},
+        "scale-up": {"type": "scale", "step": 1, "maxReplicas": 4},
+    },
+    "target": {"name": "fraud"},
+    "model": {"name": "fraud"},
     "combine": {"mode": "allOf"},
     "degradedAfterErrors": 5,
 }
 
 
+def _engine(spec: dict[str, Any]) -> Any:
+    return monitor_from_api("ml", "fraud", parse_spec(spec))
+
+
 def test_full_spec() -> None:
-    spec = monitor_from_spec("ml", "fraud", SPEC, calibrated_thresholds={"drift": 0.12})
+    spec = _engine(SPEC)
     accuracy, drift = spec.policies
     assert (accuracy.for_seconds, accuracy.keep_firing_for_seconds, accuracy.min_samples) == (300, 120, 200)
     assert accuracy.clear_threshold == 0.88 and accuracy.query == "signal accuracy"
-    assert drift.threshold == 0.12 and drift.no_data is NoDataPolicy.OK and drift.reduce is Reduce.ANY
-    assert drift.dry_run and drift.query == 'modelmonitor:psi{model="fraud"}'
+    assert drift.auto_threshold and drift.threshold is None
+    assert drift.no_data is NoDataPolicy.OK and drift.reduce is Reduce.ANY
+    assert drift.dry_run and drift.query == "signal dataDrift"
     assert spec.combine is Combine.ALL_OF and spec.degraded_after_errors == 5
     assert spec.action_types["page"] == "alert"
 
 
 def test_defaults() -> None:
-    spec = monitor_from_spec("ml", "m", {"policies": [{"name": "p", "condition": {"op": ">", "threshold": 1}}]})
+    minimal = {"target": {"name": "m"}, "model": {"name": "m"}}
+    spec = _engine(
+        {**minimal, "policies": [{"name": "p", "signal": "errorRate", "condition": {"op": ">", "threshold": 1}}]}
+    )
     rule = spec.policies[0]
     assert (rule.for_seconds, rule.keep_firing_for_seconds, rule.min_samples) == (0, 0, 0)
-    assert (rule.no_data.value, rule.reduce.value, rule.severity.value) == ("hold", "max", "warning")
+    assert (rule.no_data.value, rule.severity.value) == ("hold", "warning")
     assert spec.combine is Combine.ANY_OF and spec.degraded_after_errors == 3 and not spec.paused
 
 
-def test_auto_threshold_without_calibration_is_none() -> None:
-    assert monitor_from_spec("ml", "fraud", SPEC).policies[1].threshold is None
-
-
-def test_auto_threshold_as_the_crd_writes_it() -> None:
-    spec = _broken(["policies", 1, "condition"], {"op": ">", "autoThreshold": True})
-    assert monitor_from_spec("ml", "fraud", spec, calibrated_thresholds={"drift": 0.3}).policies[1].threshold == 0.3
-    both = _broken(["policies", 1, "condition"], {"op": ">", "threshold": 0.2, "autoThreshold": True})
-    with pytest.raises(ValueError, match="set exactly one of threshold or autoThreshold"):
-        monitor_from_spec("ml", "fraud", both)
+def test_auto_threshold_comes_with_each_measurement() -> None:
+    drift = _engine(SPEC).policies[1]
+    measured = drift.for_measurement(Measurement(Measurement.value(0.3).kind, threshold=0.12, query="sum(x)"))
+    assert (measured.threshold, measured.query) == (0.12, "sum(x)")
+    assert drift.for_measurement(Measurement.no_data("none")).threshold is None
+    fixed = _engine(SPEC).policies[0]
+    assert fixed.for_measurement(Measurement(Measurement.value(0.3).kind, threshold=0.5)).threshold == 0.85
 
 
 def _broken(path: list[Any], value: Any) -> dict[str, Any]:
@@ -83,24 +97,20 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["policies", 0, "condition", "op"], "=<", r"spec.policies\[0\].condition.op: must be one of"),
-        (["policies", 0, "for"], "5 minutes", r"spec.policies\[0\].for: '5 minutes' is not a duration"),
-        (["policies", 0, "keepFiringFor"], "-1s", r"spec.policies\[0\].keepFiringFor"),
-        (["policies", 0, "condition", "threshold"], "high", r"condition.threshold: expected a number"),
-        (["policies", 0, "condition", "clearThreshold"], 0.5, r"spec.policies\[0\]: .*clearThreshold 0.5"),
-        (["policies", 1, "noData"], "zero", r"spec.policies\[1\].noData: must be one of"),
-        (["policies", 1, "reduce"], "last", r"spec.policies\[1\].reduce: must be one of"),
-        (["policies", 1, "actions"], ["retrain", "nuke"], "not defined in spec.actions: nuke"),
-        (["policies", 1, "name"], "accuracy-drop", "policy names must be unique, repeated: accuracy-drop"),
+        (["policies", 0, "condition", "op"], "=<", r"spec.policies\[0\].condition.op"),
+        (["policies", 0, "for"], "5 minutes", r"spec.policies\[0\].for"),
+        (["policies", 0, "condition", "clearThreshold"], 0.5, r"spec.policies\[0\].condition.clearThreshold"),
+        (["policies", 1, "noData"], "zero", r"spec.policies\[1\].noData"),
+        (["policies", 1, "actions"], ["scale-up", "nuke"], "not defined in spec.actions: nuke"),
+        (["policies", 1, "name"], "accuracy-drop", "used by more than one policy"),
         (["policies", 0, "minSamples"], -1, r"spec.policies\[0\].minSamples"),
-        (["combine", "mode"], "oneOf", "spec.combine.mode: must be one of"),
+        (["combine", "mode"], "oneOf", "spec.combine.mode"),
         (["degradedAfterErrors"], 0, "spec.degradedAfterErrors"),
-        (["actions", "page"], {"alertmanager": {}}, "spec.actions.page.type: required"),
     ],
 )
 def test_errors_name_the_field(path: list[Any], value: Any, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        monitor_from_spec("ml", "fraud", _broken(path, value))
+    with pytest.raises(SpecError, match=message):
+        monitor_from_body({"metadata": {"namespace": "ml", "name": "fraud"}, "spec": _broken(path, value)})
 
 
 @pytest.mark.parametrize(

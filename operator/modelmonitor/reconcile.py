@@ -1,0 +1,203 @@
+"""One monitor, one path: a watched ModelMonitor becomes one typed `Monitor` once per change, and `reconcile`
+turns (monitor, measurements, prior status, now) into the status to write and the decisions to act on.
+
+The evaluation loop and the tests call the same functions: the loop only schedules, batches queries and performs
+the writes these functions describe. Pure: no I/O, no clock (``now`` is passed in).
+
+A cycle of one monitor, as the loop runs it:
+
+1. ``reconciled = reconcile(monitor, measurements, prior_status, now)``: the policies' new states, transitions
+   and decisions, and ``reconciled.status``, the status to write when no action runs;
+2. the actions layer carries out ``reconciled.decisions``; before it changes anything it persists its Pending
+   records with ``reconciled.with_pending(prior, records)`` (restart-safe: a killed operator finds them);
+3. ``reconciled.with_actions(prior, records, last_known_good)`` is the status to write after acting, and
+   ``reconciled.events(records)`` the Events to post.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from modelmonitor.actions import Event
+from modelmonitor.api import ModelMonitorSpec, duration_seconds, parse_monitor
+from modelmonitor.policy import (
+    Decision,
+    Evaluation,
+    Measurement,
+    MonitorSpec,
+    evaluate,
+    monitor_from_api,
+    render_status,
+)
+from modelmonitor.policy.timefmt import parse_time
+from modelmonitor.signals import SignalRequest
+
+__all__ = ["Monitor", "Reconciled", "monitor_from_body", "reconcile", "status_write_due"]
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """A ModelMonitor as the operator works with it: identity, the validated spec, the engine's view of it and
+    the signal requests of its policies, all derived once per watched change."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: ModelMonitorSpec
+    engine: MonitorSpec
+    #: One request per policy, in spec order.
+    requests: tuple[SignalRequest, ...]
+    interval_seconds: float
+    #: ``metadata.creationTimestamp`` (RFC 3339), "" when unknown.
+    created: str = ""
+    #: Annotations carry approvals of pending actions (``modelmonitor.dev/approve``).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+def _request(namespace: str, name: str, spec: ModelMonitorSpec, index: int) -> SignalRequest:
+    policy = spec.policies[index]
+    return SignalRequest(
+        namespace=namespace,
+        monitor=name,
+        policy=policy.name,
+        model=spec.model.name,
+        window=policy.window,
+        signal=policy.signal,
+        query=policy.query,
+        version=spec.model.version,
+        auto_threshold=bool(policy.condition.auto_threshold),
+        # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
+        # `__other__` group neither blocks nor decides the signal.
+        min_samples=policy.min_samples,
+    )
+
+
+def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
+    """The `Monitor` of a watched ModelMonitor object. Raises `SpecError` naming the field when the spec cannot
+    be used (the API server's schema and CEL rules catch the same problems earlier, when the CRD is installed)."""
+    meta = body.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    spec = parse_monitor(body)
+    return Monitor(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        engine=monitor_from_api(namespace, name, spec),
+        requests=tuple(_request(namespace, name, spec, i) for i in range(len(spec.policies))),
+        interval_seconds=duration_seconds(spec.interval),
+        created=str(meta.get("creationTimestamp") or ""),
+        annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+    )
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One cycle of one monitor: the evaluation, and the statuses and Events that follow from it."""
+
+    monitor: Monitor
+    evaluation: Evaluation
+    prior_status: Mapping[str, Any]
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """What the actions layer is asked to do this cycle."""
+        return self.evaluation.decisions
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The status to write when no action ran this cycle."""
+        return self.with_actions(self.prior_status, ())
+
+    def with_pending(self, prior: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The status to persist before acting: this cycle's policy states (the episode's activeSince is part of
+        every idempotency key) with ``records`` (Pending) replacing the Pending records of the same keys."""
+        keys = {r.get("key") for r in records}
+        kept = [a for a in prior.get("actions") or [] if not (a.get("key") in keys and a.get("result") == "Pending")]
+        return self.with_actions({**prior, "actions": kept}, records)
+
+    def with_actions(
+        self,
+        prior: Mapping[str, Any],
+        records: Sequence[Mapping[str, Any]],
+        last_known_good: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The status after this cycle's actions: ``records`` merged into the history of ``prior`` (the prior
+        status, or the one persisted by `with_pending`)."""
+        return render_status(
+            self.monitor.engine,
+            self.evaluation,
+            prior_status=prior,
+            observed_generation=self.monitor.generation,
+            action_records=records,
+            last_known_good=last_known_good,
+        )
+
+    @property
+    def changed(self) -> bool:
+        """Whether a policy changed state or something was decided (such monitors are written first)."""
+        return bool(self.evaluation.transitions or self.evaluation.decisions)
+
+    def events(self, records: Sequence[Mapping[str, Any]]) -> list[Event]:
+        """The Events of this cycle: one per policy transition and one per action record."""
+        signals = {p.name: p.signal or "query" for p in self.monitor.spec.policies}
+        events = [
+            Event(
+                t.event_type,
+                t.reason,
+                f"policy {t.policy} ({signals.get(t.policy, '')}) {t.old.value} -> {t.new.value}: {t.message}",
+            )
+            for t in self.evaluation.transitions
+        ]
+        for record in records:
+            result = str(record.get("result", ""))
+            events.append(
+                Event(
+                    "Normal" if result in ("Succeeded", "DryRun", "Pending") else "Warning",
+                    f"Action{result}",
+                    f"{record.get('name')} ({record.get('type', '')}) for policy {record.get('policy')}: "
+                    f"{record.get('reason')}",
+                )
+            )
+        return events
+
+
+def reconcile(
+    monitor: Monitor, measurements: Mapping[str, Measurement], prior_status: Mapping[str, Any], now: datetime
+) -> Reconciled:
+    """Evaluate every policy of ``monitor`` on this cycle's ``measurements`` (by policy name; a policy without
+    one counts as an Error and holds) against the ``prior_status``, at ``now``."""
+    return Reconciled(monitor, evaluate(monitor.engine, prior_status, measurements, now), prior_status)
+
+
+_VOLATILE_POLICY_FIELDS = frozenset({"value", "samples", "message", "threshold"})
+
+
+def _material(status: Mapping[str, Any]) -> Any:
+    """A status without what changes every cycle while nothing happens (evaluation time, measured values)."""
+    policies = [{k: v for k, v in p.items() if k not in _VOLATILE_POLICY_FIELDS} for p in status.get("policies") or []]
+    rest = {k: v for k, v in status.items() if k not in ("lastEvaluationTime", "policies", "message")}
+    return rest, policies
+
+
+def status_write_due(
+    prior: Mapping[str, Any], status: Mapping[str, Any], now: datetime, heartbeat_seconds: float
+) -> bool:
+    """Whether ``status`` must be written over ``prior``: always without a heartbeat (``heartbeat_seconds`` <= 0);
+    with one, when something besides the measured values changed or the last write is a heartbeat old."""
+    if heartbeat_seconds <= 0 or _material(prior) != _material(status):
+        return True
+    try:
+        last = parse_time(str(prior.get("lastEvaluationTime", "")))
+    except ValueError:
+        return True
+    return (now - last).total_seconds() >= heartbeat_seconds

@@ -1,0 +1,149 @@
+"""The one reconcile path: a watched body to a `Monitor` once, then (monitor, measurements, prior status, now) to
+the status to write, the decisions to act on, the checkpoint before acting and the Events. The loop and the action
+tests call these same functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelmonitor.policy import Measurement, MeasurementKind, Series
+from modelmonitor.reconcile import Monitor, monitor_from_body, reconcile, status_write_due
+
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def body(**spec_changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "target": {"name": "fraud"},
+        "model": {"name": "fraud", "version": "3"},
+        "interval": "1m",
+        "policies": [
+            {
+                "name": "accuracy",
+                "signal": "accuracy",
+                "window": "10m",
+                "condition": {"op": "<", "threshold": 0.8},
+                "actions": ["page"],
+            },
+            {"name": "drift", "signal": "dataDrift", "window": "1h", "condition": {"op": ">", "autoThreshold": True}},
+        ],
+        "actions": {"page": {"type": "alert", "webhook": {"url": "http://hooks.example/page"}}},
+        **spec_changes,
+    }
+    meta = {
+        "namespace": "ml",
+        "name": "fraud",
+        "uid": "u1",
+        "generation": 4,
+        "creationTimestamp": "2026-12-01T00:00:00Z",
+    }
+    return {"metadata": meta, "spec": spec}
+
+
+def measured(accuracy: float, drift: float = 0.05, threshold: float = 0.1) -> dict[str, Measurement]:
+    return {
+        "accuracy": Measurement.value(accuracy, 500),
+        "drift": Measurement(MeasurementKind.VALUES, (Series(drift, 900),), threshold=threshold, query="psi(...)"),
+    }
+
+
+@pytest.fixture
+def monitor() -> Monitor:
+    return monitor_from_body(body())
+
+
+def test_a_watched_body_is_mapped_once_into_one_value(monitor: Monitor) -> None:
+    assert (monitor.key, monitor.uid, monitor.generation, monitor.interval_seconds) == (("ml", "fraud"), "u1", 4, 60)
+    assert [r.policy for r in monitor.requests] == ["accuracy", "drift"]
+    accuracy, drift = monitor.requests
+    assert (accuracy.signal, accuracy.window, accuracy.version, accuracy.auto_threshold) == (
+        "accuracy",
+        "10m",
+        "3",
+        False,
+    )
+    assert drift.auto_threshold
+    assert [rule.name for rule in monitor.engine.policies] == ["accuracy", "drift"]
+    assert monitor.engine.action_types == {"page": "alert"}
+
+
+def test_healthy_cycle_writes_a_healthy_status_and_decides_nothing(monitor: Monitor) -> None:
+    cycle = reconcile(monitor, measured(0.9), {}, T0)
+    assert cycle.decisions == ()
+    status = cycle.status
+    assert status["phase"] == "Healthy" and status["observedGeneration"] == 4
+    drift = next(p for p in status["policies"] if p["name"] == "drift")
+    # threshold: auto takes the threshold that came with the measurement
+    assert drift["threshold"] == 0.1 and drift["state"] == "Inactive"
+
+
+def test_auto_threshold_without_a_calibrated_threshold_is_no_data(monitor: Monitor) -> None:
+    measurements = {
+        "accuracy": Measurement.value(0.9, 500),
+        "drift": Measurement(MeasurementKind.VALUES, (Series(0.5, 900),)),
+    }
+    status = reconcile(monitor, measurements, {}, T0).status
+    drift = next(p for p in status["policies"] if p["name"] == "drift")
+    assert drift["state"] == "NoData" and "not calibrated" in drift["message"]
+
+
+def test_a_breach_decides_the_policy_actions_with_the_query_sent(monitor: Monitor) -> None:
+    cycle = reconcile(monitor, measured(0.5), {}, T0)
+    assert cycle.changed
+    (decision,) = cycle.decisions
+    assert (decision.policy, decision.action, decision.action_type, decision.value) == (
+        "accuracy",
+        "page",
+        "alert",
+        0.5,
+    )
+    assert cycle.status["phase"] == "Firing"
+
+
+def test_checkpoint_then_actions_replace_pending_records_of_the_same_key(monitor: Monitor) -> None:
+    cycle = reconcile(monitor, measured(0.5), {}, T0)
+    (decision,) = cycle.decisions
+    pending = {"name": "page", "type": "alert", "policy": "accuracy", "key": decision.key, "at": "2026-12-06T12:00:00Z"}
+    first = cycle.with_pending(cycle.prior_status, [{**pending, "result": "Pending", "reason": "awaiting approval"}])
+    again = cycle.with_pending(first, [{**pending, "result": "Pending", "reason": "awaiting approval (2)"}])
+    assert [(a["result"], a["reason"]) for a in again["actions"]] == [("Pending", "awaiting approval (2)")]
+    assert again["conditions"][-1]["status"] == "True"  # ActionInProgress
+    done = cycle.with_actions(again, [{**pending, "result": "Succeeded", "reason": "sent"}])
+    assert [a["result"] for a in done["actions"]] == ["Succeeded"]
+    assert done["lastAction"].startswith("page Succeeded")
+
+
+def test_events_name_the_transition_and_each_record(monitor: Monitor) -> None:
+    cycle = reconcile(monitor, measured(0.5), {}, T0)
+    record = {"name": "page", "type": "alert", "policy": "accuracy", "result": "Failed", "reason": "webhook down"}
+    events = cycle.events([record])
+    assert any("policy accuracy (accuracy) Inactive -> Firing" in e.message for e in events)
+    assert events[-1].type == "Warning" and events[-1].reason == "ActionFailed"
+    assert "page (alert) for policy accuracy: webhook down" in events[-1].message
+
+
+def test_prior_status_carries_the_timers_across_cycles() -> None:
+    monitor = monitor_from_body(body(policies=[{**body()["spec"]["policies"][0], "for": "2m"}]))
+    first = reconcile(monitor, {"accuracy": Measurement.value(0.5, 500)}, {}, T0)
+    assert first.status["phase"] == "Pending" and not first.decisions
+    later = reconcile(monitor, {"accuracy": Measurement.value(0.5, 500)}, first.status, T0 + timedelta(minutes=2))
+    assert later.status["phase"] == "Firing" and len(later.decisions) == 1
+
+
+def test_paused_monitor_measures_nothing_and_decides_nothing() -> None:
+    monitor = monitor_from_body(body(paused=True))
+    cycle = reconcile(monitor, {}, {}, T0)
+    assert cycle.decisions == () and cycle.status["phase"] == "Paused"
+
+
+def test_status_write_due_skips_only_unchanged_statuses_within_the_heartbeat(monitor: Monitor) -> None:
+    prior = reconcile(monitor, measured(0.9), {}, T0).status
+    same = reconcile(monitor, measured(0.91), prior, T0 + timedelta(seconds=60)).status
+    assert not status_write_due(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=300)
+    assert status_write_due(prior, same, T0 + timedelta(seconds=300), heartbeat_seconds=300)
+    assert status_write_due(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=0)
+    firing = reconcile(monitor, measured(0.5), prior, T0 + timedelta(seconds=60)).status
+    assert status_write_due(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=300)
