@@ -17,18 +17,6 @@ OUTCOMES = ("tp", "fp", "tn", "fn")
 
 
 @dataclass(frozen=True)
-class Pending:
-    """What the store keeps of one prediction until its label comes."""
-
-    at: float
-    """When the prediction was stored (the store's clock, seconds)."""
-    predicted_positive: int
-    """1 if the model predicted the positive class, 0 if not, -1 if that cannot be told."""
-    group: int
-    """Group code."""
-
-
-@dataclass(frozen=True)
 class Join:
     """The result of offering one label: ``result`` is ``joined``, ``unmatched`` or ``duplicate``."""
 

@@ -6,11 +6,10 @@ Methods, formulas, log bases, directions and the false-alarm calibration are des
 Modules: :mod:`~modelmonitor.stats.binning` (reference-quantile bins, Prometheus ``le`` semantics),
 :mod:`~modelmonitor.stats.drift` (drift methods and the ``METHODS`` registry),
 :mod:`~modelmonitor.stats.quality` (accuracy, precision, recall, F1, fairness gaps),
-:mod:`~modelmonitor.stats.data_quality` (missing values, schema violations, unseen categories),
 :mod:`~modelmonitor.stats.calibration` (thresholds for the live window size, the large-sample guard).
 """
 
-from modelmonitor.stats import binning, calibration, data_quality, drift, quality
+from modelmonitor.stats import binning, calibration, drift, quality
 from modelmonitor.stats.drift import METHODS, DriftMethod
 
-__all__ = ["METHODS", "DriftMethod", "binning", "calibration", "data_quality", "drift", "quality"]
+__all__ = ["METHODS", "DriftMethod", "binning", "calibration", "drift", "quality"]
