@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup venv binaries lint unit test demo clean-cluster crds
+.PHONY: setup venv binaries lint unit test demo clean-cluster crds generate
 
 venv: $(BIN)/.installed
 
@@ -43,8 +43,14 @@ demo: setup
 clean-cluster: venv
 	$(BIN)/modelmonitor cluster down
 
-# After changing the API models: regenerate the CRD, the chart's copy of it and the field reference.
-crds: venv
+# Everything generated, from its one source: the CRD (and the chart's copy, and the field reference) from the API
+# models; the RBAC manifest and the chart's RBAC rules from operator/modelmonitor/rbac.py. Tests fail when these
+# files and their sources disagree.
+generate: venv
 	$(BIN)/modelmonitor crd --output crds/modelmonitor.dev_modelmonitors.yaml
 	$(BIN)/modelmonitor crd --output charts/modelmonitor/crds/modelmonitor.dev_modelmonitors.yaml
 	$(BIN)/modelmonitor crd --markdown > docs/crd-reference.md
+	$(BIN)/python -m modelmonitor.rbac > deploy/rbac.yaml
+	$(BIN)/python -m modelmonitor.rbac --chart-rules > charts/modelmonitor/templates/_rbac_rules.tpl
+
+crds: generate

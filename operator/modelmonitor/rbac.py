@@ -7,12 +7,14 @@
 - per namespace (``--watch ns``, repeatable): a RoleBinding of the same ClusterRole in each watched namespace,
   so the operator can read Secrets, change workloads and create Jobs there and nowhere else.
 
-Regenerate: ``python -m modelmonitor.rbac > deploy/rbac.yaml``. Explanations: docs/rbac.md.
+The chart's rules template (``charts/modelmonitor/templates/_rbac_rules.tpl``) is generated from it too.
+Regenerate both with ``make generate``. Explanations: docs/rbac.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,6 +129,27 @@ def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
     return HEADER + "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
 
 
+def chart_rules_template() -> str:
+    """The chart's ``modelmonitor.rbacRules`` template, generated from `RULES`."""
+    lines = [
+        "{{/*",
+        "The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, the one definition) by",
+        "`make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the module disagree.",
+        "*/}}",
+        '{{- define "modelmonitor.rbacRules" -}}',
+    ]
+    for rule in RULES:
+        d = rule.to_dict()
+        lines += [
+            f"# {rule.why}",
+            f"- apiGroups: {json.dumps(d['apiGroups'])}",
+            f"  resources: {json.dumps(d['resources'])}",
+            f"  verbs: {json.dumps(d['verbs'])}",
+        ]
+    lines.append("{{- end }}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelmonitor.rbac", description=__doc__.split("\n")[0])
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace of the operator's ServiceAccount")
@@ -134,7 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--watch", action="append", default=[], help="bind only in this namespace (repeatable); default cluster-wide"
     )
+    parser.add_argument(
+        "--chart-rules", action="store_true", help="print the chart's rules template instead of the objects"
+    )
     args = parser.parse_args(argv)
+    if args.chart_rules:
+        sys.stdout.write(chart_rules_template())
+        return 0
     sys.stdout.write(to_yaml(render(args.namespace, args.service_account, args.watch)))
     return 0
 

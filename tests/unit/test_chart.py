@@ -5,7 +5,7 @@ without it these tests are skipped, saying so. Alert rules and dashboard queries
 `promtool` (Debian's prometheus package, installed by `make test`).
 
 Regenerate the chart's RBAC rules from operator/modelmonitor/rbac.py:
-    .venv/bin/python tests/unit/test_chart.py --write-rbac-rules
+    make generate
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import yaml
 
 from modelmonitor.devcluster import versions
 from modelmonitor.devcluster.paths import binary_path
-from modelmonitor.rbac import RULES
+from modelmonitor.rbac import RULES, chart_rules_template
 from modelmonitor.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,28 +32,6 @@ SCENARIOS = sorted((CHART / "ci").glob("*.yaml"))
 RULES_TEMPLATE = CHART / "templates" / "_rbac_rules.tpl"
 KUBE_VERSION = versions.KUBERNETES
 HELM = binary_path("helm", versions.HELM, "helm")
-
-
-def rules_template() -> str:
-    """The chart's `modelmonitor.rbacRules` template, generated from the operator's one list of rules."""
-    lines = [
-        "{{/*",
-        "The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, the one definition) by",
-        "`.venv/bin/python tests/unit/test_chart.py --write-rbac-rules`: do not edit by hand.",
-        "tests/unit/test_chart.py fails when this file and the module disagree.",
-        "*/}}",
-        '{{- define "modelmonitor.rbacRules" -}}',
-    ]
-    for rule in RULES:
-        d = rule.to_dict()
-        lines += [
-            f"# {rule.why}",
-            f"- apiGroups: {json.dumps(d['apiGroups'])}",
-            f"  resources: {json.dumps(d['resources'])}",
-            f"  verbs: {json.dumps(d['verbs'])}",
-        ]
-    lines.append("{{- end }}")
-    return "\n".join(lines) + "\n"
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -236,9 +213,9 @@ def _module_rules() -> list[dict[str, Any]]:
 
 
 def test_the_rules_template_is_generated_from_the_operator_rbac_module() -> None:
-    assert RULES_TEMPLATE.read_text() == rules_template(), (
+    assert RULES_TEMPLATE.read_text() == chart_rules_template(), (
         "charts/modelmonitor/templates/_rbac_rules.tpl is out of date with operator/modelmonitor/rbac.py; "
-        "regenerate: .venv/bin/python tests/unit/test_chart.py --write-rbac-rules"
+        "regenerate: make generate"
     )
 
 
@@ -496,14 +473,6 @@ def test_the_dashboard_shows_signals_thresholds_and_actions() -> None:
     assert variables == {"datasource", "namespace", "model", "feature", "method"}
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--write-rbac-rules"]:
-        RULES_TEMPLATE.write_text(rules_template())
-        print(f"wrote {RULES_TEMPLATE.relative_to(ROOT)}")
-    else:
-        sys.exit(f"usage: {sys.argv[0]} --write-rbac-rules")
 
 
 # --- the guides: their helm commands and the files they name --------------------------------------------------

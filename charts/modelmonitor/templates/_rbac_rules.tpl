@@ -1,7 +1,6 @@
 {{/*
 The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, the one definition) by
-`.venv/bin/python tests/unit/test_chart.py --write-rbac-rules`: do not edit by hand.
-tests/unit/test_chart.py fails when this file and the module disagree.
+`make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the module disagree.
 */}}
 {{- define "modelmonitor.rbacRules" -}}
 # watch ModelMonitors (specs and approval annotations)
