@@ -176,7 +176,8 @@ def _material(status: Mapping[str, Any]) -> Any:
 def to_measurement(result: SignalResult) -> Measurement:
     """A signal result in the engine's terms (NoData and Error stay what they are: never a number)."""
     if result.status is MeasurementStatus.VALUES:
-        return Measurement.values(*(Series(v, result.samples) for v in result.values))
+        labels = result.series_labels or tuple(() for _ in result.values)
+        return Measurement.values(*(Series(v, result.samples, ls) for v, ls in zip(result.values, labels, strict=True)))
     if result.status is MeasurementStatus.NO_DATA:
         return Measurement.no_data(result.reason or "no data")
     if result.status is MeasurementStatus.INVALID:

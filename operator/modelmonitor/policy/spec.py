@@ -88,7 +88,7 @@ def rule_from_spec(
             keep_firing_for_seconds=parse_duration(policy.get("keepFiringFor", "0s"), field=f"{where}.keepFiringFor"),
             min_samples=min_samples,
             no_data=_choice(policy.get("noData"), NoDataPolicy, f"{where}.noData", NoDataPolicy.HOLD),
-            reduce=_choice(policy.get("reduce"), Reduce, f"{where}.reduce", Reduce.MAX),
+            reduce=_choice(policy.get("reduce"), Reduce, f"{where}.reduce", None),
             severity=_choice(policy.get("severity"), Severity, f"{where}.severity", Severity.WARNING),
             actions=tuple(actions),
             dry_run=bool(policy.get("dryRun", False)),
