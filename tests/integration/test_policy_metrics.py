@@ -123,8 +123,9 @@ def test_without_reduce_the_failing_replica_decides_and_the_metrics_show_it(
     # The operator's /metrics carries the same verdict, straight from the status it wrote.
     samples = wait_for(
         "the policy's series on the operator's /metrics",
-        lambda: (s := scraped(operator, namespace, "fraud")).get(("modelmonitor_policy_value", "")) == firing["value"]
-        and s,
+        lambda: (
+            (s := scraped(operator, namespace, "fraud")).get(("modelmonitor_policy_value", "")) == firing["value"] and s
+        ),
         timeout=20,
     )
     assert samples[("modelmonitor_policy_state", "Firing")] == 1.0
