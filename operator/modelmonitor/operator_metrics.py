@@ -96,6 +96,8 @@ class PolicyCollector(Collector):
             if _spec_invalid(status):
                 continue
             for entry in status.get("policies") or ():
+                if not isinstance(entry, Mapping):
+                    continue
                 policy, current_state = entry.get("name"), entry.get("state")
                 if not isinstance(policy, str) or current_state not in _STATES:
                     continue

@@ -202,9 +202,10 @@ def test_an_invalid_spec_shows_only_its_phase() -> None:
         {"name": "accuracy", "state": "Inactive", "value": "0.9"},
         {"name": "accuracy", "state": "Inactive", "value": math.nan},
         {"name": "accuracy", "state": "Inactive", "value": True},
+        "accuracy",
     ],
 )
-def test_a_status_the_loop_could_not_have_written_is_left_out_not_a_failed_scrape(entry: dict[str, Any]) -> None:
+def test_a_status_the_loop_could_not_have_written_is_left_out_not_a_failed_scrape(entry: Any) -> None:
     registry, _ = metrics_of(body("fraud", {"phase": "Healthy", "policies": [entry]}))
     assert sample(registry, "modelmonitor_policy_value", policy="accuracy") is None
     assert sample(registry, "modelmonitor_monitor_phase", phase="Healthy") == 1.0
