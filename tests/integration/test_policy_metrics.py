@@ -107,9 +107,14 @@ def test_without_reduce_the_failing_replica_decides_and_the_metrics_show_it(
     healthy, failing, operator = replicas
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=monitor("fraud"))
 
+    # Prometheus may have scraped one replica only at the first evaluations: wait for both.
     firing = wait_for(
-        "the policy to fire on the failing replica",
-        lambda: (entry := policy_entry(cluster, namespace, "fraud")).get("state") == "Firing" and entry,
+        "the policy to fire, judged over both replicas",
+        lambda: (
+            (entry := policy_entry(cluster, namespace, "fraud")).get("state") == "Firing"
+            and "2 of 2 series" in entry["message"]
+            and entry
+        ),
         timeout=60,
     )
     assert firing["value"] == pytest.approx(0.60)
