@@ -2,9 +2,9 @@
 sandbox one after the other, and the ratios of what matters (cycle time, CPU, memory, start-up, breach delay).
 
 Each side runs its own copy of ``bench/bench_operator_scale.py`` against its own code: the baseline from a
-``git archive`` snapshot (``operator/``, ``bench/`` and ``crds/``) with ``PYTHONPATH`` pointing at the snapshot, so both the
-benchmark and the operator process it starts import the baseline. A ratio above 1 means the work tree is slower
-(or bigger) than the baseline.
+``git archive`` snapshot (``operator/``, ``bench/`` and ``crds/``) with ``PYTHONPATH`` pointing at the snapshot, so
+both the benchmark and the operator process it starts import the baseline. A ratio above 1 means the work tree is
+slower (or bigger) than the baseline.
 
 Usage (the sandbox must be running: ``modelmonitor cluster up``)::
 

@@ -269,3 +269,33 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+#: The prefixes of the series the operator's own /metrics exports (the rest belong to the sidecar).
+OPERATOR_METRIC_PREFIXES = ("modelmonitor_operator_", "modelmonitor_monitor_", "modelmonitor_policy_")
+
+
+def operator_metric_names() -> set[str]:
+    """Every series name the operator's /metrics can export, read from the real collectors with one evaluated
+    monitor known (counters with their ``_total``, histograms with ``_bucket``/``_count``/``_sum``)."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry
+
+    from modelmonitor.loop import Registry
+    from modelmonitor.operator_metrics import OperatorMetrics
+    from modelmonitor.policy import Measurement, MonitorSpec, Rule, evaluate, render_status
+
+    spec = MonitorSpec("ml", "fraud", (Rule("accuracy", "<", 0.85),))
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    status = render_status(spec, evaluate(spec, {}, {"accuracy": Measurement.value(0.8, 10)}, now))
+    monitors = Registry()
+    monitors.upsert({"metadata": {"namespace": "ml", "name": "fraud", "uid": "u"}, "spec": {}, "status": status})
+    registry = CollectorRegistry()
+    OperatorMetrics(registry, monitors=monitors)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names

@@ -44,7 +44,7 @@ def build_runtime(settings: OperatorSettings, actions: Actions | None = None) ->
     """Build the clients once: one Kubernetes client shared by the loop and the actions."""
     load_config()
     registry = Registry()
-    metrics = OperatorMetrics()
+    metrics = OperatorMetrics(monitors=registry)  # /metrics mirrors each monitor's last status
     kube = KubernetesClient()
     if actions is None:
         actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env())

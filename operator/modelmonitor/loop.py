@@ -155,8 +155,9 @@ def next_aligned(now: float, interval: float) -> float:
 def to_measurement(result: SignalResult) -> Measurement:
     """A signal result in the engine's terms (NoData and Error stay what they are: never a number)."""
     if result.status is MeasurementStatus.VALUES:
-        series = (Series(v, result.samples) for v in result.values)
-        return Measurement(MeasurementKind.VALUES, tuple(series), threshold=result.threshold, query=result.query)
+        labels = result.series_labels or tuple(() for _ in result.values)
+        series = tuple(Series(v, result.samples, ls) for v, ls in zip(result.values, labels, strict=True))
+        return Measurement(MeasurementKind.VALUES, series, threshold=result.threshold, query=result.query)
     kinds = {
         MeasurementStatus.NO_DATA: (MeasurementKind.NO_DATA, "no data"),
         MeasurementStatus.INVALID: (MeasurementKind.INVALID, "invalid"),

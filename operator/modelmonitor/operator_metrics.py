@@ -1,24 +1,158 @@
-"""The operator's own Prometheus metrics and its health endpoint (/metrics and /healthz on one port)."""
+"""The operator's own Prometheus metrics and its health endpoint (/metrics and /healthz on one port).
+
+Two kinds of series: counters and gauges of what the loop does (`OperatorMetrics`), and one set of series per
+monitor and policy that mirrors the status the loop last wrote (`PolicyCollector`), so Grafana and Prometheus
+alerting see the same states, values and thresholds as ``kubectl get mm``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from modelmonitor.policy import Phase, State
 
 if TYPE_CHECKING:
     from modelmonitor.loop import CycleReport
 
 
-class OperatorMetrics:
-    """Counters of what the loop does. Pass a fresh registry in tests."""
+class KnownMonitor(Protocol):
+    """A monitor as the loop knows it: where it is and the status last written (or watched)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def status(self) -> Mapping[str, Any]: ...
+
+
+class KnownMonitors(Protocol):
+    """Every monitor the operator currently knows (the loop's `Registry`); a deleted one is no longer listed."""
+
+    def all(self) -> Sequence[KnownMonitor]: ...
+
+
+# Policy states that carry no measured value this cycle: the status keeps the last measured value for people to
+# read, but a series must not show it as current (never a made-up or stale number for a missing measurement).
+_NO_VALUE_STATES = frozenset({State.NO_DATA.value, State.ERROR.value})
+
+
+def _number(raw: Any) -> float | None:
+    """A finite number from a status field, or None (absent, or not something the loop could have written)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        return None
+    return float(raw)
+
+
+def _spec_invalid(status: Mapping[str, Any]) -> bool:
+    """Whether the spec could not be evaluated: its policies keep their last states in status, so a fixed spec
+    resumes, but they say nothing current. (An unusable answer is phase Invalid too, with evaluated policies.)"""
+    if status.get("phase") != Phase.INVALID.value:
+        return False
+    conditions = status.get("conditions") or ()
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "Evaluating" and c.get("reason") == Phase.INVALID.value
+        for c in conditions
+    )
+
+
+class PolicyCollector(Collector):
+    """One series set per monitor and policy, built fresh at every scrape from the loop's last statuses.
+
+    Nothing is kept between scrapes, so a deleted monitor or a policy removed from a spec disappears from the
+    next scrape by itself. A monitor whose spec is invalid shows only its phase: its policies are not evaluated.
+    """
+
+    def __init__(self, monitors: KnownMonitors) -> None:
+        self._monitors = monitors
+
+    def describe(self) -> Iterable[Metric]:
+        # The names, without samples: lets a registry detect a clash without calling collect() (the default
+        # registry would otherwise collect at registration time).
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        phase, state, value, threshold = families = self._families()
+        for monitor in self._monitors.all():
+            namespace, name, status = monitor.namespace, monitor.name, monitor.status
+            current_phase = status.get("phase")
+            if current_phase not in _PHASES:
+                continue  # never evaluated yet: nothing to show
+            for known in _PHASES:
+                phase.add_metric([namespace, name, known], 1.0 if known == current_phase else 0.0)
+            if _spec_invalid(status):
+                continue
+            for entry in status.get("policies") or ():
+                if not isinstance(entry, Mapping):
+                    continue
+                policy, current_state = entry.get("name"), entry.get("state")
+                if not isinstance(policy, str) or current_state not in _STATES:
+                    continue
+                labels = [namespace, name, policy]
+                for known in _STATES:
+                    state.add_metric([*labels, known], 1.0 if known == current_state else 0.0)
+                measured = _number(entry.get("value"))
+                if measured is not None and current_state not in _NO_VALUE_STATES:
+                    value.add_metric(labels, measured)
+                in_force = _number(entry.get("threshold"))
+                if in_force is not None:
+                    threshold.add_metric(labels, in_force)
+        return families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        monitor_labels = ["namespace", "monitor"]
+        policy_labels = [*monitor_labels, "policy"]
+        return [
+            GaugeMetricFamily(
+                "modelmonitor_monitor_phase",
+                "1 for the monitor's current phase (status.phase), 0 for the others",
+                labels=[*monitor_labels, "phase"],
+            ),
+            GaugeMetricFamily(
+                "modelmonitor_policy_state",
+                "1 for the policy's current state (status.policies[].state), 0 for the others",
+                labels=[*policy_labels, "state"],
+            ),
+            GaugeMetricFamily(
+                "modelmonitor_policy_value",
+                "the policy's measured value (status.policies[].value); absent while NoData or Error",
+                labels=policy_labels,
+            ),
+            GaugeMetricFamily(
+                "modelmonitor_policy_threshold",
+                "the threshold in force (status.policies[].threshold: clearThreshold while firing)",
+                labels=policy_labels,
+            ),
+        ]
+
+
+_PHASES = tuple(p.value for p in Phase)
+_STATES = tuple(s.value for s in State)
+
+
+class OperatorMetrics:
+    """Counters of what the loop does, and the policies of ``monitors`` when given. Pass a fresh registry in
+    tests."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, monitors: KnownMonitors | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if monitors is not None:
+            r.register(PolicyCollector(monitors))
         self.cycles = Counter("modelmonitor_operator_cycles", "evaluation cycles run", registry=r)
         self.evaluations = Counter(
             "modelmonitor_operator_evaluations", "monitors evaluated (valid and invalid)", ["result"], registry=r
@@ -93,7 +227,8 @@ def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Applicatio
     """/metrics for Prometheus; /healthz is 200 while cycles keep completing, 503 once they stall."""
 
     async def metrics_handler(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        # Off the event loop: with thousands of policies, rendering takes long enough to delay Kopf's watch.
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from modelmonitor.devcluster import versions
 from modelmonitor.devcluster.paths import binary_path
 from modelmonitor.rbac import RULES, chart_rules_template
 from modelmonitor.settings import OperatorSettings
+from support import OPERATOR_METRIC_PREFIXES, operator_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelmonitor"
@@ -389,7 +390,8 @@ def test_service_monitor_scrapes_the_operator_service() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
-    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    # honorLabels: the per-policy series keep their own namespace label (the monitor's), not exported_namespace.
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s", "honorLabels": True}
     assert monitor["spec"]["endpoints"] == [endpoint]
 
 
@@ -406,18 +408,30 @@ def test_prometheus_rules_are_valid_and_cover_operator_health_and_firing_monitor
         "ModelMonitorInvalidSpecs",
         "ModelMonitorActing",
         "ModelMonitorActionFailed",
+        "ModelMonitorPolicyFiring",  # policyAlerts: true
     }
     assert "[5m]" in alerts["ModelMonitorOperatorStalled"]["expr"]  # stalledMinutes: 5
     assert alerts["ModelMonitorActing"]["labels"] == {"severity": "critical", "team": "mlops"}
+    policy_alert = alerts.pop("ModelMonitorPolicyFiring")
+    # The per-policy series carry the monitor's namespace, so only the job selects the operator.
+    assert 'modelmonitor_policy_state{job="mm-modelmonitor", state="Firing"}' in policy_alert["expr"]
+    assert policy_alert["labels"] == {"severity": "critical", "team": "mlops"}
+    assert "modelmonitor_policy_value" in policy_alert["annotations"]["description"]
     for alert in alerts.values():
         assert 'job="mm-modelmonitor", namespace="mm-system"' in alert["expr"]
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
 
 
-def _contract_metric_names() -> set[str]:
-    """Every metric name the sidecar contract and the operator docs define."""
-    text = (ROOT / "docs" / "metrics.md").read_text() + (ROOT / "docs" / "operator.md").read_text()
-    return set(re.findall(r"`(modelmonitor_[a-z_]+)", text))
+def test_policy_alerts_are_off_by_default() -> None:
+    rule = only(render(None, "prometheusRule.enabled=true"), "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "ModelMonitorActing" in alerts and "ModelMonitorPolicyFiring" not in alerts
+
+
+def _sidecar_metric_names() -> set[str]:
+    """Every metric name of the sidecar contract (docs/metrics.md), the operator's own left out."""
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    return {n for n in re.findall(r"`(modelmonitor_[a-z_]+)", text) if not n.startswith(OPERATOR_METRIC_PREFIXES)}
 
 
 def _dashboard() -> dict[str, Any]:
@@ -441,12 +455,22 @@ def test_every_dashboard_query_parses_and_uses_contract_metrics(tmp_path: Path) 
     dashboard = _dashboard()
     exprs = _dashboard_exprs(dashboard)
     assert len(exprs) >= 15
-    known = _contract_metric_names()
+    sidecar, operator = _sidecar_metric_names(), operator_metric_names()
     for expr in exprs:
         for name in re.findall(r"\bmodelmonitor_[a-z_]+", expr):
-            base = re.sub(r"_(bucket|count|sum)$", "", name)
-            assert name in known or base in known, f"{name} is not in docs/metrics.md or docs/operator.md"
-    grafana = {"$__rate_interval": "5m", "$namespace": ".*", "$model": ".*", "$feature": ".*", "$method": "psi"}
+            if name.startswith(OPERATOR_METRIC_PREFIXES):
+                assert name in operator, f"{name} is not exported by the operator's /metrics"
+            else:
+                base = re.sub(r"_(bucket|count|sum)$", "", name)
+                assert name in sidecar or base in sidecar, f"{name} is not in the sidecar contract (docs/metrics.md)"
+    grafana = {
+        "$__rate_interval": "5m",
+        "$namespace": ".*",
+        "$monitor": ".*",
+        "$model": ".*",
+        "$feature": ".*",
+        "$method": "psi",
+    }
     rules = []
     for i, expr in enumerate(exprs):
         for variable, value in grafana.items():
@@ -467,10 +491,13 @@ def test_the_dashboard_shows_signals_thresholds_and_actions() -> None:
         "modelmonitor_request_duration_seconds_bucket",
         "modelmonitor_fairness_gap",
         "modelmonitor_operator_decisions_total",
+        "modelmonitor_policy_state",
+        "modelmonitor_policy_value",
+        "modelmonitor_policy_threshold",
     ):
         assert metric in exprs, metric
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert variables == {"datasource", "namespace", "model", "feature", "method"}
+    assert variables == {"datasource", "namespace", "monitor", "model", "feature", "method"}
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 

@@ -424,10 +424,12 @@ class Policy(ApiModel):
             "Prometheus errors are never treated as data."
         ),
     )
-    reduce: Literal["max", "min", "avg", "any", "all"] = Field(
-        default="max",
+    reduce: Literal["max", "min", "avg", "any", "all"] | None = Field(
+        default=None,
         description=(
-            "How several series become one value: max, min, avg, or any/all (breach when any/all series breach)."
+            "How several series become one value: max, min, avg, or any/all (breach when any/all series breach). "
+            "Unset, the worst series decides in the direction of the comparison: the lowest for < and <=, the "
+            "highest for > and >= (as any). The status message names the series that decided by its labels."
         ),
     )
     severity: Literal["info", "warning", "critical"] = Field(

@@ -50,7 +50,12 @@ class NoDataPolicy(StrEnum):
 
 
 class Reduce(StrEnum):
-    """How several series become one outcome; never "whichever came last"."""
+    """How several series become one outcome; never "whichever came last".
+
+    A rule without one (``Rule.reduce`` None, the API's default) lets the worst series decide in the direction of
+    the comparison, as ``any`` does: the lowest for ``<``/``<=``, the highest for ``>``/``>=``. A fixed ``max``
+    default would hide a failing series behind a healthy one whenever lower is worse.
+    """
 
     MAX = "max"
     MIN = "min"
@@ -106,7 +111,7 @@ class Rule:
     keep_firing_for_seconds: float = 0.0
     min_samples: int = 0
     no_data: NoDataPolicy = NoDataPolicy.HOLD
-    reduce: Reduce = Reduce.MAX
+    reduce: Reduce | None = None  # None: the worst series decides (see `Reduce`)
     severity: Severity = Severity.WARNING
     actions: tuple[str, ...] = ()
     dry_run: bool = False
@@ -125,6 +130,8 @@ class Rule:
             ("severity", Severity),
         ):
             raw = getattr(self, attr)
+            if attr == "reduce" and raw is None:
+                continue
             try:
                 object.__setattr__(self, attr, enum(raw))
             except ValueError:

@@ -11,6 +11,8 @@ The rules, in the order they are applied:
    answer as 0 and scaled production down during a Prometheus outage; we never invent a number).
 4. The remaining series are reduced to one value with ``reduce``; ``any``/``all`` pick the worst/best series
    for the policy's direction, so ``any`` breaches when one series does and ``all`` only when every one does.
+   Without ``reduce`` the worst series decides, as with ``any`` (the lowest for ``<``/``<=``, the highest for
+   ``>``/``>=``). The reason names the series that decided by its labels.
 5. Hysteresis: while the policy is Firing or Resolving (also when that episode is held by NoData/Error), the
    ``clearThreshold`` is the threshold in force, so a value between threshold and clearThreshold keeps it
    breaching.
@@ -78,24 +80,41 @@ def _num(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _pick(series: list[Series], rule: Rule) -> tuple[float, int | None]:
-    """Reduce usable series to (value, samples) per the rule; samples are those of the deciding series."""
+def _pick(series: list[Series], rule: Rule) -> tuple[float, int | None, Series | None]:
+    """Reduce usable series to (value, samples, deciding series) per the rule.
+
+    Samples are those of the deciding series; ``avg`` has no deciding series (None) and sums the samples.
+    """
     values = [s.value for s in series]
     if rule.reduce is Reduce.AVG:
         counts = [s.samples for s in series]
         total = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
-        return math.fsum(values) / len(values), total
+        return math.fsum(values) / len(values), total, None
     worst_is_max = rule.op.higher_is_worse
     if rule.reduce is Reduce.MAX:
         take_max = True
     elif rule.reduce is Reduce.MIN:
         take_max = False
-    elif rule.reduce is Reduce.ANY:
-        take_max = worst_is_max  # the most breaching series decides: one breach is enough
+    elif rule.reduce is Reduce.ALL:
+        take_max = not worst_is_max  # the least breaching series decides: all must breach
     else:
-        take_max = not worst_is_max  # ALL: the least breaching series decides: all must breach
+        # ANY, and no reduce at all: the most breaching series decides, so one failing series is never hidden
+        # behind healthy ones.
+        take_max = worst_is_max
     chosen = max(series, key=lambda s: s.value) if take_max else min(series, key=lambda s: s.value)
-    return chosen.value, chosen.samples
+    return chosen.value, chosen.samples, chosen
+
+
+def _reduce_text(rule: Rule, used: int, total: int, decided_by: Series | None) -> str:
+    """How several series became one value, and which series decided (by its labels, when it has any)."""
+    if rule.reduce is None:
+        # No reduce: the worst series, named by its direction so the reader sees why it was picked.
+        text = f"{'highest' if rule.op.higher_is_worse else 'lowest'} of {used} of {total} series"
+    else:
+        text = f"reduce {rule.reduce.value} over {used} of {total} series"
+    if decided_by is not None and decided_by.labels:
+        text += f": {decided_by.label_text()}"
+    return text
 
 
 def _no_data(rule: Rule, reason: str, threshold: float | None, total: int) -> Outcome:
@@ -161,7 +180,7 @@ def classify(rule: Rule, measurement: Measurement, *, clearing: bool = False) ->
                 what = f"{len(finite)} of {total} series finite, each with {what}"
         return _no_data(rule, what, threshold, total)
 
-    value, samples = _pick(usable, rule)
+    value, samples, decided_by = _pick(usable, rule)
     breach = rule.op.holds(value, threshold)
     if breach:
         verdict = f"value {_num(value)} {rule.op.value} {_num(threshold)}"
@@ -175,7 +194,7 @@ def classify(rule: Rule, measurement: Measurement, *, clearing: bool = False) ->
     if samples is not None:
         details.append(f"{samples} samples")
     if total > 1:
-        details.append(f"reduce {rule.reduce.value} over {len(usable)} of {total} series")
+        details.append(_reduce_text(rule, len(usable), total, decided_by))
     reason = verdict + (f" ({', '.join(details)})" if details else "")
     kind = OutcomeKind.BREACH if breach else OutcomeKind.OK
     return Outcome(kind, value, threshold, samples, reason, len(usable), total)

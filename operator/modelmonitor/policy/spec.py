@@ -24,7 +24,7 @@ def rule_from_policy(policy: Policy) -> Rule:
         keep_firing_for_seconds=duration_seconds(policy.keep_firing_for),
         min_samples=policy.min_samples,
         no_data=NoDataPolicy(policy.no_data),
-        reduce=Reduce(policy.reduce),
+        reduce=Reduce(policy.reduce) if policy.reduce is not None else None,
         severity=Severity(policy.severity),
         actions=tuple(policy.actions),
         dry_run=policy.dry_run,

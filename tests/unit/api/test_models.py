@@ -75,7 +75,7 @@ def test_defaults_are_filled_in_as_documented() -> None:
     assert spec.prometheus.timeout == "10s"
     policy = spec.policies[0]
     assert (policy.for_, policy.keep_firing_for, policy.min_samples) == ("0s", "0s", 0)
-    assert (policy.no_data, policy.reduce, policy.severity, policy.dry_run) == ("hold", "max", "warning", False)
+    assert (policy.no_data, policy.reduce, policy.severity, policy.dry_run) == ("hold", None, "warning", False)
     assert policy.condition.threshold_setting == 0.85
 
 

@@ -56,7 +56,7 @@ RULES = st.builds(
     st.sampled_from([0, 60]),
     st.sampled_from([None, 0.88]),
     st.sampled_from(["hold", "ok"]),
-    st.sampled_from(["max", "min", "avg", "any", "all"]),
+    st.sampled_from([None, "max", "min", "avg", "any", "all"]),
 )
 
 

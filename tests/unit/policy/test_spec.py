@@ -72,7 +72,7 @@ def test_defaults() -> None:
     )
     rule = spec.policies[0]
     assert (rule.for_seconds, rule.keep_firing_for_seconds, rule.min_samples) == (0, 0, 0)
-    assert (rule.no_data.value, rule.severity.value) == ("hold", "warning")
+    assert (rule.no_data.value, rule.reduce, rule.severity.value) == ("hold", None, "warning")
     assert spec.combine is Combine.ANY_OF and spec.degraded_after_errors == 3 and not spec.paused
 
 
