@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelmonitor.devcluster import versions
-from modelmonitor.devcluster.paths import binary_path
 from modelmonitor.rbac import RULES
 from modelmonitor.settings import OperatorSettings
+from modelmonitor_sandbox.devcluster import versions
+from modelmonitor_sandbox.devcluster.paths import binary_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelmonitor"
