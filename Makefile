@@ -11,10 +11,12 @@ PYTEST_ARGS ?=
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml
+# Two distributions, both editable: the runtime (modelmonitor, operator/) with the dev tools, and the development
+# tooling (modelmonitor-sandbox, sandbox/: the local sandbox and the demo, with matplotlib for its picture).
+$(BIN)/.installed: pyproject.toml sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e './sandbox[demo]'
 	touch $@
 
 # Builds or reuses the cached binaries; installs Debian's prometheus and prometheus-alertmanager when missing.
@@ -24,8 +26,8 @@ binaries: venv
 setup: venv binaries
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator sandbox tests bench
+	$(BIN)/ruff format --check operator sandbox tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

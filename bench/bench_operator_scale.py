@@ -85,10 +85,10 @@ from synthetic_exporter import model_name
 
 from modelmonitor.adapters.kubernetes import KubernetesClient
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
-from modelmonitor.devcluster import cluster as sandbox
-from modelmonitor.devcluster.build import kubectl_binary
-from modelmonitor.devcluster.processes import free_port
 from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+from modelmonitor_sandbox.devcluster import cluster as sandbox
+from modelmonitor_sandbox.devcluster.build import kubectl_binary
+from modelmonitor_sandbox.devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "modelmonitor.dev_modelmonitors.yaml"

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelmonitor.devcluster import cluster as sandbox
-from modelmonitor.devcluster.build import kubectl_binary
+from modelmonitor_sandbox.devcluster import cluster as sandbox
+from modelmonitor_sandbox.devcluster.build import kubectl_binary
 from support import Cluster, wait_for
 
 

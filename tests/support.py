@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelmonitor.devcluster import cluster as sandbox
-from modelmonitor.devcluster import targets
+from modelmonitor_sandbox.devcluster import cluster as sandbox
+from modelmonitor_sandbox.devcluster import targets
 
 
 @dataclass
@@ -101,7 +101,7 @@ class ExporterProcess:
     """A real exporter process (tests/fake_model_exporter.py) whose series a test sets at run time."""
 
     def __init__(self, directory: Path) -> None:
-        from modelmonitor.devcluster.processes import free_port
+        from modelmonitor_sandbox.devcluster.processes import free_port
 
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -132,7 +132,7 @@ class PrometheusProcess:
     """
 
     def __init__(self, directory: Path, targets: list[str], labels: dict[str, str] | None = None) -> None:
-        from modelmonitor.devcluster.processes import free_port
+        from modelmonitor_sandbox.devcluster.processes import free_port
 
         self.directory = directory
         self.port = free_port()
@@ -201,7 +201,7 @@ class OperatorProcess:
 
     def __init__(self, env: dict[str, str], namespace: str, directory: Path) -> None:
         from modelmonitor.actions.testhooks import CRASH_ENV
-        from modelmonitor.devcluster.processes import free_port
+        from modelmonitor_sandbox.devcluster.processes import free_port
 
         self.namespace = namespace
         self.log = directory / "operator.log"

@@ -17,10 +17,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from modelmonitor.demo.fleet import image_version
-from modelmonitor.demo.manifests import ACCURACY_CLEAR, ACCURACY_THRESHOLD
-from modelmonitor.demo.world import AFTER, BEFORE, fit, sample
-from modelmonitor.devcluster.processes import free_port
+from modelmonitor_sandbox.demo.fleet import image_version
+from modelmonitor_sandbox.demo.manifests import ACCURACY_CLEAR, ACCURACY_THRESHOLD
+from modelmonitor_sandbox.demo.world import AFTER, BEFORE, fit, sample
+from modelmonitor_sandbox.devcluster.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,8 @@ def model_server(tmp_path: Path) -> Iterator[str]:
     path.write_text(json.dumps(model.to_json()))
     port = free_port()
     argv = [
-        sys.executable, "-m", "modelmonitor.demo.modelserver", "--model", str(path), "--listen", f"127.0.0.1:{port}",
+        sys.executable, "-m", "modelmonitor_sandbox.demo.modelserver",
+        "--model", str(path), "--listen", f"127.0.0.1:{port}",
         "--service-ms", "50", "--per-row-ms", "0", "--max-queue", "10",
     ]  # fmt: skip
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from modelmonitor.devcluster import versions
-from modelmonitor.devcluster.paths import binary_path
-from modelmonitor.devcluster.processes import free_port
+from modelmonitor_sandbox.devcluster import versions
+from modelmonitor_sandbox.devcluster.paths import binary_path
+from modelmonitor_sandbox.devcluster.processes import free_port
 from support import Cluster, ExporterProcess, http_get, token_kubeconfig, wait_for
 
 pytestmark = pytest.mark.cluster

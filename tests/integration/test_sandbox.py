@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelmonitor.devcluster.processes import free_port
+from modelmonitor_sandbox.devcluster.processes import free_port
 from support import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from modelmonitor.devcluster import processes, versions
-from modelmonitor.devcluster.build import ensure_binaries
-from modelmonitor.devcluster.cluster import load_state
-from modelmonitor.devcluster.paths import cache_dir
+from modelmonitor_sandbox.devcluster import processes, versions
+from modelmonitor_sandbox.devcluster.build import ensure_binaries
+from modelmonitor_sandbox.devcluster.cluster import load_state
+from modelmonitor_sandbox.devcluster.paths import cache_dir
 
 pytestmark = pytest.mark.cluster
 

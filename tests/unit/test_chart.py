@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelmonitor.devcluster import versions
-from modelmonitor.devcluster.paths import binary_path
 from modelmonitor.rbac import RULES, chart_rules_template
 from modelmonitor.settings import OperatorSettings
+from modelmonitor_sandbox.devcluster import versions
+from modelmonitor_sandbox.devcluster.paths import binary_path
 from support import OPERATOR_METRIC_PREFIXES, operator_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -145,6 +145,17 @@ def test_the_build_context_holds_what_copy_needs(image: str) -> None:
             assert not ignored(source.rstrip("/")), f"COPY {source}: excluded by .dockerignore"
     assert not ignored("operator/modelmonitor/cli.py")
     assert ignored(".venv/bin/python") and ignored(".git/HEAD") and ignored("tests/conftest.py")
+    # The development tooling is a distribution of its own (sandbox/): no image can copy it in.
+    assert ignored("sandbox/pyproject.toml") and ignored("sandbox/modelmonitor_sandbox/devcluster/pki.py")
+
+
+def test_the_images_install_the_runtime_distribution_only(image: str) -> None:
+    found = instructions(dockerfile(image))
+    copied = [i.arguments for i in found if i.keyword == "COPY" and "--from" not in i.arguments]
+    assert not any("sandbox" in arguments for arguments in copied), copied
+    installs = [i.arguments for i in found if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert installs and all(re.search(r"pip install .* modelmonitor(\s|$)", a) for a in installs), installs
+    assert not any(re.search(r"modelmonitor\[|modelmonitor-sandbox", a) for a in installs), installs
 
 
 def test_the_chart_and_the_example_use_the_images_ports() -> None:

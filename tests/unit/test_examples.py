@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from modelmonitor.api import parse_monitor
-from modelmonitor.devcluster.processes import free_port
 from modelmonitor.sidecar import cli as sidecar_cli
+from modelmonitor_sandbox.devcluster.processes import free_port
 from support import http_get, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

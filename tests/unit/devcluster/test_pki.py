@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from modelmonitor.devcluster import pki
+from modelmonitor_sandbox.devcluster import pki
 
 
 def _cert(path: Path) -> x509.Certificate:

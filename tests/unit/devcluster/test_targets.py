@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmonitor.devcluster import targets
+from modelmonitor_sandbox.devcluster import targets
 
 
 def test_add_writes_a_file_sd_group_that_prometheus_reads(tmp_path: Path) -> None:

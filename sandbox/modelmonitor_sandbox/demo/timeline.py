@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from modelmonitor.demo.manifests import (
+from modelmonitor.promql import quote
+from modelmonitor_sandbox.demo.manifests import (
     ACCURACY_CLEAR,
     ACCURACY_POLICY,
     ACCURACY_THRESHOLD,
@@ -35,9 +36,8 @@ from modelmonitor.demo.manifests import (
     LATENCY_THRESHOLD,
     Pacing,
 )
-from modelmonitor.demo.observe import Observation
-from modelmonitor.demo.prometheus import Series, query_range
-from modelmonitor.promql import quote
+from modelmonitor_sandbox.demo.observe import Observation
+from modelmonitor_sandbox.demo.prometheus import Series, query_range
 
 VERSION_COLORS = {"v1": "tab:cyan", "v2": "yellowgreen", "v3": "sandybrown", "v4": "tab:olive"}
 ACTION_COLORS = {"retrain": "tab:orange", "promote": "tab:green", "rollback": "tab:red", "scale": "tab:blue"}

@@ -7,8 +7,11 @@ import re
 import sys
 from pathlib import Path
 
-from modelmonitor.devcluster.build import BuildError
-from modelmonitor.devcluster.processes import SandboxError
+from modelmonitor_sandbox.devcluster.build import BuildError
+from modelmonitor_sandbox.devcluster.processes import SandboxError
+
+# The line `modelmonitor --help` lists (this module is registered in the modelmonitor.commands entry-point group).
+HELP = "run the narrated demo on the local sandbox (what `make demo` runs)"
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -30,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if not _NAMESPACE.match(args.namespace):
         print(f"modelmonitor demo: --namespace {args.namespace!r} is not a valid namespace name", file=sys.stderr)
         return 2
-    from modelmonitor.demo.manifests import Pacing
-    from modelmonitor.demo.story import run_demo
+    from modelmonitor_sandbox.demo.manifests import Pacing
+    from modelmonitor_sandbox.demo.story import run_demo
 
     try:
         return run_demo(

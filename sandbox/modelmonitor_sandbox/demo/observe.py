@@ -16,8 +16,8 @@ from typing import Any
 
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, Kind, KubernetesError, Workloads
 from modelmonitor.api import API_VERSION, KIND
-from modelmonitor.demo.fleet import Fleet
-from modelmonitor.demo.traffic import Traffic, TrafficStats
+from modelmonitor_sandbox.demo.fleet import Fleet
+from modelmonitor_sandbox.demo.traffic import Traffic, TrafficStats
 
 MODELMONITOR = Kind(API_VERSION, KIND)
 EVENT = Kind("v1", "Event")

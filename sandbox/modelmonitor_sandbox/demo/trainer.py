@@ -19,8 +19,8 @@ from datetime import datetime
 import numpy as np
 
 from modelmonitor.adapters.kubernetes import JOB, KubernetesError, Workloads
-from modelmonitor.demo.traffic import Warehouse
-from modelmonitor.demo.world import Model, Registry, Transactions, fit
+from modelmonitor_sandbox.demo.traffic import Warehouse
+from modelmonitor_sandbox.demo.world import Model, Registry, Transactions, fit
 
 VERSION_ANNOTATION = "modelmonitor.dev/model-version"
 

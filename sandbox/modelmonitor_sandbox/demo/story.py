@@ -37,9 +37,11 @@ from kubernetes import config as kube_config
 
 from modelmonitor.adapters.kubernetes import KubernetesClient
 from modelmonitor.api.crd import render_crd_yaml
-from modelmonitor.demo import manifests, prometheus
-from modelmonitor.demo.fleet import Capacity, Fleet
-from modelmonitor.demo.manifests import (
+from modelmonitor.promql import quote
+from modelmonitor.rbac import render as render_rbac
+from modelmonitor_sandbox.demo import manifests, prometheus
+from modelmonitor_sandbox.demo.fleet import Capacity, Fleet
+from modelmonitor_sandbox.demo.manifests import (
     ACCURACY_POLICY,
     DEPLOYMENT,
     DRIFT_POLICY,
@@ -48,16 +50,14 @@ from modelmonitor.demo.manifests import (
     TRAINER_ACCOUNT,
     Pacing,
 )
-from modelmonitor.demo.observe import Observation, Observer, Printer, StoryTimeout
-from modelmonitor.demo.timeline import Loop, epoch, render, summary_table
-from modelmonitor.demo.traffic import Endpoints, Traffic, Warehouse
-from modelmonitor.demo.trainer import Trainer
-from modelmonitor.demo.world import AFTER, BEFORE, Registry, fit, sample
-from modelmonitor.devcluster import cluster as sandbox
-from modelmonitor.devcluster.build import kubectl_binary
-from modelmonitor.devcluster.processes import SandboxError, free_port
-from modelmonitor.promql import quote
-from modelmonitor.rbac import render as render_rbac
+from modelmonitor_sandbox.demo.observe import Observation, Observer, Printer, StoryTimeout
+from modelmonitor_sandbox.demo.timeline import Loop, epoch, render, summary_table
+from modelmonitor_sandbox.demo.traffic import Endpoints, Traffic, Warehouse
+from modelmonitor_sandbox.demo.trainer import Trainer
+from modelmonitor_sandbox.demo.world import AFTER, BEFORE, Registry, fit, sample
+from modelmonitor_sandbox.devcluster import cluster as sandbox
+from modelmonitor_sandbox.devcluster.build import kubectl_binary
+from modelmonitor_sandbox.devcluster.processes import SandboxError, free_port
 
 DEFAULT_NAMESPACE = "modelmonitor-demo"
 OPERATOR_NAMESPACE = "modelmonitor-system"
@@ -582,7 +582,7 @@ def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path
             namespace=namespace, pacing=pacing, start=start, end=end,
         )  # fmt: skip
     except ImportError:
-        printer.line("matplotlib is not installed (pip install 'modelmonitor[demo]'): no picture")
+        printer.line("matplotlib is not installed (pip install -e './sandbox[demo]'): no picture")
         png = Path()
     except (OSError, RuntimeError) as exc:
         printer.line(f"could not draw the timeline: {exc}")

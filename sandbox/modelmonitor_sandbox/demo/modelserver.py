@@ -7,7 +7,7 @@ computed that long), so requests arriving faster than it can serve wait in its q
 load. When ``max_queue`` requests are already waiting it sheds the next with 503, as Triton or TorchServe do
 with a bounded queue, so an overloaded replica answers "busy" instead of holding requests for ever.
 
-Run: ``python -m modelmonitor.demo.modelserver --model registry/v1/model.json --listen 127.0.0.1:8080``.
+Run: ``python -m modelmonitor_sandbox.demo.modelserver --model registry/v1/model.json --listen 127.0.0.1:8080``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
-from modelmonitor.demo.world import COUNTRIES, FEATURES, Model
+from modelmonitor_sandbox.demo.world import COUNTRIES, FEATURES, Model
 
 MODEL_KEY = web.AppKey("model", Model)
 
@@ -100,7 +100,9 @@ def build_app(model: Model, worker: Worker) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelmonitor.demo.modelserver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m modelmonitor_sandbox.demo.modelserver", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", required=True, type=Path, help="the model version's model.json")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT")
     parser.add_argument("--service-ms", type=float, default=15.0, help="fixed time per request, in ms")

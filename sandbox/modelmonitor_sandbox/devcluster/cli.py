@@ -6,10 +6,13 @@ import argparse
 import shlex
 import sys
 
-from modelmonitor.devcluster import cluster, targets
-from modelmonitor.devcluster.build import BuildError, ensure_binaries
-from modelmonitor.devcluster.paths import cache_dir, cluster_dir
-from modelmonitor.devcluster.processes import SandboxError
+from modelmonitor_sandbox.devcluster import cluster, targets
+from modelmonitor_sandbox.devcluster.build import BuildError, ensure_binaries
+from modelmonitor_sandbox.devcluster.paths import cache_dir, cluster_dir
+from modelmonitor_sandbox.devcluster.processes import SandboxError
+
+# The line `modelmonitor --help` lists (this module is registered in the modelmonitor.commands entry-point group).
+HELP = "build, start, stop and inspect the local Kubernetes sandbox"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
