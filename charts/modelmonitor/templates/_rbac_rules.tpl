@@ -12,11 +12,11 @@ tests/unit/test_chart.py fails when this file and the module disagree.
 - apiGroups: ["modelmonitor.dev"]
   resources: ["modelmonitors/status"]
   verbs: ["get", "patch", "update"]
-# post Events on monitors (transitions, actions, alerts)
+# post Events on monitors (transitions, actions, alerts); patch counts a repeated Event on the same object
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# read Prometheus credentials a monitor names (no list, no watch)
+# read the Prometheus credentials a monitor names, cached per TTL (no list, no watch: not every Secret)
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
