@@ -193,8 +193,11 @@ class Connections:
         """Keep the clients and cached Secrets of ``monitors`` only; close what only other (deleted) monitors used."""
         keep = set(monitors)
         with self._lock:
-            for who in [m for m in self._client_of if m not in keep]:
-                self._release(who, self._client_of.pop(who))
+            # A monitor whose connection failed has named Secrets but no client: both are looked at.
+            for who in [m for m in {*self._client_of, *self._secrets_of} if m not in keep]:
+                previous = self._client_of.pop(who, None)
+                if previous is not None:
+                    self._release(who, previous)
                 self._secrets_of.pop(who, None)
             used = set().union(*self._secrets_of.values()) if self._secrets_of else set()
         self._secrets.forget_unused(used)
@@ -212,7 +215,7 @@ class Connections:
 
     @property
     def open_clients(self) -> int:
-        """How many clients are open (for tests and the operator's own metrics)."""
+        """How many clients are open."""
         with self._lock:
             return len(self._clients)
 

@@ -146,6 +146,11 @@ def test_a_missing_secret_names_the_field_and_secret_and_is_read_once_per_ttl(
     assert "404" in str(raised.value)
     assert secrets.gets == [("ml", "absent")]
 
+    pool.retain([])  # every monitor naming it is deleted: the Secret is forgotten, and read anew if named again
+    with pytest.raises(PrometheusConnectionError):
+        pool.querier("ml", "new", spec)
+    assert secrets.gets == [("ml", "absent")] * 2
+
 
 def test_a_missing_key_names_the_secret_and_the_key(pool: Connections) -> None:
     spec = connection(auth={"basicAuthSecretRef": {"name": "prom-token", "usernameKey": "user"}})
