@@ -9,7 +9,8 @@ more). Shown here:
   client's temporary PEM directory is gone;
 - several monitors over several cycles read each Secret once per TTL (GETs counted by a wrapper around the real
   Kubernetes client, whose every call reaches the real API server);
-- the same Event posted three times is one Event with count 3 (and one that expired is posted anew).
+- the same Event posted three times is one Event with count 3; one that expired is posted anew, its count carried
+  on; messages of one reason that change every time are counted on one combined Event from the tenth on.
 """
 
 from __future__ import annotations
@@ -295,3 +296,12 @@ def test_the_same_event_three_times_is_one_event_counted_three_times(
     kube.emit_event(ref, "Warning", "PolicyFiring", message)
     again = [e for e in events() if e["message"] == message]
     assert [(e["metadata"]["name"], e["count"]) for e in again] == [(event["metadata"]["name"], 4)]
+
+    # A reason whose message changes every time (a flapping value) is counted on one combined Event from the tenth
+    # distinct message on, instead of a new object each time.
+    for value in range(12):
+        kube.emit_event(ref, "Normal", "PolicyPending", f"policy accuracy-drop Inactive -> Pending: 0.{value}")
+    pending = [e for e in events() if e["reason"] == "PolicyPending"]
+    combined = [e for e in pending if e["message"].startswith("(combined from similar events): ")]
+    assert len(pending) == 10, [(e["message"], e["count"]) for e in pending]
+    assert [(e["count"], e["message"][-4:]) for e in combined] == [(3, "0.11")]

@@ -132,6 +132,10 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+#: The API server caps Event messages at 1 KiB.
+_EVENT_MESSAGE_LIMIT = 1024
+
+
 def _timestamp(moment: datetime.datetime) -> str:
     """RFC 3339 in UTC with seconds, as core/v1 Event timestamps are stored."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -173,15 +177,15 @@ class KubernetesClient:
         """Post an Event, or bump ``count`` and ``lastTimestamp`` of the same Event posted before (client-go's
         correlation, adapters/events.py)."""
         key = EventKey(self.component, ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, event_type, reason)
-        # The API server caps Event messages at 1 KiB; cut before correlating so equal messages stay equal.
-        message = message[:1024]
+        # Cut before correlating, so messages equal once cut count as equal.
+        message = message[:_EVENT_MESSAGE_LIMIT]
         with self.events.key_lock(key):
             occurrence = self.events.observe(key, message)
             if occurrence.patch:
                 patch = {
                     "count": occurrence.count,
                     "lastTimestamp": _timestamp(occurrence.last_timestamp),
-                    "message": occurrence.message,
+                    "message": occurrence.message[:_EVENT_MESSAGE_LIMIT],
                 }
                 path = f"/api/v1/namespaces/{quote(ref.namespace, safe='')}/events/{quote(occurrence.name, safe='')}"
                 try:
@@ -210,7 +214,7 @@ class KubernetesClient:
             },
             "type": key.type,
             "reason": key.reason,
-            "message": occurrence.message,
+            "message": occurrence.message[:_EVENT_MESSAGE_LIMIT],  # a combined message is a little longer
             "source": {"component": self.component},
             "firstTimestamp": _timestamp(occurrence.first_timestamp),
             "lastTimestamp": _timestamp(occurrence.last_timestamp),
