@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -128,15 +130,28 @@ class ExporterProcess:
 class PrometheusProcess:
     """A Prometheus of a test's own (Debian's binary), scraping static targets every second.
 
-    For tests that stop and restart Prometheus without disturbing the sandbox's shared one.
+    For tests that stop and restart Prometheus without disturbing the sandbox's shared one. ``web_config`` (a
+    Prometheus web configuration: ``tls_server_config``, ``basic_auth_users``) puts TLS and basic auth in front of
+    its API; Prometheus reads that file on every request, so `set_web_config` changes it while running.
     """
 
-    def __init__(self, directory: Path, targets: list[str], labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        targets: list[str],
+        labels: dict[str, str] | None = None,
+        web_config: dict[str, Any] | None = None,
+    ) -> None:
         from modelmonitor_sandbox.devcluster.processes import free_port
 
         self.directory = directory
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        tls = web_config is not None and "tls_server_config" in web_config
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.web_config_file: Path | None = None
+        if web_config is not None:
+            self.web_config_file = directory / "web.yml"
+            self.set_web_config(web_config)
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
@@ -155,11 +170,30 @@ class PrometheusProcess:
                 f"--config.file={self.directory / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *([f"--web.config.file={self.web_config_file}"] if self.web_config_file else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for("the test Prometheus to be ready", lambda: http_get(f"{self.url}/-/ready") is not None, timeout=60)
+        wait_for("the test Prometheus to be ready", self._ready, timeout=60)
+
+    def set_web_config(self, config: dict[str, Any]) -> None:
+        assert self.web_config_file is not None, "started without a web config"
+        tmp = self.web_config_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))  # JSON is YAML
+        tmp.replace(self.web_config_file)
+
+    def _ready(self) -> bool:
+        if self.web_config_file is None:
+            return http_get(f"{self.url}/-/ready") is not None
+        # Behind TLS and basic auth every path asks for credentials: any HTTP answer means it serves.
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2, context=ssl._create_unverified_context()):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None:

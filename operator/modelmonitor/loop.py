@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelmonitor.actions import Actions, ActionsOutcome, MonitorContext
+from modelmonitor.adapters.connections import Connections, PrometheusConnectionError, PrometheusFactory
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
-from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier, PrometheusSettings
-from modelmonitor.api import duration_seconds
+from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import Measurement, MeasurementKind, Series, render_invalid_status
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
@@ -179,9 +179,6 @@ class CycleReport:
     measurements: list[CycleMeasurements] = field(default_factory=list)
 
 
-PrometheusFactory = Callable[[PrometheusSettings], PrometheusQuerier]
-
-
 class Evaluator:
     """Runs cycles. Blocking; call `cycle` from a worker thread, one at a time."""
 
@@ -200,71 +197,18 @@ class Evaluator:
         self.kube = kube
         self.actions = actions
         self.metrics = metrics
-        self.prometheus_factory = prometheus_factory
         self.clock = clock
-        self._clients: dict[Hashable, PrometheusQuerier] = {}
+        self.connections = Connections(
+            kube,
+            default_url=settings.prometheus_url,
+            secret_ttl_seconds=settings.secret_ttl_seconds,
+            factory=prometheus_factory,
+        )
         self._writer = ThreadPoolExecutor(max_workers=settings.write_parallelism, thread_name_prefix="status")
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-
-    # --- Prometheus connections ------------------------------------------------------------------------------
-
-    def _prometheus_settings(self, monitor: Monitor) -> PrometheusSettings:
-        """The connection of one monitor, credentials read from Secrets in its namespace."""
-        conn = monitor.spec.prometheus
-        url = conn.url or self.settings.prometheus_url
-        if not url:
-            raise ValueError(
-                "spec.prometheus.url is not set and the operator has no default (MODELMONITOR_PROMETHEUS_URL)"
-            )
-
-        def secret(name: str, key: str) -> str:
-            return self.kube.read_secret_key(monitor.namespace, name, key)
-
-        bearer = basic = ca = cert = key = None
-        if conn.auth is not None:
-            if conn.auth.bearer_token_secret_ref is not None:
-                ref = conn.auth.bearer_token_secret_ref
-                bearer = secret(ref.name, ref.key).strip()
-            if conn.auth.basic_auth_secret_ref is not None:
-                ref_b = conn.auth.basic_auth_secret_ref
-                basic = (secret(ref_b.name, ref_b.username_key), secret(ref_b.name, ref_b.password_key))
-        insecure = False
-        if conn.tls is not None:
-            insecure = conn.tls.insecure_skip_verify
-            if conn.tls.ca_secret_ref is not None:
-                ca = secret(conn.tls.ca_secret_ref.name, conn.tls.ca_secret_ref.key)
-            if conn.tls.cert_secret_ref is not None:
-                ref_c = conn.tls.cert_secret_ref
-                cert, key = secret(ref_c.name, ref_c.cert_key), secret(ref_c.name, ref_c.key_key)
-        return PrometheusSettings(
-            url=url,
-            headers=dict(conn.headers),
-            bearer_token=bearer,
-            basic_auth=basic,
-            ca_pem=ca,
-            client_cert_pem=cert,
-            client_key_pem=key,
-            insecure_skip_verify=insecure,
-            timeout_seconds=duration_seconds(conn.timeout),
-        )
-
-    def _client(self, settings: PrometheusSettings) -> PrometheusQuerier:
-        key = (
-            settings.url,
-            tuple(sorted(settings.headers.items())),
-            settings.bearer_token,
-            settings.basic_auth,
-            settings.ca_pem,
-            settings.client_cert_pem,
-            settings.insecure_skip_verify,
-            settings.timeout_seconds,
-        )
-        client = self._clients.get(key)
-        if client is None:
-            client = self._clients[key] = self.prometheus_factory(settings)
-        return client
+        self.connections.close()
 
     # --- one cycle -------------------------------------------------------------------------------------------
 
@@ -293,11 +237,13 @@ class Evaluator:
             if monitor.spec.paused:
                 continue
             try:
-                client = self._client(self._prometheus_settings(monitor))
-            except (ValueError, KubernetesError) as exc:
+                client = self.connections.querier(monitor.namespace, monitor.name, monitor.spec.prometheus)
+            except PrometheusConnectionError as exc:
                 connection_errors[entry.key] = f"cannot reach Prometheus: {exc}"
                 continue
             groups.setdefault(id(client), (client, []))[1].extend(monitor.requests)
+        # Clients and cached Secrets of deleted monitors are closed and dropped.
+        self.connections.retain(entry.key for entry in self.registry.all())
 
         results: dict[SignalRequest, SignalResult] = {}
         for client, requests in groups.values():

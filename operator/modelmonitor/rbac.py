@@ -46,8 +46,18 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule((GROUP,), (PLURAL,), ("get", "list", "watch"), "watch ModelMonitors (specs and approval annotations)"),
     Rule((GROUP,), (f"{PLURAL}/status",), ("get", "patch", "update"), "write each monitor's status"),
-    Rule(("",), ("events",), ("create", "patch"), "post Events on monitors (transitions, actions, alerts)"),
-    Rule(("",), ("secrets",), ("get",), "read Prometheus credentials a monitor names (no list, no watch)"),
+    Rule(
+        ("",),
+        ("events",),
+        ("create", "patch"),
+        "post Events on monitors (transitions, actions, alerts); patch counts a repeated Event on the same object",
+    ),
+    Rule(
+        ("",),
+        ("secrets",),
+        ("get",),
+        "read the Prometheus credentials a monitor names, cached per TTL (no list, no watch: not every Secret)",
+    ),
     Rule(
         ("apps",),
         ("deployments", "statefulsets"),

@@ -39,6 +39,10 @@ class OperatorSettings:
     #: seconds old: for fleets of thousands of monitors, where status writes dominate the API server's load.
     #: Transitions and actions are always written at once.
     status_heartbeat_seconds: float = field(default=0.0, metadata={"env": "MODELMONITOR_STATUS_HEARTBEAT_SECONDS"})
+    #: Seconds a Secret holding Prometheus credentials is cached: each Secret a monitor names is read at most once
+    #: per this many seconds, shared by every monitor naming it, so a rotated credential is used at most this long
+    #: after the change. A cache (of ``get``s) rather than a watch keeps the operator's RBAC at ``get`` on Secrets.
+    secret_ttl_seconds: float = field(default=60.0, metadata={"env": "MODELMONITOR_SECRET_TTL_SECONDS"})
     #: The operator is unhealthy when no cycle has completed for this many seconds.
     stall_seconds: float = field(default=120.0, metadata={"env": "MODELMONITOR_STALL_SECONDS"})
 
@@ -55,7 +59,7 @@ class OperatorSettings:
             raw = raw.strip()
             if f.name == "namespaces":
                 values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
-            elif f.name in ("tick_seconds", "stall_seconds"):
+            elif f.name in ("tick_seconds", "stall_seconds", "secret_ttl_seconds"):
                 values[f.name] = _seconds(raw, name)
             elif f.name == "status_heartbeat_seconds":
                 values[f.name] = 0.0 if raw in ("0", "0.0") else _seconds(raw, name)

@@ -304,13 +304,14 @@ def test_the_operator_reads_its_settings_from_the_values() -> None:
     assert settings.metrics_address == "0.0.0.0:8080"
     assert settings.tick_seconds == 2
     assert settings.stall_seconds == 300
+    assert settings.secret_ttl_seconds == 60
 
 
 def test_decimals_given_with_set_are_accepted() -> None:
     """`helm --set` passes 0.5 as a string; the schema takes numeric strings where decimals make sense."""
-    objects = render(None, "settings.tickSeconds=0.5", "settings.stallSeconds=90.5")
+    objects = render(None, "settings.tickSeconds=0.5", "settings.stallSeconds=90.5", "settings.secretTTLSeconds=7.5")
     settings = OperatorSettings.from_env(_env(objects))
-    assert (settings.tick_seconds, settings.stall_seconds) == (0.5, 90.5)
+    assert (settings.tick_seconds, settings.stall_seconds, settings.secret_ttl_seconds) == (0.5, 90.5, 7.5)
 
 
 def test_defaults_watch_every_namespace_without_a_default_prometheus() -> None:

@@ -59,7 +59,7 @@ class RecordingKube:
     def emit_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason, message))
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+    def read_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
         raise AssertionError("no Secret is needed")
 
 

@@ -11,11 +11,11 @@ The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, 
 - apiGroups: ["modelmonitor.dev"]
   resources: ["modelmonitors/status"]
   verbs: ["get", "patch", "update"]
-# post Events on monitors (transitions, actions, alerts)
+# post Events on monitors (transitions, actions, alerts); patch counts a repeated Event on the same object
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# read Prometheus credentials a monitor names (no list, no watch)
+# read the Prometheus credentials a monitor names, cached per TTL (no list, no watch: not every Secret)
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

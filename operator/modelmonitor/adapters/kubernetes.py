@@ -1,8 +1,10 @@
 """The operator's reads and writes of Kubernetes objects other than through Kopf's watch, behind Protocols.
 
-`Kubernetes` is what the evaluation loop needs: each monitor's status once per cycle and an Event per
-transition. `Workloads` is what the actions need: plain JSON objects (dicts, as the API server sends them) of any
-kind, read, listed, created, replaced with optimistic concurrency, merge-patched, and the /scale subresource.
+`Kubernetes` is what the evaluation loop needs: each monitor's status once per cycle, an Event per transition
+(a repeated Event is counted on one object, as client-go's recorder does: adapters/events.py) and the Secrets
+that hold Prometheus credentials (read through the cache in adapters/connections.py). `Workloads` is what the
+actions need: plain JSON objects (dicts, as the API server sends them) of any kind, read, listed, created,
+replaced with optimistic concurrency, merge-patched, and the /scale subresource.
 Tests swap in fakes. The real implementation uses the official `kubernetes` client (blocking: the loop calls it
 from worker threads, never on the event loop).
 """
@@ -14,7 +16,6 @@ import contextlib
 import datetime
 import json
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modelmonitor.adapters.events import EventCorrelator, EventKey, Occurrence
 from modelmonitor.api import GROUP, KIND, PLURAL, VERSION
 
 
@@ -52,7 +54,9 @@ class Kubernetes(Protocol):
 
     def emit_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None: ...
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+    def read_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        """A Secret's data, values decoded from base64 (one GET; callers cache, see adapters/connections.py)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,15 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+#: The API server caps Event messages at 1 KiB.
+_EVENT_MESSAGE_LIMIT = 1024
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC with seconds, as core/v1 Event timestamps are stored."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _error(what: str, exc: Exception) -> KubernetesError:
     if isinstance(exc, ApiException):
         reason = exc.reason or ""
@@ -144,11 +157,12 @@ class KubernetesClient:
     def __init__(self, api_client: client.ApiClient | None = None, component: str = "modelmonitor") -> None:
         self.api = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self.api)
-        self.core = client.CoreV1Api(self.api)
         self.component = component
         self._plurals: dict[Kind, str] = dict(_KNOWN_PLURALS)
         self._plurals_lock = threading.Lock()
         self._whoami: str | None = None
+        #: Shared by every thread that posts Events (the status writers): one count per Event, not per thread.
+        self.events = EventCorrelator()
 
     def patch_monitor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status through the status subresource (a merge patch: lists are replaced whole)."""
@@ -160,37 +174,61 @@ class KubernetesClient:
             raise _error(f"patching the status of {namespace}/{name}", exc) from exc
 
     def emit_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
-        now = datetime.datetime.now(datetime.UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=ref.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=ref.api_version, kind=ref.kind, name=ref.name, namespace=ref.namespace, uid=ref.uid
-            ),
-            type=event_type,
-            reason=reason,
-            # The API server caps Event messages at 1 KiB.
-            message=message[:1024],
-            source=client.V1EventSource(component=self.component),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            reporting_component=self.component,
-            reporting_instance=self.component,
-        )
-        try:
-            self.core.create_namespaced_event(ref.namespace, event)
-        except Exception as exc:
-            raise _error(f"posting an Event on {ref.namespace}/{ref.name}", exc) from exc
+        """Post an Event, or bump ``count`` and ``lastTimestamp`` of the same Event posted before (client-go's
+        correlation, adapters/events.py)."""
+        key = EventKey(self.component, ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, event_type, reason)
+        # Cut before correlating, so messages equal once cut count as equal.
+        message = message[:_EVENT_MESSAGE_LIMIT]
+        with self.events.key_lock(key):
+            occurrence = self.events.observe(key, message)
+            if occurrence.patch:
+                patch = {
+                    "count": occurrence.count,
+                    "lastTimestamp": _timestamp(occurrence.last_timestamp),
+                    "message": occurrence.message[:_EVENT_MESSAGE_LIMIT],
+                }
+                path = f"/api/v1/namespaces/{quote(ref.namespace, safe='')}/events/{quote(occurrence.name, safe='')}"
+                try:
+                    self._request(
+                        "PATCH", path, f"counting an Event on {ref.namespace}/{ref.name}",
+                        body=patch, content_type="application/merge-patch+json",
+                    )  # fmt: skip
+                    return
+                except KubernetesError as exc:
+                    if exc.status != 404:
+                        raise
+                    # Expired (Events live an hour by default) or deleted: post it anew, count kept.
+            self._create_event(ref, key, occurrence)
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except Exception as exc:
-            raise _error(f"reading Secret {namespace}/{name}", exc) from exc
-        data = secret.data or {}
-        if key not in data:
-            raise KubernetesError(f"reading Secret {namespace}/{name}", 404, f"has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
+    def _create_event(self, ref: ObjectRef, key: EventKey, occurrence: Occurrence) -> None:
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": occurrence.name, "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "type": key.type,
+            "reason": key.reason,
+            "message": occurrence.message[:_EVENT_MESSAGE_LIMIT],  # a combined message is a little longer
+            "source": {"component": self.component},
+            "firstTimestamp": _timestamp(occurrence.first_timestamp),
+            "lastTimestamp": _timestamp(occurrence.last_timestamp),
+            "count": occurrence.count,
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+        }
+        path = f"/api/v1/namespaces/{quote(ref.namespace, safe='')}/events"
+        self._request("POST", path, f"posting an Event on {ref.namespace}/{ref.name}", body=event)
+
+    def read_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets/{quote(name, safe='')}"
+        secret = self._request("GET", path, f"reading Secret {namespace}/{name}")
+        return {str(k): base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
     # --- Workloads: any kind, as JSON -----------------------------------------------------------------------
 
