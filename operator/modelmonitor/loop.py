@@ -33,9 +33,11 @@ from modelmonitor.policy import (
     Series,
     evaluate,
     monitor_from_spec,
+    parse_time,
     render_invalid_status,
     render_status,
 )
+from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.signals import CycleMeasurements, MeasurementStatus, SignalRequest, SignalResult, measure
 
@@ -57,6 +59,7 @@ class MonitorEntry:
     interval_seconds: float
     annotations: Mapping[str, str] = field(default_factory=dict)
     next_due: float = 0.0
+    created: datetime | None = None  # metadata.creationTimestamp: the older of two conflicting monitors acts
 
     @property
     def key(self) -> tuple[str, str]:
@@ -122,6 +125,7 @@ class Registry:
                 annotations=annotations,
                 # A new or changed monitor is evaluated at the next tick; an unchanged one keeps its schedule.
                 next_due=previous.next_due if previous is not None and previous.generation == generation else 0.0,
+                created=_created(meta),
             )
             self._entries[entry.key] = entry
             return entry
@@ -156,6 +160,13 @@ class Registry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+def _created(meta: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_time(str(meta.get("creationTimestamp") or ""))
+    except ValueError:
+        return None
 
 
 def next_aligned(now: float, interval: float) -> float:
@@ -331,6 +342,11 @@ class Evaluator:
             report.failed_queries += measured.failed_queries
             results.update(measured.results)
 
+        # Which monitors yield to an older one changing the same workload: from every known monitor, not only
+        # the due ones, so a monitor on a longer interval still holds its workload.
+        conflicts = workload_conflicts(
+            claim_of(e.namespace, e.name, e.created, e.spec) for e in self.registry.all() if e.spec is not None
+        )
         judged = []
         for entry in valid:
             verdict = self._judge(entry, requests_of.get(entry.key), results, connection_errors.get(entry.key), now)
@@ -343,7 +359,7 @@ class Evaluator:
         # monitors the writes take most of a cycle, and a breach should not wait behind unchanged monitors.
         judged.sort(key=lambda item: not (item[1][1].transitions or item[1][1].decisions))
         writes = [
-            self._writer.submit(self._finish, entry, monitor, evaluation, now_epoch)
+            self._writer.submit(self._finish, entry, monitor, evaluation, now_epoch, conflicts.get(entry.key))
             for entry, (monitor, evaluation) in judged
         ]
         for future in writes:
@@ -411,11 +427,19 @@ class Evaluator:
             return None
         return monitor, evaluate(monitor, entry.status, measurements, now)
 
-    def _finish(self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now_epoch: float) -> bool:
-        """Act, write status and post Events for one monitor. Returns False when the status write failed."""
+    def _finish(
+        self,
+        entry: MonitorEntry,
+        monitor: MonitorSpec,
+        evaluation: Evaluation,
+        now_epoch: float,
+        conflict_with: str | None = None,
+    ) -> bool:
+        """Act, write status and post Events for one monitor. Returns False when the status write failed.
+        ``conflict_with``: the older monitor changing the same workload, if any."""
         assert entry.spec is not None
         now = evaluation.now
-        outcome, prior = self._act(entry, monitor, evaluation, now)
+        outcome, prior = self._act(entry, monitor, evaluation, now, conflict_with)
         status = render_status(
             monitor,
             evaluation,
@@ -423,6 +447,7 @@ class Evaluator:
             observed_generation=entry.generation,
             action_records=outcome.records,
             last_known_good=outcome.last_known_good,
+            conflict_with=conflict_with,
         )
         next_due = next_aligned(now_epoch, entry.interval_seconds)
         quiet = not (evaluation.transitions or outcome.records or outcome.events)
@@ -462,7 +487,12 @@ class Evaluator:
         return (now - last).total_seconds() < heartbeat
 
     def _act(
-        self, entry: MonitorEntry, monitor: MonitorSpec, evaluation: Evaluation, now: datetime
+        self,
+        entry: MonitorEntry,
+        monitor: MonitorSpec,
+        evaluation: Evaluation,
+        now: datetime,
+        conflict_with: str | None = None,
     ) -> tuple[ActionsOutcome, Mapping[str, Any]]:
         """Hand the cycle to the actions layer. Returns what it did and the prior status to render on (which
         includes the Pending records it wrote before acting)."""
@@ -483,13 +513,20 @@ class Evaluator:
                 prior_status={**prior, "actions": kept},
                 observed_generation=entry.generation,
                 action_records=records,
+                conflict_with=conflict_with,
             )
             self.kube.patch_monitor_status(entry.namespace, entry.name, status)
             prior = status
             self.registry.record_status(entry, prior)
 
         context = MonitorContext(
-            entry.namespace, entry.name, entry.uid, entry.spec, status=entry.status, annotations=entry.annotations
+            entry.namespace,
+            entry.name,
+            entry.uid,
+            entry.spec,
+            status=entry.status,
+            annotations=entry.annotations,
+            conflict_with=conflict_with,
         )
         try:
             outcome = self.actions.run(context, evaluation, evaluation.now, checkpoint)

@@ -327,6 +327,7 @@ class Scenario:
         self.remediator = Remediator(self.cluster, self.sender, crash=crash, clock=lambda: self.seconds)
         self.status: dict[str, Any] = {}
         self.annotations: dict[str, str] = {}
+        self.conflict_with: str | None = None  # the older monitor changing the same workload, as the loop says
         self.outcomes: list[ActionsOutcome] = []
         self.checkpoint_fails = False
 
@@ -345,16 +346,28 @@ class Scenario:
         )
         self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(keys))))
 
-    def cycle(self, accuracy: float | None, *, after: float = 10.0) -> ActionsOutcome:
-        """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data), act, render status."""
+    def cycle(self, accuracy: float | Measurement | None, *, after: float = 10.0) -> ActionsOutcome:
+        """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data; or any `Measurement`),
+        act, render status."""
         self.seconds += after
         self.cluster.now = self.now
         parsed = parse_spec(self.raw)
         monitor = monitor_from_spec(NS, "fraud", self.raw)
-        measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
+        if isinstance(accuracy, Measurement):
+            measurement = accuracy
+        else:
+            measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
         evaluation = evaluate(monitor, self.status, {p["name"]: measurement for p in self.raw["policies"]}, self.now)
         self._monitor, self._evaluation = monitor, evaluation
-        ctx = MonitorContext(NS, "fraud", "uid-monitor", parsed, status=self.status, annotations=dict(self.annotations))
+        ctx = MonitorContext(
+            NS,
+            "fraud",
+            "uid-monitor",
+            parsed,
+            status=self.status,
+            annotations=dict(self.annotations),
+            conflict_with=self.conflict_with,
+        )
         outcome = self.remediator.run(ctx, evaluation, self.now, self._checkpoint)
         self.status = render_status(
             monitor,
@@ -362,6 +375,7 @@ class Scenario:
             prior_status=self.status,
             action_records=outcome.records,
             last_known_good=outcome.last_known_good,
+            conflict_with=self.conflict_with,
         )
         self.outcomes.append(outcome)
         return outcome
