@@ -23,6 +23,7 @@ do not hold it back (it reports the monitor's own health, not an action on the m
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -268,15 +269,13 @@ class AlertHandler:
         condition); whether it is now, from this cycle's policy states, exactly as the status will render it.
         """
         failing = degraded_policies(evaluation.states, ctx.spec.degraded_after_errors)
-        prior = condition_of(ctx.status, "Degraded")
+        prior = condition_of(ctx.status, "Degraded") or {}
+        was_degraded = prior.get("status") == "True"
         since = now
-        was_degraded = prior is not None and prior.get("status") == "True"
-        if was_degraded:
-            assert prior is not None
-            try:
+        # An unreadable time: the episode starts now, as a new one would.
+        with contextlib.suppress(ValueError):
+            if was_degraded:
                 since = parse_time(str(prior.get("lastTransitionTime")))
-            except ValueError:
-                since = now
         if not failing and not was_degraded:
             return []
         episode = f"{ctx.namespace}/{ctx.name}/degraded/{format_time(since)}"
