@@ -27,6 +27,7 @@ from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, Object
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import Measurement, MeasurementKind, Series, render_invalid_status
+from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.signals import CycleMeasurements, MeasurementStatus, SignalRequest, SignalResult, measure
@@ -253,8 +254,24 @@ class Evaluator:
             report.failed_queries += measured.failed_queries
             results.update(measured.results)
 
+        # Which monitors yield to an older one changing the same workload: from every known monitor, not only
+        # the due ones, so a monitor on a longer interval still holds its workload.
+        conflicts = workload_conflicts(
+            claim_of(e.namespace, e.name, e.monitor.created, e.monitor.spec)
+            for e in self.registry.all()
+            if e.monitor is not None
+        )
         cycles = [
-            (entry, reconcile(monitor, self._measurements(monitor, results, connection_errors), entry.status, now))
+            (
+                entry,
+                reconcile(
+                    monitor,
+                    self._measurements(monitor, results, connection_errors),
+                    entry.status,
+                    now,
+                    conflict_with=conflicts.get(entry.key),
+                ),
+            )
             for entry, monitor in valid
         ]
         # Monitors whose policies changed state or decided something are written first: with thousands of
@@ -325,7 +342,7 @@ class Evaluator:
 
         context = MonitorContext(
             monitor.namespace, monitor.name, monitor.uid, monitor.spec, status=entry.status,
-            annotations=monitor.annotations,
+            annotations=monitor.annotations, conflict_with=reconciled.conflict_with,
         )  # fmt: skip
         evaluation = reconciled.evaluation
         try:

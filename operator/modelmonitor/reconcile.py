@@ -52,8 +52,8 @@ class Monitor:
     #: One request per policy, in spec order.
     requests: tuple[SignalRequest, ...]
     interval_seconds: float
-    #: ``metadata.creationTimestamp`` (RFC 3339), "" when unknown.
-    created: str = ""
+    #: ``metadata.creationTimestamp``: the older of two monitors changing one workload acts (None when unknown).
+    created: datetime | None = None
     #: Annotations carry approvals of pending actions (``modelmonitor.dev/approve``).
     annotations: Mapping[str, str] = field(default_factory=dict)
 
@@ -80,6 +80,13 @@ def _request(namespace: str, name: str, spec: ModelMonitorSpec, index: int) -> S
     )
 
 
+def _created(meta: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_time(str(meta.get("creationTimestamp") or ""))
+    except ValueError:
+        return None
+
+
 def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
     """The `Monitor` of a watched ModelMonitor object. Raises `SpecError` naming the field when the spec cannot
     be used (the API server's schema and CEL rules catch the same problems earlier, when the CRD is installed)."""
@@ -95,7 +102,7 @@ def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
         engine=monitor_from_api(namespace, name, spec),
         requests=tuple(_request(namespace, name, spec, i) for i in range(len(spec.policies))),
         interval_seconds=duration_seconds(spec.interval),
-        created=str(meta.get("creationTimestamp") or ""),
+        created=_created(meta),
         annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
     )
 
@@ -107,6 +114,9 @@ class Reconciled:
     monitor: Monitor
     evaluation: Evaluation
     prior_status: Mapping[str, Any]
+    #: The older monitor that changes the same workload, when this one must yield to it (no workload-changing
+    #: action, a Conflict condition).
+    conflict_with: str | None = None
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -140,6 +150,7 @@ class Reconciled:
             observed_generation=self.monitor.generation,
             action_records=records,
             last_known_good=last_known_good,
+            conflict_with=self.conflict_with,
         )
 
     @property
@@ -172,11 +183,18 @@ class Reconciled:
 
 
 def reconcile(
-    monitor: Monitor, measurements: Mapping[str, Measurement], prior_status: Mapping[str, Any], now: datetime
+    monitor: Monitor,
+    measurements: Mapping[str, Measurement],
+    prior_status: Mapping[str, Any],
+    now: datetime,
+    *,
+    conflict_with: str | None = None,
 ) -> Reconciled:
     """Evaluate every policy of ``monitor`` on this cycle's ``measurements`` (by policy name; a policy without
-    one counts as an Error and holds) against the ``prior_status``, at ``now``."""
-    return Reconciled(monitor, evaluate(monitor.engine, prior_status, measurements, now), prior_status)
+    one counts as an Error and holds) against the ``prior_status``, at ``now``. ``conflict_with`` names the older
+    monitor changing the same workload (`modelmonitor.policy.conflicts`), when there is one."""
+    evaluation = evaluate(monitor.engine, prior_status, measurements, now)
+    return Reconciled(monitor, evaluation, prior_status, conflict_with)
 
 
 _VOLATILE_POLICY_FIELDS = frozenset({"value", "samples", "message", "threshold"})

@@ -66,11 +66,13 @@ class RecordingKube:
 class NoActions:
     def __init__(self) -> None:
         self.seen_now: list[datetime] = []
+        self.contexts: list[MonitorContext] = []
 
     def run(
         self, monitor: MonitorContext, evaluation: Evaluation, now: datetime, checkpoint: Checkpoint
     ) -> ActionsOutcome:
         self.seen_now.append(now)
+        self.contexts.append(monitor)
         return ActionsOutcome()
 
 
@@ -187,3 +189,37 @@ def test_with_a_heartbeat_an_unchanged_monitor_is_not_rewritten_until_the_heartb
     entry.next_due = 0.0
     third, *_ = run_cycle(registry=registry)
     assert len(third.statuses) == 1
+
+
+def scaling(name: str, created: str) -> dict[str, Any]:
+    """A monitor created at ``created`` that scales Deployment fraud."""
+    body = monitor(name)
+    body["metadata"]["creationTimestamp"] = created
+    body["spec"]["actions"] = {"scaleUp": {"type": "scale", "step": 1, "maxReplicas": 5}}
+    body["spec"]["policies"][0]["actions"] = ["scaleUp"]
+    return body
+
+
+def conflict_condition(kube: RecordingKube, name: str) -> dict[str, Any]:
+    status = next(s for _ns, n, s in kube.statuses if n == name)
+    return dict(next(c for c in status["conditions"] if c["type"] == "Conflict"))
+
+
+def test_the_later_of_two_monitors_scaling_one_deployment_yields_until_the_older_one_is_gone() -> None:
+    registry = Registry()
+    older, later = scaling("zz-older", "2026-11-01T00:00:00Z"), scaling("aa-later", "2026-11-02T00:00:00Z")
+    kube, _prometheus, actions, _ = run_cycle(later, older, registry=registry)
+    assert {c.name: c.conflict_with for c in actions.contexts} == {"zz-older": None, "aa-later": "zz-older"}
+    assert conflict_condition(kube, "aa-later")["status"] == "True"
+    assert conflict_condition(kube, "zz-older")["status"] == "False"
+
+    # Only the later one is due: the older one still holds the workload.
+    next(e for e in registry.all() if e.name == "aa-later").next_due = 0.0
+    _kube, _prometheus, actions, _ = run_cycle(registry=registry)
+    assert [(c.name, c.conflict_with) for c in actions.contexts] == [("aa-later", "zz-older")]
+
+    registry.remove("ml", "zz-older")
+    registry.all()[0].next_due = 0.0
+    kube, _prometheus, actions, _ = run_cycle(registry=registry)
+    assert [(c.name, c.conflict_with) for c in actions.contexts] == [("aa-later", None)]
+    assert conflict_condition(kube, "aa-later")["status"] == "False"

@@ -50,6 +50,10 @@ def measured(accuracy: float, drift: float = 0.05, threshold: float = 0.1) -> di
     }
 
 
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
 @pytest.fixture
 def monitor() -> Monitor:
     return monitor_from_body(body())
@@ -110,7 +114,7 @@ def test_checkpoint_then_actions_replace_pending_records_of_the_same_key(monitor
     first = cycle.with_pending(cycle.prior_status, [{**pending, "result": "Pending", "reason": "awaiting approval"}])
     again = cycle.with_pending(first, [{**pending, "result": "Pending", "reason": "awaiting approval (2)"}])
     assert [(a["result"], a["reason"]) for a in again["actions"]] == [("Pending", "awaiting approval (2)")]
-    assert again["conditions"][-1]["status"] == "True"  # ActionInProgress
+    assert condition(again, "ActionInProgress")["status"] == "True"
     done = cycle.with_actions(again, [{**pending, "result": "Succeeded", "reason": "sent"}])
     assert [a["result"] for a in done["actions"]] == ["Succeeded"]
     assert done["lastAction"].startswith("page Succeeded")
@@ -147,3 +151,13 @@ def test_status_write_due_skips_only_unchanged_statuses_within_the_heartbeat(mon
     assert status_write_due(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=0)
     firing = reconcile(monitor, measured(0.5), prior, T0 + timedelta(seconds=60)).status
     assert status_write_due(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=300)
+
+
+def test_a_monitor_yielding_to_an_older_one_shows_the_conflict(monitor: Monitor) -> None:
+    assert monitor.created == datetime(2026, 12, 1, tzinfo=UTC)
+    alone = reconcile(monitor, measured(0.9), {}, T0).status
+    assert condition(alone, "Conflict")["status"] == "False"
+    yielding = reconcile(monitor, measured(0.9), alone, T0, conflict_with="ml/older").status
+    assert (
+        condition(yielding, "Conflict")["status"] == "True" and "ml/older" in condition(yielding, "Conflict")["message"]
+    )

@@ -36,7 +36,11 @@ AWAITING_APPROVAL = "awaiting approval"
 
 @dataclass(frozen=True)
 class MonitorContext:
-    """The monitor the actions work for: its identity, validated spec, prior status and annotations."""
+    """The monitor the actions work for: its identity, validated spec, prior status and annotations.
+
+    ``conflict_with`` names the older ModelMonitor that changes the same workload (`policy.conflicts`): while
+    it is set this monitor takes no workload-changing action; its alerts still go out.
+    """
 
     namespace: str
     name: str
@@ -44,6 +48,7 @@ class MonitorContext:
     spec: ModelMonitorSpec
     status: Mapping[str, Any] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    conflict_with: str | None = None
 
     @property
     def history(self) -> list[Mapping[str, Any]]:
@@ -94,14 +99,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something people must hear about that is not a policy firing (a failed retraining): sent through every
-    alert action of the monitor."""
+    """Something people must hear about that is not a policy firing (a failed retraining, a Degraded monitor):
+    sent through every alert action of the monitor."""
 
     alertname: str
-    policy: str
+    policy: str  # "" when it is about the monitor as a whole (then the alert has no policy label)
     summary: str
     description: str
     severity: str = "warning"
+    annotations: Mapping[str, str] = field(default_factory=dict)  # more annotations for the alert
 
 
 @dataclass

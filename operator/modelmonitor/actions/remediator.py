@@ -15,6 +15,10 @@ For each decision (repeated every cycle while a policy fires, under the same ide
 An operator killed between 2 and 3 finds the Pending record and the handler's ledger when it comes back, and
 finishes what was started instead of starting it again: exactly one Job, one scale step, one rollback.
 ``paused`` stops everything: nothing is planned, tracked or sent while a monitor is paused.
+
+A monitor in conflict (``MonitorContext.conflict_with``: an older ModelMonitor changes the same workload)
+records its workload-changing decisions as Skipped, right after the dry-run rail; its alerts still go out.
+Entering and leaving the conflict, and a Degraded episode, are told with Events (and, for Degraded, alerts).
 """
 
 from __future__ import annotations
@@ -48,7 +52,16 @@ from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertSender
 from modelmonitor.adapters.kubernetes import KubernetesError, Workloads
 from modelmonitor.api import AlertAction
-from modelmonitor.policy import Decision, DecisionKind, Evaluation, State, idempotency_key
+from modelmonitor.policy import (
+    Decision,
+    DecisionKind,
+    Evaluation,
+    State,
+    condition_of,
+    conflict_message,
+    idempotency_key,
+)
+from modelmonitor.policy.conflicts import changes_workload
 
 log = logging.getLogger("modelmonitor.actions")
 
@@ -64,6 +77,39 @@ def open_episodes(ctx: MonitorContext, evaluation: Evaluation) -> Callable[[str]
         if s.active_since is not None and s.episode_state in _EPISODE_STATES
     )
     return lambda key: key.startswith(prefixes) if prefixes else False
+
+
+def conflict_reason(monitor: MonitorContext, other: str) -> str:
+    """Why a workload-changing action of ``monitor`` is not taken while ``other`` changes its workload."""
+    return f"conflict: ModelMonitor {other} is older and also changes {monitor.target_text}"
+
+
+def conflict_events(monitor: MonitorContext) -> list[Event]:
+    """A Warning Event when the monitor enters a conflict (or yields to another monitor than before), a Normal
+    one when it leaves it; nothing while it stays as it was. The prior ``Conflict`` condition says which."""
+    prior = condition_of(monitor.status, "Conflict")
+    was = prior is not None and prior.get("status") == "True"
+    other = monitor.conflict_with
+    if other is not None:
+        if was and prior is not None and prior.get("message") == conflict_message(other):
+            return []
+        return [
+            Event(
+                "Warning",
+                "WorkloadConflict",
+                f"{conflict_reason(monitor, other)}: this monitor takes no workload-changing action until {other} "
+                "is deleted or retargeted; its alerts still go out",
+            )
+        ]
+    if was:
+        return [
+            Event(
+                "Normal",
+                "WorkloadConflictResolved",
+                f"no older ModelMonitor changes {monitor.target_text} any more: workload-changing actions resume",
+            )
+        ]
+    return []
 
 
 class Remediator:
@@ -144,6 +190,8 @@ class Remediator:
             out.events.extend(events)
 
         self._guarded(monitor, out, "tracking the last-known-good revision", track)
+        out.events.extend(conflict_events(monitor))
+        out.events.extend(self.alert.degraded(monitor, evaluation, now))
         return out
 
     # --- one decision ------------------------------------------------------------------------------------------
@@ -179,6 +227,10 @@ class Remediator:
         if not plan.repeat:
             if decision.dry_run or action.dry_run:
                 add(record(decision, result="DryRun", at=now, reason=f"dry run: would {plan.what}", key=plan.key))
+                return
+            if monitor.conflict_with is not None and changes_workload(action):
+                reason = f"{conflict_reason(monitor, monitor.conflict_with)}: would {plan.what}"
+                add(record(decision, result="Skipped", at=now, reason=reason, key=plan.key))
                 return
             if action.require_approval and not monitor.approved(plan.key):
                 reason = f"{AWAITING_APPROVAL}: would {plan.what}; approve with: {monitor.approve_command(plan.key)}"

@@ -377,6 +377,11 @@ class RetrainHandler:
             )
         if ctx.target not in (DEPLOYMENT, STATEFULSET):
             return "Failed", f"promotion needs a Deployment or StatefulSet; the target is {ctx.target_text}"
+        if ctx.conflict_with is not None:
+            return "Skipped", (
+                f"retraining Job {name} completed; model version {version} not promoted: ModelMonitor "
+                f"{ctx.conflict_with} is older and also changes {ctx.target_text}"
+            )
         workload = self.workloads.get(ctx.target, ctx.namespace, ctx.target_name)
         ledger = read_json_annotation(workload, PROMOTED_ANNOTATION)
         if ledger.get("job") == name:

@@ -529,14 +529,22 @@ class ModelMonitorSpec(ApiModel):
         description="Named actions the policies refer to; each has a type: scale, rollback, retrain or alert.",
     )
     dry_run: bool = Field(
-        default=False, description="Evaluate and record what would be done, but take no action at all."
+        default=False,
+        description=(
+            "Evaluate and record what would be done, but take no action at all (the MonitorDegraded alert, about "
+            "the monitor's own health, still goes out)."
+        ),
     )
     paused: bool = Field(default=False, description="Stop evaluating and acting; status.phase becomes Paused.")
     degraded_after_errors: int = Field(
         default=3,
         ge=1,
         le=1000,
-        description="After this many evaluation cycles in a row with errors the monitor is Degraded and alerts.",
+        description=(
+            "After this many evaluation cycles in a row in which a policy failed to measure, the monitor is Degraded "
+            "and alerts: a MonitorDegraded Warning Event once per episode and a MonitorDegraded alert through every "
+            "alert action, re-sent while it lasts and resolved when every policy measures again."
+        ),
     )
 
     @field_validator("interval")

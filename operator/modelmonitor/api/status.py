@@ -16,7 +16,7 @@ Phase = Literal["Healthy", "Pending", "Firing", "Acting", "NoData", "Degraded", 
 PolicyState = Literal["Inactive", "Pending", "Firing", "Resolving", "NoData", "Error"]
 Outcome = Literal["OK", "Breach", "NoData", "Error", "Invalid"]
 ActionResult = Literal["Pending", "Succeeded", "Failed", "Skipped", "DryRun"]
-ConditionType = Literal["Ready", "Evaluating", "Degraded", "ActionInProgress"]
+ConditionType = Literal["Ready", "Evaluating", "Degraded", "ActionInProgress", "Conflict"]
 
 MAX_ACTION_HISTORY = 20
 
@@ -82,7 +82,7 @@ class LastKnownGood(StatusModel):
 class MonitorCondition(StatusModel):
     """A Kubernetes-style condition."""
 
-    type: ConditionType = Field(description="Ready, Evaluating, Degraded or ActionInProgress.")
+    type: ConditionType = Field(description="Ready, Evaluating, Degraded, ActionInProgress or Conflict.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", max_length=1024, description="A CamelCase reason.")
     message: str = Field(default="", max_length=32768, description="Details for people.")
@@ -122,7 +122,11 @@ class ModelMonitorStatus(StatusModel):
     last_known_good: LastKnownGood | None = Field(default=None, description="The revision a rollback returns to.")
     conditions: list[MonitorCondition] = Field(
         default_factory=list,
-        description="Ready, Evaluating, Degraded and ActionInProgress.",
+        description=(
+            "Ready, Evaluating, Degraded (degradedAfterErrors failed measurements in a row), ActionInProgress, and "
+            "Conflict (True while an older ModelMonitor changes the same workload: this one then takes no "
+            "workload-changing action)."
+        ),
         json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
     )
 

@@ -59,9 +59,23 @@ def firing_policies(states: Sequence[PolicyState]) -> list[str]:
     return [s.name for s in states if s.episode_state in FIRING_STATES]
 
 
-def degraded_policies(spec: MonitorSpec, states: Sequence[PolicyState]) -> list[PolicyState]:
-    """Policies that failed to measure at least ``degradedAfterErrors`` times in a row."""
-    return [s for s in states if s.error_streak >= spec.degraded_after_errors]
+def degraded_policies(states: Sequence[PolicyState], degraded_after_errors: int) -> list[PolicyState]:
+    """Policies that failed to measure at least ``degradedAfterErrors`` times in a row: while there is one,
+    the monitor is Degraded (the condition, the phase unless Paused or Invalid, and the MonitorDegraded alert)."""
+    return [s for s in states if s.error_streak >= degraded_after_errors]
+
+
+def conflict_message(other: str) -> str:
+    """The ``Conflict`` condition's message while ``other`` (an older ModelMonitor) changes the same workload."""
+    return (
+        f"ModelMonitor {other} is older and changes the same workload: this monitor takes no workload-changing "
+        f"action (scale, rollback, promotion) until {other} is deleted or retargeted; its alerts still go out"
+    )
+
+
+def condition_of(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    """The condition of type ``kind`` in a written status, or None."""
+    return _prior_conditions(status).get(kind)
 
 
 def _in_progress(actions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -77,7 +91,7 @@ def monitor_phase(
     invalid = [s for s in states if s.last_outcome is OutcomeKind.INVALID]
     if invalid:
         return Phase.INVALID, "; ".join(f"policy {s.name}: {s.message}" for s in invalid)
-    degraded = degraded_policies(spec, states)
+    degraded = degraded_policies(states, spec.degraded_after_errors)
     if degraded:
         return Phase.DEGRADED, "; ".join(
             f"policy {s.name}: {s.error_streak} consecutive measurement errors "
@@ -194,18 +208,20 @@ def render_status(
     observed_generation: int | None = None,
     action_records: Sequence[Mapping[str, Any]] = (),
     last_known_good: Mapping[str, Any] | None = None,
+    conflict_with: str | None = None,
 ) -> dict[str, Any]:
     """The whole ``status`` of a monitor after ``evaluation``.
 
     ``action_records`` are this cycle's records (see `action_record`), merged into the prior history.
     ``last_known_good`` replaces the prior one when given, otherwise the prior one is kept.
+    ``conflict_with`` names the older monitor changing the same workload (the ``Conflict`` condition).
     """
     prior_status = prior_status or {}
     now = evaluation.now
     states = evaluation.states
     actions = merge_actions(prior_status.get("actions") or [], action_records)
     phase, message = monitor_phase(spec, states, actions)
-    conditions = _render_conditions(spec, states, actions, phase, message, prior_status, now)
+    conditions = _render_conditions(spec, states, actions, phase, message, prior_status, now, conflict_with)
     status: dict[str, Any] = {
         "phase": phase.value,
         "message": message,
@@ -232,6 +248,7 @@ def _render_conditions(
     message: str,
     prior_status: Mapping[str, Any],
     now: datetime,
+    conflict_with: str | None,
 ) -> list[dict[str, Any]]:
     prior = _prior_conditions(prior_status)
     if phase in (Phase.INVALID, Phase.DEGRADED, Phase.PAUSED):
@@ -261,7 +278,7 @@ def _render_conditions(
             now,
         )
 
-    degraded = degraded_policies(spec, states)
+    degraded = degraded_policies(states, spec.degraded_after_errors)
     if degraded:
         degraded_condition = _condition(
             prior,
@@ -293,7 +310,13 @@ def _render_conditions(
         )
     else:
         acting = _condition(prior, "ActionInProgress", "False", "Idle", "no action in progress", now)
-    return [ready, evaluating, degraded_condition, acting]
+    if conflict_with is not None:
+        conflict = _condition(prior, "Conflict", "True", "WorkloadConflict", conflict_message(conflict_with), now)
+    else:
+        conflict = _condition(
+            prior, "Conflict", "False", "NoConflict", "no older ModelMonitor changes the same workload", now
+        )
+    return [ready, evaluating, degraded_condition, acting, conflict]
 
 
 def _entry_firing(entry: Mapping[str, Any]) -> bool:
@@ -341,6 +364,7 @@ def render_invalid_status(
                 "",
                 now,
             ),
+            _condition(prior, "Conflict", "Unknown", "Invalid", "not evaluated while the spec is invalid", now),
         ],
     }
     if observed_generation is not None:

@@ -327,6 +327,7 @@ class Scenario:
         self.remediator = Remediator(self.cluster, self.sender, crash=crash, clock=lambda: self.seconds)
         self.status: dict[str, Any] = {}
         self.annotations: dict[str, str] = {}
+        self.conflict_with: str | None = None  # the older monitor changing the same workload, as the loop says
         self.outcomes: list[ActionsOutcome] = []
         self.checkpoint_fails = False
 
@@ -341,19 +342,33 @@ class Scenario:
         self.status = self._reconciled.with_pending(self.status, records)
         self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(r["key"] for r in records))))
 
-    def cycle(self, accuracy: float | None, *, after: float = 10.0) -> ActionsOutcome:
-        """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data), act, render status."""
+    def cycle(self, accuracy: float | Measurement | None, *, after: float = 10.0) -> ActionsOutcome:
+        """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data; or any `Measurement`),
+        act, render status."""
         self.seconds += after
         self.cluster.now = self.now
         monitor = monitor_from_body(
             {"metadata": {"namespace": NS, "name": "fraud", "uid": "uid-monitor"}, "spec": self.raw}
         )
-        measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
+        if isinstance(accuracy, Measurement):
+            measurement = accuracy
+        else:
+            measurement = Measurement.no_data("no series") if accuracy is None else Measurement.value(accuracy, 500)
         self._reconciled = reconcile(
-            monitor, {p["name"]: measurement for p in self.raw["policies"]}, self.status, self.now
+            monitor,
+            {p["name"]: measurement for p in self.raw["policies"]},
+            self.status,
+            self.now,
+            conflict_with=self.conflict_with,
         )
         ctx = MonitorContext(
-            NS, "fraud", "uid-monitor", monitor.spec, status=self.status, annotations=dict(self.annotations)
+            NS,
+            "fraud",
+            "uid-monitor",
+            monitor.spec,
+            status=self.status,
+            annotations=dict(self.annotations),
+            conflict_with=self.conflict_with,
         )
         outcome = self.remediator.run(ctx, self._reconciled.evaluation, self.now, self._checkpoint)
         self.status = self._reconciled.with_actions(self.status, outcome.records, outcome.last_known_good)

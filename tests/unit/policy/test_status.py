@@ -90,7 +90,29 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     op.cycle(150, ok())
     c = conditions(op.status)
     assert c["Degraded"]["status"] == "False" and c["Degraded"]["lastTransitionTime"] == format_time(at(150))
-    assert [x["type"] for x in op.status["conditions"]] == ["Ready", "Evaluating", "Degraded", "ActionInProgress"]
+    assert [x["type"] for x in op.status["conditions"]] == [
+        "Ready",
+        "Evaluating",
+        "Degraded",
+        "ActionInProgress",
+        "Conflict",
+    ]
+
+
+def test_the_conflict_condition_names_the_older_monitor_and_clears_when_it_is_gone() -> None:
+    spec = monitor(accuracy_rule())
+    first = evaluate(spec, None, {"accuracy-drop": ok()}, at(0))
+    status = render_status(spec, first, conflict_with="fraud-old")
+    c = conditions(status)["Conflict"]
+    assert (c["status"], c["reason"]) == ("True", "WorkloadConflict")
+    assert "ModelMonitor fraud-old is older" in c["message"] and c["lastTransitionTime"] == format_time(at(0))
+    assert status["phase"] == "Healthy", "a conflict holds actions back; it does not change what the model is"
+    second = evaluate(spec, status, {"accuracy-drop": ok()}, at(30))
+    again = render_status(spec, second, prior_status=status, conflict_with="fraud-old")
+    assert conditions(again)["Conflict"]["lastTransitionTime"] == format_time(at(0))
+    cleared = render_status(spec, evaluate(spec, again, {"accuracy-drop": ok()}, at(60)), prior_status=again)
+    c = conditions(cleared)["Conflict"]
+    assert (c["status"], c["reason"], c["lastTransitionTime"]) == ("False", "NoConflict", format_time(at(60)))
 
 
 def test_action_records_last_action_and_acting_phase() -> None:
