@@ -27,6 +27,8 @@ from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.api import ModelMonitorSpec, SpecError, duration_seconds, parse_monitor
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import (
+    ActionRecord,
+    ActionResult,
     Evaluation,
     Measurement,
     MonitorSpec,
@@ -441,9 +443,9 @@ class Evaluator:
         for record in outcome.records:
             self._event(
                 entry,
-                "Normal" if record["result"] in ("Succeeded", "DryRun", "Pending") else "Warning",
-                f"Action{record['result']}",
-                f"{record['name']} ({record.get('type', '')}) for policy {record['policy']}: {record['reason']}",
+                "Warning" if record.result in (ActionResult.FAILED, ActionResult.SKIPPED) else "Normal",
+                f"Action{record.result.value}",
+                f"{record.name} ({record.type}) for policy {record.policy}: {record.reason}",
             )
         for event in outcome.events:
             self._event(entry, event.type, event.reason, event.message)
@@ -469,11 +471,11 @@ class Evaluator:
         assert entry.spec is not None
         prior: dict[str, Any] = dict(entry.status)
 
-        def checkpoint(records: Sequence[Mapping[str, Any]]) -> None:
+        def checkpoint(records: Sequence[ActionRecord]) -> None:
             # Written before acting: an operator that stops mid-action finds the Pending record on restart, and
             # the policy states of this cycle with it (the episode's activeSince is part of every key).
             nonlocal prior
-            keys = {r.get("key") for r in records}
+            keys = {r.key for r in records}
             kept = [
                 a for a in prior.get("actions") or [] if not (a.get("key") in keys and a.get("result") == "Pending")
             ]
@@ -498,7 +500,7 @@ class Evaluator:
             self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")
             outcome = ActionsOutcome()
         for record in outcome.records:
-            self.metrics.decided(str(record.get("type", "")), str(record.get("result", "")))
+            self.metrics.decided(record.type, record.result.value)
         return outcome, prior
 
     # --- writes ----------------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from modelmonitor.actions.base import (
     Settled,
     has_record,
     is_awaiting_approval,
-    plain_record,
     record,
 )
 from modelmonitor.actions.retrain import RetrainHandler
@@ -48,7 +47,7 @@ from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertSender
 from modelmonitor.adapters.kubernetes import KubernetesError, Workloads
 from modelmonitor.api import AlertAction
-from modelmonitor.policy import Decision, DecisionKind, Evaluation, State, idempotency_key
+from modelmonitor.policy import ActionRecord, ActionResult, Decision, DecisionKind, Evaluation, State, idempotency_key
 
 log = logging.getLogger("modelmonitor.actions")
 
@@ -100,11 +99,10 @@ class Remediator:
             return out
         is_open = open_episodes(monitor, evaluation)
 
-        def add(made: dict[str, Any]) -> None:
+        def add(made: ActionRecord) -> None:
             # One record per key and result, as status keeps them: an Event per change, not per cycle.
-            key, result = made.get("key"), made.get("result")
             seen = [*monitor.history, *out.records]
-            if not any(r.get("key") == key and r.get("result") == result for r in seen):
+            if not any(r.key == made.key and r.result is made.result for r in seen):
                 out.records.append(made)
 
         def track_in_flight() -> None:
@@ -118,25 +116,19 @@ class Remediator:
             monitor, out, "tracking retraining Jobs", lambda: self._track_jobs(monitor, now, is_open, add, out)
         )
         for entry in monitor.history:
-            if is_awaiting_approval(entry) and not is_open(str(entry.get("key"))):
-                add(
-                    plain_record(
-                        name=str(entry.get("name")),
-                        action_type=str(entry.get("type")),
-                        policy=str(entry.get("policy")),
-                        key=str(entry.get("key")),
-                        result="Skipped",
-                        at=now,
-                        reason="not approved before the policy stopped firing",
-                    )
-                )
+            if is_awaiting_approval(entry) and not is_open(entry.key):
+                add(entry.settled(ActionResult.SKIPPED, "not approved before the policy stopped firing", now))
 
         for decision in evaluation.decisions:
             try:
                 self._decide(monitor, evaluation, decision, now, checkpoint, add)
             except KubernetesError as exc:
                 log.warning("%s/%s: action %s: %s", monitor.namespace, monitor.name, decision.action, exc)
-                add(record(decision, result="Failed", at=now, reason=f"could not {decision.action_type}: {exc}"))
+                add(
+                    record(
+                        decision, result=ActionResult.FAILED, at=now, reason=f"could not {decision.action_type}: {exc}"
+                    )
+                )
 
         def track() -> None:
             lkg, events = self.rollback.track_last_known_good(monitor, evaluation, now)
@@ -155,7 +147,7 @@ class Remediator:
         decision: Decision,
         now: datetime,
         checkpoint: Checkpoint,
-        add: Callable[[dict[str, Any]], None],
+        add: Callable[[ActionRecord], None],
     ) -> None:
         action = monitor.spec.actions.get(decision.action)
         if action is None:
@@ -178,19 +170,37 @@ class Remediator:
         assert isinstance(plan, Plan)
         if not plan.repeat:
             if decision.dry_run or action.dry_run:
-                add(record(decision, result="DryRun", at=now, reason=f"dry run: would {plan.what}", key=plan.key))
+                add(
+                    record(
+                        decision,
+                        result=ActionResult.DRY_RUN,
+                        at=now,
+                        reason=f"dry run: would {plan.what}",
+                        key=plan.key,
+                    )
+                )
                 return
             if action.require_approval and not monitor.approved(plan.key):
                 reason = f"{AWAITING_APPROVAL}: would {plan.what}; approve with: {monitor.approve_command(plan.key)}"
-                add(record(decision, result="Pending", at=now, reason=reason, key=plan.key))
+                add(record(decision, result=ActionResult.PENDING, at=now, reason=reason, key=plan.key))
                 return
             runs = rails.merge_runs(rails.runs_in_history(monitor.history, decision.action), plan.runs)
             blocked = rails.check(action, runs, now, exclude=plan.key)
             if blocked is not None:
-                add(record(decision, result="Skipped", at=now, reason=f"{blocked.reason}: {plan.what}", key=plan.key))
+                add(
+                    record(
+                        decision,
+                        result=ActionResult.SKIPPED,
+                        at=now,
+                        reason=f"{blocked.reason}: {plan.what}",
+                        key=plan.key,
+                    )
+                )
                 return
         if plan.checkpoint:
-            pending = record(decision, result="Pending", at=now, reason=f"{plan.what} (in progress)", key=plan.key)
+            pending = record(
+                decision, result=ActionResult.PENDING, at=now, reason=f"{plan.what} (in progress)", key=plan.key
+            )
             try:
                 checkpoint([pending])
             except Exception as exc:
@@ -213,7 +223,7 @@ class Remediator:
         monitor: MonitorContext,
         now: datetime,
         is_open: Callable[[str], bool],
-        add: Callable[[dict[str, Any]], None],
+        add: Callable[[ActionRecord], None],
         out: ActionsOutcome,
     ) -> None:
         records, notices = self.retrain.reconcile(monitor, now, is_open)

@@ -30,13 +30,12 @@ from modelmonitor.actions.base import (
     Settled,
     has_record,
     is_awaiting_approval,
-    plain_record,
     read_json_annotation,
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, HPA, STATEFULSET, Kind, KubernetesError, Workloads
 from modelmonitor.api import ScaleAction, duration_seconds
-from modelmonitor.policy import Decision, format_time
+from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
 
 LEDGER_ANNOTATION = PREFIX + "scale-ledger"
 #: How many past steps per action the ledger keeps (enough for any budget a person would set).
@@ -128,7 +127,7 @@ class ScaleHandler:
         done = int(entry.get("step") or 0) if entry.get("episode") == decision.key else 0
 
         # The last step is in the ledger but its record still says Pending: the operator stopped after acting.
-        if done >= 1 and has_record(ctx.history, step_key(decision.key, done), "Pending"):
+        if done >= 1 and has_record(ctx.history, step_key(decision.key, done), ActionResult.PENDING):
             return Plan(
                 key=step_key(decision.key, done),
                 what=str(entry.get("what", "scale")),
@@ -165,7 +164,7 @@ class ScaleHandler:
             if (new_min, new_max) == (old_min, old_max):
                 return Settled(
                     key,
-                    "Skipped",
+                    ActionResult.SKIPPED,
                     f"HorizontalPodAutoscaler {hpa_name} (targets {ctx.target_text}) is already at the action's "
                     f"bounds: minReplicas {old_min}, maxReplicas {old_max} (action minReplicas "
                     f"{action.min_replicas}, maxReplicas {action.max_replicas})",
@@ -184,7 +183,7 @@ class ScaleHandler:
                 bound = "maxReplicas" if _direction(action) > 0 else "minReplicas"
                 return Settled(
                     key,
-                    "Skipped",
+                    ActionResult.SKIPPED,
                     f"{ctx.target_text} already has {replicas} replicas, the action's {bound} "
                     f"({action.max_replicas if bound == 'maxReplicas' else action.min_replicas})",
                 )
@@ -237,7 +236,7 @@ class ScaleHandler:
             # The step was written before the operator stopped; /scale kinds may still need the replica count.
             if not data["builtin"] and data.get("to") is not None and data["current"] != data["to"]:
                 self._set_scale(ctx, int(data["to"]))
-            return Done("Succeeded", f"{plan.what} (confirmed after the operator restarted)")
+            return Done(ActionResult.SUCCEEDED, f"{plan.what} (confirmed after the operator restarted)")
         patch = {
             "metadata": {
                 "resourceVersion": data["resourceVersion"],
@@ -253,18 +252,18 @@ class ScaleHandler:
             raise
         if data["scale"] is not None:
             self._set_scale(ctx, int(data["scale"]))
-        return Done("Succeeded", plan.what)
+        return Done(ActionResult.SUCCEEDED, plan.what)
 
-    def reconcile(self, ctx: MonitorContext, now: datetime, is_open: Callable[[str], bool]) -> list[dict[str, Any]]:
+    def reconcile(self, ctx: MonitorContext, now: datetime, is_open: Callable[[str], bool]) -> list[ActionRecord]:
         """Settle scale steps recorded as Pending whose episode ended before the operator could confirm them:
         Succeeded if the ledger shows the step was taken, Skipped if it never was."""
         pending = [
             r
             for r in ctx.history
-            if r.get("type") == self.type
-            and r.get("result") == "Pending"
+            if r.type == self.type
+            and r.result is ActionResult.PENDING
             and not is_awaiting_approval(r)
-            and not is_open(str(r.get("key")))
+            and not is_open(r.key)
         ]
         if not pending:
             return []
@@ -274,25 +273,22 @@ class ScaleHandler:
         ledger = read_json_annotation(holder, LEDGER_ANNOTATION)
         records = []
         for entry in pending:
-            key, action = str(entry.get("key")), str(entry.get("name"))
-            step = ledger.get(_ledger_id(ctx, action))
-            taken = isinstance(step, dict) and step_key(str(step.get("episode")), int(step.get("step") or 0)) == key
-            result, reason = (
-                ("Succeeded", f"{step.get('what')} (confirmed after the operator restarted)")
-                if taken and isinstance(step, dict)
-                else ("Skipped", "not scaled: the policy stopped firing before the step was taken")
+            step = ledger.get(_ledger_id(ctx, entry.name))
+            taken = (
+                isinstance(step, dict) and step_key(str(step.get("episode")), int(step.get("step") or 0)) == entry.key
             )
-            records.append(
-                plain_record(
-                    name=action,
-                    action_type=self.type,
-                    policy=str(entry.get("policy")),
-                    key=key,
-                    result=result,
-                    at=now,
-                    reason=reason,
+            if taken and isinstance(step, dict):
+                records.append(
+                    entry.settled(
+                        ActionResult.SUCCEEDED, f"{step.get('what')} (confirmed after the operator restarted)", now
+                    )
                 )
-            )
+            else:
+                records.append(
+                    entry.settled(
+                        ActionResult.SKIPPED, "not scaled: the policy stopped firing before the step was taken", now
+                    )
+                )
         return records
 
     def _set_scale(self, ctx: MonitorContext, replicas: int) -> None:

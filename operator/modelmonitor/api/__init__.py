@@ -39,6 +39,7 @@ from modelmonitor.api.spec import (
 from modelmonitor.api.status import (
     MAX_ACTION_HISTORY,
     ActionRecord,
+    ActionResult,
     LastKnownGood,
     ModelMonitorStatus,
     MonitorCondition,
@@ -62,6 +63,7 @@ __all__ = [
     "Action",
     "ActionRails",
     "ActionRecord",
+    "ActionResult",
     "AlertAction",
     "Budget",
     "Combine",

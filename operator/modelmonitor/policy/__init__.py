@@ -20,12 +20,12 @@ from modelmonitor.policy.model import (
     Severity,
 )
 from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify, threshold_in_force
+from modelmonitor.policy.records import ActionRecord, ActionResult, records_from_status
 from modelmonitor.policy.spec import monitor_from_spec, rule_from_spec
 from modelmonitor.policy.state import PolicyState, PolicyStep, State, Transition, step
 from modelmonitor.policy.status import (
     MAX_ACTION_HISTORY,
     Phase,
-    action_record,
     merge_actions,
     monitor_phase,
     render_invalid_status,
@@ -35,6 +35,8 @@ from modelmonitor.policy.timefmt import format_time, parse_duration, parse_time
 
 __all__ = [
     "MAX_ACTION_HISTORY",
+    "ActionRecord",
+    "ActionResult",
     "Combine",
     "Decision",
     "DecisionKind",
@@ -55,7 +57,6 @@ __all__ = [
     "Severity",
     "State",
     "Transition",
-    "action_record",
     "classify",
     "decide",
     "evaluate",
@@ -67,6 +68,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "prior_states",
+    "records_from_status",
     "render_invalid_status",
     "render_status",
     "rule_from_spec",

@@ -337,7 +337,7 @@ class Scenario:
     def _checkpoint(self, records: Any) -> None:
         if self.checkpoint_fails:
             raise CheckpointFailed("status write refused")
-        keys = {r["key"] for r in records}
+        keys = {r.key for r in records}
         kept = [a for a in self.status.get("actions") or [] if not (a["key"] in keys and a["result"] == "Pending")]
         # As the loop does: the whole status of this cycle with the Pending records, written before acting.
         self.status = render_status(
