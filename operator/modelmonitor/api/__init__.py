@@ -14,6 +14,7 @@ from modelmonitor.api.actions import (
     RetrainAction,
     RollbackAction,
     ScaleAction,
+    ScaleDown,
 )
 from modelmonitor.api.common import (
     API_VERSION,
@@ -81,6 +82,7 @@ __all__ = [
     "RetrainAction",
     "RollbackAction",
     "ScaleAction",
+    "ScaleDown",
     "SpecError",
     "Target",
     "duration_seconds",

@@ -144,13 +144,17 @@ def merge_actions(
 
     A record repeating the key and result of one already kept is dropped (decisions repeat every cycle while a
     policy fires); a record whose key matches a Pending one replaces it and moves to the end (the action in
-    flight has finished).
+    flight has finished), also when an older record of that key has the same result (a step first skipped by
+    its cooldown, then interrupted, then skipped for good).
     """
     merged = list(history)
     for record in new:
-        if any(r.key == record.key and r.result is record.result for r in merged):
+        settles = record.result is not ActionResult.PENDING and any(
+            r.key == record.key and r.result is ActionResult.PENDING for r in merged
+        )
+        if not settles and any(r.key == record.key and r.result is record.result for r in merged):
             continue
-        merged = [r for r in merged if not (r.key == record.key and r.result is ActionResult.PENDING)]
+        merged = [r for r in merged if not (r.key == record.key and r.result in (ActionResult.PENDING, record.result))]
         merged.append(record)
     return merged[-limit:] if limit > 0 else []
 

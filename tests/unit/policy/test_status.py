@@ -239,3 +239,10 @@ def test_naive_now_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no timezone"):
         evaluate(monitor(accuracy_rule()), None, {}, datetime(2026, 11, 24, 10, 0))
+
+
+def test_a_pending_record_is_settled_even_when_its_key_had_that_result_before() -> None:
+    # A step skipped by its cooldown, then recorded Pending, then interrupted and skipped for good.
+    history = [scale_record("k", ActionResult.SKIPPED), scale_record("k", ActionResult.PENDING, seconds=30)]
+    merged = merge_actions(history, [scale_record("k", ActionResult.SKIPPED, seconds=60)])
+    assert [(r.result, r.at) for r in merged] == [(ActionResult.SKIPPED, at(60))]
