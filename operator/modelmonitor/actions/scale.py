@@ -12,6 +12,10 @@ A step is ``step`` replicas or ``percent`` of the current count (rounded away fr
 bounded by ``minReplicas``/``maxReplicas``. While a policy fires, one step is taken per ``cooldown``.
 ``stabilizationWindow``: a step is taken only once the policy has fired for the whole window, and never
 reverses the direction of a step taken on the same workload within the window.
+
+``scaleDown`` (opt-in, actions that scale up): once every policy naming the action has been measured clear for
+its stabilization window, `ScaleHandler.give_back` steps back toward the counts recorded in the ledger before the
+first step up (``origin``), one step per cooldown, never below ``minReplicas``, under the key ``<episode>/down``.
 """
 
 from __future__ import annotations
@@ -337,7 +341,10 @@ class ScaleHandler:
         (``clearFrom``), so neither missing data nor an operator restart counts as clear time.
         """
         settings = action.scale_down
-        if settings is None or not settings.enabled:
+        clear = clear_for_give_back(steps)
+        if settings is None or not settings.enabled or clear is None:
+            # Nothing to give back, or an episode is open: the steps up are in charge (a step down recorded
+            # Pending before a restart is settled by `reconcile` then).
             return None
         view = self._view(ctx, name)
         entry = view.entry
@@ -361,9 +368,6 @@ class ScaleHandler:
         origin = entry.get("origin")
         if not isinstance(origin, dict) or not entry.get("episode"):
             return None  # nothing owed
-        clear = clear_for_give_back(steps)
-        if clear is None:
-            return None  # an episode is open: the steps up are in charge
         if not clear:
             if not entry.get("hold"):
                 self._bookkeep(ctx, view, name, {**entry, "hold": True})
