@@ -114,6 +114,16 @@ def test_no_step_down_while_the_policy_cannot_be_measured() -> None:
     assert replicas(s) == 4, "NoData never counts as clear"
 
 
+def test_missing_data_turned_into_ok_by_no_data_ok_is_not_clear_either() -> None:
+    s = scaling()
+    s.raw["policies"][0]["noData"] = "ok"
+    scale_up_twice(s)
+    for _ in range(20):
+        s.cycle(None, after=30)
+    assert s.status["policies"][0]["state"] == "Inactive"
+    assert replicas(s) == 4
+
+
 def test_a_restarted_operator_keeps_the_restarted_window() -> None:
     s = scaling()
     scale_up_twice(s)
