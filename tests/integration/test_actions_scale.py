@@ -182,7 +182,7 @@ def test_with_an_hpa_the_raised_bounds_are_given_back(rig: Rig) -> None:
     action = {
         "type": "scale",
         "step": 2,
-        "maxReplicas": 4,
+        "maxReplicas": 3,
         "cooldown": "2s",
         "scaleDown": {"stabilizationWindow": "10s", "step": 2},
     }
@@ -195,7 +195,6 @@ def test_with_an_hpa_the_raised_bounds_are_given_back(rig: Rig) -> None:
 
     rig.broken()
     wait_for("the HPA floor raised to 3", lambda: bounds() == (3, 4), timeout=90)
-    wait_for("the HPA to scale to 3", lambda: replicas(rig) == 3, timeout=90)
     rig.healthy()
     cleared = inactive_since(rig)
     assert bounds() == (3, 4)
