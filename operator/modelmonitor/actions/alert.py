@@ -22,7 +22,7 @@ from typing import Any
 
 from modelmonitor.actions.base import Done, MonitorContext, Notice, Plan, evidence, has_record, record
 from modelmonitor.adapters.alertmanager import AlertError, AlertSender
-from modelmonitor.api import AlertAction, duration_seconds
+from modelmonitor.api import ActionType, AlertAction, duration_seconds
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
 
 ALERTNAME = "ModelMonitorPolicyFiring"
@@ -104,7 +104,7 @@ def webhook_payload(
 class AlertHandler:
     """Sends, re-sends and resolves alerts. Thread-safe (monitors are evaluated in parallel)."""
 
-    type = "alert"
+    type: ActionType = "alert"
 
     def __init__(self, sender: AlertSender, clock: Callable[[], float] = time.monotonic) -> None:
         self.sender = sender

@@ -41,7 +41,7 @@ from modelmonitor.actions.base import (
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, STATEFULSET, KubernetesError, Workloads
-from modelmonitor.api import API_VERSION, KIND, Promotion, RetrainAction
+from modelmonitor.api import API_VERSION, KIND, ActionType, Promotion, RetrainAction
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
 
 MONITOR_UID_LABEL = PREFIX + "monitor-uid"
@@ -216,7 +216,7 @@ def promoted_workload(
 class RetrainHandler:
     """Creates retraining Jobs, follows them to the end, promotes what they produced."""
 
-    type = "retrain"
+    type: ActionType = "retrain"
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads

@@ -43,7 +43,7 @@ from modelmonitor.actions.base import (
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, REPLICASET, KubernetesError, Workloads
-from modelmonitor.api import RollbackAction, duration_seconds
+from modelmonitor.api import ActionType, RollbackAction, duration_seconds
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, Evaluation, OutcomeKind, State, format_time
 
 LEDGER_ANNOTATION = PREFIX + "rollback"
@@ -158,7 +158,7 @@ def all_ok(evaluation: Evaluation) -> datetime | None:
 class RollbackHandler:
     """Tracks the last-known-good revision, rolls back to it, and watches the rollout."""
 
-    type = "rollback"
+    type: ActionType = "rollback"
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads

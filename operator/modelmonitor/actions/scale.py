@@ -39,7 +39,7 @@ from modelmonitor.actions.base import (
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, HPA, STATEFULSET, Kind, KubernetesError, Workloads
-from modelmonitor.api import ScaleAction, duration_seconds
+from modelmonitor.api import ActionType, ScaleAction, duration_seconds
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, OutcomeKind, PolicyStep, State, format_time
 
 LEDGER_ANNOTATION = PREFIX + "scale-ledger"
@@ -153,7 +153,7 @@ class _View:
 class ScaleHandler:
     """Plans and takes scale steps."""
 
-    type = "scale"
+    type: ActionType = "scale"
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from modelmonitor.api.actions import ACTION_TYPES, ActionType
 from modelmonitor.api.status import ActionResult
 from modelmonitor.policy.decide import Decision
 from modelmonitor.policy.timefmt import format_time, parse_time, require_aware
@@ -36,7 +37,7 @@ class ActionRecord:
     """
 
     name: str
-    type: str
+    type: ActionType
     policy: str
     at: datetime
     result: ActionResult
@@ -51,6 +52,8 @@ class ActionRecord:
             allowed = ", ".join(r.value for r in ActionResult)
             raise ValueError(f"action result must be one of {allowed}, got {self.result!r}") from None
         object.__setattr__(self, "result", result)
+        if self.type not in ACTION_TYPES:
+            raise ValueError(f"action type must be one of {', '.join(ACTION_TYPES)}, got {self.type!r}")
         object.__setattr__(self, "at", require_aware(self.at, field="at"))
         if len(self.reason) > MAX_REASON:
             object.__setattr__(self, "reason", self.reason[:MAX_REASON])
@@ -61,11 +64,14 @@ class ActionRecord:
     ) -> ActionRecord:
         """The record of ``decision`` under ``key`` (default: the decision's); ``reason`` defaults to the
         decision's evidence."""
-        if decision.action_type is None:
-            raise ValueError(f"action {decision.action!r} of policy {decision.policy!r} has no type")
+        action_type = next((t for t in ACTION_TYPES if t == decision.action_type), None)
+        if action_type is None:
+            raise ValueError(
+                f"action {decision.action!r} of policy {decision.policy!r} has no known type: {decision.action_type!r}"
+            )
         return cls(
             name=decision.action,
-            type=decision.action_type,
+            type=action_type,
             policy=decision.policy,
             at=at,
             result=result,
@@ -103,6 +109,9 @@ class ActionRecord:
         reason = entry.get("reason", "")
         if not isinstance(reason, str):
             raise ValueError(f"{where}.reason: not a string")
+        action_type = next((t for t in ACTION_TYPES if t == texts["type"]), None)
+        if action_type is None:
+            raise ValueError(f"{where}.type: must be one of {', '.join(ACTION_TYPES)}, got {texts['type']!r}")
         try:
             result = ActionResult(texts["result"])
         except ValueError:
@@ -110,7 +119,7 @@ class ActionRecord:
             raise ValueError(f"{where}.result: must be one of {allowed}, got {texts['result']!r}") from None
         return cls(
             name=texts["name"],
-            type=texts["type"],
+            type=action_type,
             policy=texts["policy"],
             at=parse_time(texts["at"], field=f"{where}.at"),
             result=result,

@@ -184,7 +184,13 @@ def test_a_record_round_trips_through_the_status_json_with_the_keys_it_always_ha
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"result": "Done"}, "result"), ({"key": None}, "key"), ({"at": "yesterday"}, "at"), ({"reason": 3}, "reason")],
+    [
+        ({"result": "Done"}, "result"),
+        ({"type": "resize"}, "type"),
+        ({"key": None}, "key"),
+        ({"at": "yesterday"}, "at"),
+        ({"reason": 3}, "reason"),
+    ],
 )
 def test_an_unreadable_history_entry_names_its_field(change: dict[str, object], field: str) -> None:
     entry = {**scale_record("k").to_status(), **change}
