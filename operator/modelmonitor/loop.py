@@ -26,7 +26,7 @@ from modelmonitor.adapters.connections import Connections, PrometheusConnectionE
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import Measurement, MeasurementKind, Series, render_invalid_status
+from modelmonitor.policy import ActionRecord, Measurement, MeasurementKind, Series, render_invalid_status
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
@@ -332,7 +332,7 @@ class Evaluator:
         monitor = reconciled.monitor
         prior: Mapping[str, Any] = dict(entry.status)
 
-        def checkpoint(records: Sequence[Mapping[str, Any]]) -> None:
+        def checkpoint(records: Sequence[ActionRecord]) -> None:
             # Written before acting: an operator that stops mid-action finds the Pending record on restart.
             nonlocal prior
             status = reconciled.with_pending(prior, records)
@@ -352,7 +352,7 @@ class Evaluator:
             self._event(entry, "Warning", "ActionError", f"actions failed: {exc}")
             outcome = ActionsOutcome()
         for record in outcome.records:
-            self.metrics.decided(str(record.get("type", "")), str(record.get("result", "")))
+            self.metrics.decided(record.type, record.result.value)
         return outcome, prior
 
     # --- writes ----------------------------------------------------------------------------------------------

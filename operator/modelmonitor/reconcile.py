@@ -24,6 +24,8 @@ from typing import Any
 from modelmonitor.actions import Event
 from modelmonitor.api import ModelMonitorSpec, duration_seconds, parse_monitor
 from modelmonitor.policy import (
+    ActionRecord,
+    ActionResult,
     Decision,
     Evaluation,
     Measurement,
@@ -128,17 +130,22 @@ class Reconciled:
         """The status to write when no action ran this cycle."""
         return self.with_actions(self.prior_status, ())
 
-    def with_pending(self, prior: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def with_pending(self, prior: Mapping[str, Any], records: Sequence[ActionRecord]) -> dict[str, Any]:
         """The status to persist before acting: this cycle's policy states (the episode's activeSince is part of
-        every idempotency key) with ``records`` (Pending) replacing the Pending records of the same keys."""
-        keys = {r.get("key") for r in records}
-        kept = [a for a in prior.get("actions") or [] if not (a.get("key") in keys and a.get("result") == "Pending")]
+        every idempotency key) with ``records`` (Pending) replacing the Pending records of the same keys (a
+        Pending record is re-recorded with a new reason, e.g. still awaiting approval)."""
+        keys = {r.key for r in records}
+        kept = [
+            a
+            for a in prior.get("actions") or []
+            if not (a.get("key") in keys and a.get("result") == ActionResult.PENDING.value)
+        ]
         return self.with_actions({**prior, "actions": kept}, records)
 
     def with_actions(
         self,
         prior: Mapping[str, Any],
-        records: Sequence[Mapping[str, Any]],
+        records: Sequence[ActionRecord],
         last_known_good: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The status after this cycle's actions: ``records`` merged into the history of ``prior`` (the prior
@@ -158,7 +165,7 @@ class Reconciled:
         """Whether a policy changed state or something was decided (such monitors are written first)."""
         return bool(self.evaluation.transitions or self.evaluation.decisions)
 
-    def events(self, records: Sequence[Mapping[str, Any]]) -> list[Event]:
+    def events(self, records: Sequence[ActionRecord]) -> list[Event]:
         """The Events of this cycle: one per policy transition and one per action record."""
         signals = {p.name: p.signal or "query" for p in self.monitor.spec.policies}
         events = [
@@ -169,16 +176,14 @@ class Reconciled:
             )
             for t in self.evaluation.transitions
         ]
-        for record in records:
-            result = str(record.get("result", ""))
-            events.append(
-                Event(
-                    "Normal" if result in ("Succeeded", "DryRun", "Pending") else "Warning",
-                    f"Action{result}",
-                    f"{record.get('name')} ({record.get('type', '')}) for policy {record.get('policy')}: "
-                    f"{record.get('reason')}",
-                )
+        events.extend(
+            Event(
+                "Warning" if record.result in (ActionResult.FAILED, ActionResult.SKIPPED) else "Normal",
+                f"Action{record.result.value}",
+                f"{record.name} ({record.type}) for policy {record.policy}: {record.reason}",
             )
+            for record in records
+        )
         return events
 
 

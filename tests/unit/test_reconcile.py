@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelmonitor.policy import Measurement, MeasurementKind, Series
+from modelmonitor.policy import ActionRecord, ActionResult, Measurement, MeasurementKind, Series
 from modelmonitor.reconcile import Monitor, monitor_from_body, reconcile, status_write_due
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -110,19 +110,22 @@ def test_a_breach_decides_the_policy_actions_with_the_query_sent(monitor: Monito
 def test_checkpoint_then_actions_replace_pending_records_of_the_same_key(monitor: Monitor) -> None:
     cycle = reconcile(monitor, measured(0.5), {}, T0)
     (decision,) = cycle.decisions
-    pending = {"name": "page", "type": "alert", "policy": "accuracy", "key": decision.key, "at": "2026-12-06T12:00:00Z"}
-    first = cycle.with_pending(cycle.prior_status, [{**pending, "result": "Pending", "reason": "awaiting approval"}])
-    again = cycle.with_pending(first, [{**pending, "result": "Pending", "reason": "awaiting approval (2)"}])
+
+    def made(result: ActionResult, reason: str) -> ActionRecord:
+        return ActionRecord("page", "alert", "accuracy", T0, result, reason, decision.key)
+
+    first = cycle.with_pending(cycle.prior_status, [made(ActionResult.PENDING, "awaiting approval")])
+    again = cycle.with_pending(first, [made(ActionResult.PENDING, "awaiting approval (2)")])
     assert [(a["result"], a["reason"]) for a in again["actions"]] == [("Pending", "awaiting approval (2)")]
     assert condition(again, "ActionInProgress")["status"] == "True"
-    done = cycle.with_actions(again, [{**pending, "result": "Succeeded", "reason": "sent"}])
+    done = cycle.with_actions(again, [made(ActionResult.SUCCEEDED, "sent")])
     assert [a["result"] for a in done["actions"]] == ["Succeeded"]
     assert done["lastAction"].startswith("page Succeeded")
 
 
 def test_events_name_the_transition_and_each_record(monitor: Monitor) -> None:
     cycle = reconcile(monitor, measured(0.5), {}, T0)
-    record = {"name": "page", "type": "alert", "policy": "accuracy", "result": "Failed", "reason": "webhook down"}
+    record = ActionRecord("page", "alert", "accuracy", T0, ActionResult.FAILED, "webhook down", "k")
     events = cycle.events([record])
     assert any("policy accuracy (accuracy) Inactive -> Firing" in e.message for e in events)
     assert events[-1].type == "Warning" and events[-1].reason == "ActionFailed"

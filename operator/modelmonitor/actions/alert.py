@@ -32,8 +32,10 @@ from typing import Any
 
 from modelmonitor.actions.base import Done, Event, MonitorContext, Notice, Plan, evidence, has_record, record
 from modelmonitor.adapters.alertmanager import AlertError, AlertSender
-from modelmonitor.api import AlertAction, duration_seconds
+from modelmonitor.api import ActionType, AlertAction, duration_seconds
 from modelmonitor.policy import (
+    ActionRecord,
+    ActionResult,
     Decision,
     Evaluation,
     PolicyState,
@@ -169,7 +171,7 @@ def notice_alert(
 class AlertHandler:
     """Sends, re-sends and resolves alerts. Thread-safe (monitors are evaluated in parallel)."""
 
-    type = "alert"
+    type: ActionType = "alert"
 
     def __init__(self, sender: AlertSender, clock: Callable[[], float] = time.monotonic) -> None:
         self.sender = sender
@@ -183,7 +185,7 @@ class AlertHandler:
     ) -> Plan | None:
         with self._lock:
             last = self._sent.get(decision.key)
-        delivered = last is not None or has_record(ctx.history, decision.key, "Succeeded")
+        delivered = last is not None or has_record(ctx.history, decision.key, ActionResult.SUCCEEDED)
         if delivered:
             if last is not None and self.clock() - last < duration_seconds(action.resend_interval):
                 return None
@@ -194,28 +196,30 @@ class AlertHandler:
         decision, action = plan.data
         errors, where = self._deliver(ctx, decision, action, now, resolved=False)
         if errors:
-            return Done("Failed", f"alert not delivered ({'; '.join(errors)}); Event posted: {decision.reason}")
+            return Done(
+                ActionResult.FAILED, f"alert not delivered ({'; '.join(errors)}); Event posted: {decision.reason}"
+            )
         with self._lock:
             self._sent[decision.key] = self.clock()
-        return Done("Succeeded", f"alert sent ({', '.join(['Event', *where])}): {decision.reason}")
+        return Done(ActionResult.SUCCEEDED, f"alert sent ({', '.join(['Event', *where])}): {decision.reason}")
 
     def resolve(
         self, ctx: MonitorContext, decision: Decision, action: AlertAction, now: datetime
-    ) -> dict[str, Any] | None:
+    ) -> ActionRecord | None:
         """Resolve the episode's alert; the record of it, or None when nothing was raised."""
         key = f"{decision.key}#resolved"
         with self._lock:
             raised = self._sent.pop(decision.key, None) is not None
-        raised = raised or has_record(ctx.history, decision.key, "Succeeded", "Failed")
+        raised = raised or has_record(ctx.history, decision.key, ActionResult.SUCCEEDED, ActionResult.FAILED)
         if not raised or decision.dry_run or action.dry_run or has_record(ctx.history, key):
             return None
         errors, where = self._deliver(ctx, decision, action, now, resolved=True)
         if errors:
             reason = f"resolution not delivered ({'; '.join(errors)}); the alert expires at its endsAt"
-            return record(decision, result="Failed", at=now, reason=reason, key=key)
+            return record(decision, result=ActionResult.FAILED, at=now, reason=reason, key=key)
         return record(
             decision,
-            result="Succeeded",
+            result=ActionResult.SUCCEEDED,
             at=now,
             reason=f"alert resolved ({', '.join(['Event', *where])}): {decision.reason}",
             key=key,

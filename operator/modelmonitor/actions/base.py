@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from modelmonitor.adapters.kubernetes import Kind
 from modelmonitor.api import ModelMonitorSpec
-from modelmonitor.policy import Decision, Evaluation, action_record, format_time, parse_time
+from modelmonitor.policy import ActionRecord, ActionResult, Decision, Evaluation, parse_time, records_from_status
 
 #: Annotations and labels the operator writes on the objects it creates or changes.
 PREFIX = "modelmonitor.dev/"
@@ -51,9 +51,9 @@ class MonitorContext:
     conflict_with: str | None = None
 
     @property
-    def history(self) -> list[Mapping[str, Any]]:
+    def history(self) -> list[ActionRecord]:
         """``status.actions``: the bounded action history, newest last."""
-        return [r for r in self.status.get("actions") or [] if isinstance(r, Mapping)]
+        return records_from_status(self.status)
 
     @property
     def target(self) -> Kind:
@@ -114,13 +114,13 @@ class Notice:
 class ActionsOutcome:
     """What one cycle of actions produced: records for ``status.actions``, Events, and a new lastKnownGood."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ActionRecord] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     last_known_good: dict[str, Any] | None = None
 
 
 #: Persists Pending records in the monitor's status before acting; raises if it cannot (then nothing is done).
-Checkpoint = Callable[[Sequence[Mapping[str, Any]]], None]
+Checkpoint = Callable[[Sequence[ActionRecord]], None]
 
 
 class Actions(Protocol):
@@ -150,7 +150,7 @@ class Settled:
     """A decision that needs no action now, with the record saying why (result Succeeded, Skipped or Failed)."""
 
     key: str
-    result: str
+    result: ActionResult
     reason: str
 
 
@@ -159,45 +159,24 @@ class Done:
     """How ``act`` ended: ``result`` Succeeded or Failed, or Pending while the change is still in progress
     (a Job running, a rollout rolling); ``reason`` says what happened. ``None`` result: retry next cycle."""
 
-    result: str | None
+    result: ActionResult | None
     reason: str
 
 
-def record(decision: Decision, *, result: str, at: datetime, reason: str, key: str | None = None) -> dict[str, Any]:
-    """A ``status.actions[]`` record for ``decision`` under ``key`` (default: the decision's key)."""
-    made = action_record(decision, result=result, at=at, reason=reason[:4096])
-    if key is not None:
-        made["key"] = key
-    return made
+def record(
+    decision: Decision, *, result: ActionResult, at: datetime, reason: str, key: str | None = None
+) -> ActionRecord:
+    """The record of ``decision`` under ``key`` (default: the decision's key)."""
+    return ActionRecord.for_decision(decision, result=result, at=at, reason=reason, key=key)
 
 
-def plain_record(
-    *, name: str, action_type: str, policy: str, key: str, result: str, at: datetime, reason: str
-) -> dict[str, Any]:
-    """A record for an action in flight that has no decision this cycle (a Job finishing, a rollout ending)."""
-    return {
-        "name": name,
-        "type": action_type,
-        "policy": policy,
-        "at": format_time(at),
-        "result": result,
-        "reason": reason[:4096],
-        "key": key,
-    }
-
-
-def has_record(history: Sequence[Mapping[str, Any]], key: str, *results: str) -> bool:
+def has_record(history: Sequence[ActionRecord], key: str, *results: ActionResult) -> bool:
     """Whether the history holds a record with ``key`` (and, if given, one of ``results``)."""
-    return any(r.get("key") == key and (not results or r.get("result") in results) for r in history)
+    return any(r.key == key and (not results or r.result in results) for r in history)
 
 
-def is_awaiting_approval(entry: Mapping[str, Any]) -> bool:
-    return entry.get("result") == "Pending" and str(entry.get("reason", "")).startswith(AWAITING_APPROVAL)
-
-
-def episode_key(key: str) -> str:
-    """The decision key of a record key (``<key>#<n>`` and ``<key>#resolved`` belong to ``<key>``)."""
-    return key.split("#", 1)[0]
+def is_awaiting_approval(entry: ActionRecord) -> bool:
+    return entry.result is ActionResult.PENDING and entry.reason.startswith(AWAITING_APPROVAL)
 
 
 def evidence(decision: Decision) -> str:

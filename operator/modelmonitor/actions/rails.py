@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from modelmonitor.actions.base import is_awaiting_approval, timestamp
+from modelmonitor.actions.base import is_awaiting_approval
 from modelmonitor.api import ActionRails, duration_seconds
-from modelmonitor.policy import format_time
+from modelmonitor.policy import ActionRecord, ActionResult, format_time
 
 #: Results that mean the action changed (or started changing) the cluster.
-RAN = ("Succeeded", "Failed", "Pending")
+RAN = frozenset({ActionResult.SUCCEEDED, ActionResult.FAILED, ActionResult.PENDING})
 
 
 @dataclass(frozen=True)
@@ -32,19 +31,18 @@ class Blocked:
     until: datetime
 
 
-def runs_in_history(history: Iterable[Mapping[str, Any]], action: str) -> dict[str, datetime]:
+def runs_in_history(history: Iterable[ActionRecord], action: str) -> dict[str, datetime]:
     """Runs of ``action`` recorded in ``status.actions``: key -> earliest time. Records awaiting approval,
     skipped or dry-run ones are not runs; a resolved alert (``<key>#resolved``) is not a new run."""
     runs: dict[str, datetime] = {}
     for entry in history:
-        key = str(entry.get("key", ""))
-        if entry.get("name") != action or entry.get("result") not in RAN or is_awaiting_approval(entry):
+        key = entry.key
+        if entry.name != action or entry.result not in RAN or is_awaiting_approval(entry):
             continue
         if key.endswith("#resolved"):
             continue
-        at = timestamp(entry.get("at"))
-        if at is not None and (key not in runs or at < runs[key]):
-            runs[key] = at
+        if key not in runs or entry.at < runs[key]:
+            runs[key] = entry.at
     return runs
 
 

@@ -42,17 +42,18 @@ from modelmonitor.actions.base import (
     Settled,
     has_record,
     is_awaiting_approval,
-    plain_record,
     record,
 )
 from modelmonitor.actions.retrain import RetrainHandler
 from modelmonitor.actions.rollback import RollbackHandler
-from modelmonitor.actions.scale import ScaleHandler
+from modelmonitor.actions.scale import ScaleHandler, give_back_action
 from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertSender
 from modelmonitor.adapters.kubernetes import KubernetesError, Workloads
-from modelmonitor.api import AlertAction
+from modelmonitor.api import Action, AlertAction, ScaleAction
 from modelmonitor.policy import (
+    ActionRecord,
+    ActionResult,
     Decision,
     DecisionKind,
     Evaluation,
@@ -76,7 +77,19 @@ def open_episodes(ctx: MonitorContext, evaluation: Evaluation) -> Callable[[str]
         for s in evaluation.states
         if s.active_since is not None and s.episode_state in _EPISODE_STATES
     )
-    return lambda key: key.startswith(prefixes) if prefixes else False
+    # A give-back (scale-down) stays open while no policy naming its action has an episode open.
+    active = {s.name for s in evaluation.states if s.episode_state in _EPISODE_STATES}
+    quiet = {
+        name for name in ctx.spec.actions if not any(name in p.actions for p in ctx.spec.policies if p.name in active)
+    }
+
+    def is_open(key: str) -> bool:
+        giving_back = give_back_action(key)
+        if giving_back is not None:
+            return giving_back in quiet
+        return key.startswith(prefixes) if prefixes else False
+
+    return is_open
 
 
 def conflict_reason(monitor: MonitorContext, other: str) -> str:
@@ -146,11 +159,15 @@ class Remediator:
             return out
         is_open = open_episodes(monitor, evaluation)
 
-        def add(made: dict[str, Any]) -> None:
-            # One record per key and result, as status keeps them: an Event per change, not per cycle.
-            key, result = made.get("key"), made.get("result")
-            seen = [*monitor.history, *out.records]
-            if not any(r.get("key") == key and r.get("result") == result for r in seen):
+        def add(made: ActionRecord) -> None:
+            # One record per key and result, as status keeps them: an Event per change, not per cycle; a record
+            # that settles a Pending one always counts (see merge_actions).
+            if any(r.key == made.key and r.result is made.result for r in out.records):
+                return
+            settles = made.result is not ActionResult.PENDING and any(
+                r.key == made.key and r.result is ActionResult.PENDING for r in monitor.history
+            )
+            if settles or not any(r.key == made.key and r.result is made.result for r in monitor.history):
                 out.records.append(made)
 
         def track_in_flight() -> None:
@@ -164,25 +181,27 @@ class Remediator:
             monitor, out, "tracking retraining Jobs", lambda: self._track_jobs(monitor, now, is_open, add, out)
         )
         for entry in monitor.history:
-            if is_awaiting_approval(entry) and not is_open(str(entry.get("key"))):
-                add(
-                    plain_record(
-                        name=str(entry.get("name")),
-                        action_type=str(entry.get("type")),
-                        policy=str(entry.get("policy")),
-                        key=str(entry.get("key")),
-                        result="Skipped",
-                        at=now,
-                        reason="not approved before the policy stopped firing",
-                    )
-                )
+            if is_awaiting_approval(entry) and not is_open(entry.key):
+                why = "fired again" if give_back_action(entry.key) is not None else "stopped firing"
+                add(entry.settled(ActionResult.SKIPPED, f"not approved before the policy {why}", now))
 
         for decision in evaluation.decisions:
             try:
                 self._decide(monitor, evaluation, decision, now, checkpoint, add)
             except KubernetesError as exc:
                 log.warning("%s/%s: action %s: %s", monitor.namespace, monitor.name, decision.action, exc)
-                add(record(decision, result="Failed", at=now, reason=f"could not {decision.action_type}: {exc}"))
+                add(
+                    record(
+                        decision, result=ActionResult.FAILED, at=now, reason=f"could not {decision.action_type}: {exc}"
+                    )
+                )
+
+        self._guarded(
+            monitor,
+            out,
+            "scaling back down",
+            lambda: self._give_back(monitor, evaluation, now, checkpoint, add),
+        )
 
         def track() -> None:
             lkg, events = self.rollback.track_last_known_good(monitor, evaluation, now)
@@ -203,7 +222,7 @@ class Remediator:
         decision: Decision,
         now: datetime,
         checkpoint: Checkpoint,
-        add: Callable[[dict[str, Any]], None],
+        add: Callable[[ActionRecord], None],
     ) -> None:
         action = monitor.spec.actions.get(decision.action)
         if action is None:
@@ -218,31 +237,74 @@ class Remediator:
         state = next((s for s in evaluation.states if s.name == decision.policy), None)
         firing_since = state.since if state is not None and state.state is State.FIRING else now
         plan = handler.plan(monitor, decision, action, now, firing_since)
+
+        def made(result: ActionResult, reason: str, key: str) -> ActionRecord:
+            return record(decision, result=result, at=now, reason=reason, key=key)
+
+        self._carry_out(monitor, handler, decision.action, action, plan, made, decision.dry_run, now, checkpoint, add)
+
+    def _give_back(
+        self,
+        monitor: MonitorContext,
+        evaluation: Evaluation,
+        now: datetime,
+        checkpoint: Checkpoint,
+        add: Callable[[ActionRecord], None],
+    ) -> None:
+        """Scale actions with ``scaleDown``: step back toward where they started, behind the same rails."""
+        for name, action in monitor.spec.actions.items():
+            if not isinstance(action, ScaleAction) or action.scale_down is None or not action.scale_down.enabled:
+                continue
+            naming = [p for p in monitor.spec.policies if name in p.actions]
+            steps = [s for s in evaluation.steps if any(p.name == s.rule.name for p in naming)]
+            plan = self.scale.give_back(monitor, name, action, steps, now)
+
+            def made(result: ActionResult, reason: str, key: str, name: str = name) -> ActionRecord:
+                # The policy of the episode whose steps up are given back (the key's third part).
+                return ActionRecord(name, ScaleHandler.type, key.split("/")[2], now, result, reason, key)
+
+            dry_run = monitor.spec.dry_run or any(p.dry_run for p in naming)
+            self._carry_out(monitor, self.scale, name, action, plan, made, dry_run, now, checkpoint, add)
+
+    def _carry_out(
+        self,
+        monitor: MonitorContext,
+        handler: Any,
+        name: str,
+        action: Action,
+        plan: Plan | Settled | None,
+        made: Callable[[ActionResult, str, str], ActionRecord],
+        dry_run: bool,
+        now: datetime,
+        checkpoint: Checkpoint,
+        add: Callable[[ActionRecord], None],
+    ) -> None:
+        """Apply the rails to ``plan`` of the action ``name``, record it Pending, act, and record how it ended
+        (``made`` builds the records)."""
         if plan is None:
             return
         if isinstance(plan, Settled):
-            add(record(decision, result=plan.result, at=now, reason=plan.reason, key=plan.key))
+            add(made(plan.result, plan.reason, plan.key))
             return
-        assert isinstance(plan, Plan)
         if not plan.repeat:
-            if decision.dry_run or action.dry_run:
-                add(record(decision, result="DryRun", at=now, reason=f"dry run: would {plan.what}", key=plan.key))
+            if dry_run or action.dry_run:
+                add(made(ActionResult.DRY_RUN, f"dry run: would {plan.what}", plan.key))
                 return
             if monitor.conflict_with is not None and changes_workload(action):
                 reason = f"{conflict_reason(monitor, monitor.conflict_with)}: would {plan.what}"
-                add(record(decision, result="Skipped", at=now, reason=reason, key=plan.key))
+                add(made(ActionResult.SKIPPED, reason, plan.key))
                 return
             if action.require_approval and not monitor.approved(plan.key):
                 reason = f"{AWAITING_APPROVAL}: would {plan.what}; approve with: {monitor.approve_command(plan.key)}"
-                add(record(decision, result="Pending", at=now, reason=reason, key=plan.key))
+                add(made(ActionResult.PENDING, reason, plan.key))
                 return
-            runs = rails.merge_runs(rails.runs_in_history(monitor.history, decision.action), plan.runs)
+            runs = rails.merge_runs(rails.runs_in_history(monitor.history, name), plan.runs)
             blocked = rails.check(action, runs, now, exclude=plan.key)
             if blocked is not None:
-                add(record(decision, result="Skipped", at=now, reason=f"{blocked.reason}: {plan.what}", key=plan.key))
+                add(made(ActionResult.SKIPPED, f"{blocked.reason}: {plan.what}", plan.key))
                 return
         if plan.checkpoint:
-            pending = record(decision, result="Pending", at=now, reason=f"{plan.what} (in progress)", key=plan.key)
+            pending = made(ActionResult.PENDING, f"{plan.what} (in progress)", plan.key)
             try:
                 checkpoint([pending])
             except Exception as exc:
@@ -256,7 +318,7 @@ class Remediator:
         if plan.checkpoint:
             self.crash("after-act", action.type)
         if done.result is not None and not (plan.repeat and has_record(monitor.history, plan.key, done.result)):
-            add(record(decision, result=done.result, at=now, reason=done.reason, key=plan.key))
+            add(made(done.result, done.reason, plan.key))
 
     # --- in flight ---------------------------------------------------------------------------------------------
 
@@ -265,7 +327,7 @@ class Remediator:
         monitor: MonitorContext,
         now: datetime,
         is_open: Callable[[str], bool],
-        add: Callable[[dict[str, Any]], None],
+        add: Callable[[ActionRecord], None],
         out: ActionsOutcome,
     ) -> None:
         records, notices = self.retrain.reconcile(monitor, now, is_open)

@@ -37,13 +37,12 @@ from modelmonitor.actions.base import (
     annotations_of,
     is_awaiting_approval,
     labels_of,
-    plain_record,
     read_json_annotation,
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, STATEFULSET, KubernetesError, Workloads
-from modelmonitor.api import API_VERSION, KIND, Promotion, RetrainAction
-from modelmonitor.policy import Decision, format_time
+from modelmonitor.api import API_VERSION, KIND, ActionType, Promotion, RetrainAction
+from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
 
 MONITOR_UID_LABEL = PREFIX + "monitor-uid"
 MONITOR_LABEL = PREFIX + "monitor"
@@ -217,7 +216,7 @@ def promoted_workload(
 class RetrainHandler:
     """Creates retraining Jobs, follows them to the end, promotes what they produced."""
 
-    type = "retrain"
+    type: ActionType = "retrain"
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads
@@ -243,7 +242,7 @@ class RetrainHandler:
         if me == f"system:serviceaccount:{ctx.namespace}:{account}":
             return Settled(
                 decision.key,
-                "Failed",
+                ActionResult.FAILED,
                 f"refusing to run the retraining Job as the operator's own ServiceAccount {account}; name one with "
                 "only the rights training needs in serviceAccountName",
             )
@@ -252,7 +251,7 @@ class RetrainHandler:
         if running:
             return Settled(
                 decision.key,
-                "Skipped",
+                ActionResult.SKIPPED,
                 f"retraining Job {running[0]} of this monitor is still running; one runs at a time",
             )
         runs = {
@@ -278,37 +277,30 @@ class RetrainHandler:
             existing = self.workloads.get(JOB, ctx.namespace, name)
             if annotations_of(existing).get(KEY_ANNOTATION) != plan.key:
                 raise KubernetesError(f"creating Job {name}", 409, "a Job of that name exists for another key") from exc
-        return Done("Pending", f"created retraining Job {name}; waiting for it to finish")
+        return Done(ActionResult.PENDING, f"created retraining Job {name}; waiting for it to finish")
 
     def reconcile(
         self, ctx: MonitorContext, now: datetime, is_open: Callable[[str], bool]
-    ) -> tuple[list[dict[str, Any]], list[Notice]]:
+    ) -> tuple[list[ActionRecord], list[Notice]]:
         """Records for Jobs that finished since the last cycle, promotion included, and failures to alert on."""
         if not any(isinstance(a, RetrainAction) for a in ctx.spec.actions.values()):
             return [], []
-        records: list[dict[str, Any]] = []
+        records: list[ActionRecord] = []
         notices: list[Notice] = []
         jobs = self._jobs(ctx)
         keys = {annotations_of(j).get(KEY_ANNOTATION) for j in jobs}
         for entry in ctx.history:
-            key = str(entry.get("key"))
             if (
-                entry.get("type") == self.type
-                and entry.get("result") == "Pending"
+                entry.type == self.type
+                and entry.result is ActionResult.PENDING
                 and not is_awaiting_approval(entry)
-                and key not in keys
-                and not is_open(key)
+                and entry.key not in keys
+                and not is_open(entry.key)
             ):
                 # Recorded, then the operator stopped before creating the Job, and the policy no longer fires.
                 records.append(
-                    plain_record(
-                        name=str(entry.get("name")),
-                        action_type=self.type,
-                        policy=str(entry.get("policy")),
-                        key=key,
-                        result="Skipped",
-                        at=now,
-                        reason="no retraining Job was created: the policy stopped firing first",
+                    entry.settled(
+                        ActionResult.SKIPPED, "no retraining Job was created: the policy stopped firing first", now
                     )
                 )
         for job in jobs:
@@ -331,9 +323,9 @@ class RetrainHandler:
             )
             policy = annotations.get(PREFIX + "policy", "")
             records.append(
-                plain_record(
+                ActionRecord(
                     name=labels_of(job).get(ACTION_LABEL, ""),
-                    action_type=self.type,
+                    type=self.type,
                     policy=policy,
                     key=annotations.get(KEY_ANNOTATION, name),
                     result=result,
@@ -341,7 +333,7 @@ class RetrainHandler:
                     reason=reason,
                 )
             )
-            if result == "Failed":
+            if result is ActionResult.FAILED:
                 notices.append(
                     Notice(
                         alertname="ModelMonitorRetrainFailed",
@@ -354,15 +346,18 @@ class RetrainHandler:
 
     def _finish(
         self, ctx: MonitorContext, job: dict[str, Any], finished: tuple[str, str], now: datetime
-    ) -> tuple[str, str] | None:
+    ) -> tuple[ActionResult, str] | None:
         name = job["metadata"]["name"]
         state, message = finished
         if state == "Failed":
-            return "Failed", f"retraining Job {name} failed ({message or 'no reason given'}); nothing promoted"
+            return (
+                ActionResult.FAILED,
+                f"retraining Job {name} failed ({message or 'no reason given'}); nothing promoted",
+            )
         action = ctx.spec.actions.get(labels_of(job).get(ACTION_LABEL, ""))
         promote = action.promote if isinstance(action, RetrainAction) else None
         if promote is None:
-            return "Succeeded", f"retraining Job {name} completed"
+            return ActionResult.SUCCEEDED, f"retraining Job {name} completed"
         pods = []
         if promote.from_ == "terminationMessage":
             pods = self.workloads.list(POD, ctx.namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
@@ -372,23 +367,29 @@ class RetrainHandler:
             if (now - completed).total_seconds() < VERSION_GRACE_SECONDS:
                 return None
             return (
-                "Failed",
+                ActionResult.FAILED,
                 f"retraining Job {name} completed but reported no model version ({where}); nothing promoted",
             )
         if ctx.target not in (DEPLOYMENT, STATEFULSET):
-            return "Failed", f"promotion needs a Deployment or StatefulSet; the target is {ctx.target_text}"
+            return ActionResult.FAILED, f"promotion needs a Deployment or StatefulSet; the target is {ctx.target_text}"
         if ctx.conflict_with is not None:
-            return "Skipped", (
+            return ActionResult.SKIPPED, (
                 f"retraining Job {name} completed; model version {version} not promoted: ModelMonitor "
                 f"{ctx.conflict_with} is older and also changes {ctx.target_text}"
             )
         workload = self.workloads.get(ctx.target, ctx.namespace, ctx.target_name)
         ledger = read_json_annotation(workload, PROMOTED_ANNOTATION)
         if ledger.get("job") == name:
-            return "Succeeded", f"retraining Job {name} completed; promoted model version {ledger.get('version')}"
+            return (
+                ActionResult.SUCCEEDED,
+                f"retraining Job {name} completed; promoted model version {ledger.get('version')}",
+            )
         updated, what = promoted_workload(workload, promote, version)
         if updated is None:
-            return "Failed", f"retraining Job {name} completed but version {version} cannot be promoted: {what}"
+            return (
+                ActionResult.FAILED,
+                f"retraining Job {name} completed but version {version} cannot be promoted: {what}",
+            )
         annotations = updated.setdefault("metadata", {}).setdefault("annotations", {})
         annotations[PROMOTED_ANNOTATION] = json.dumps(
             {
@@ -407,7 +408,7 @@ class RetrainHandler:
                 return None  # the workload changed meanwhile: read it again next cycle
             raise
         return (
-            "Succeeded",
+            ActionResult.SUCCEEDED,
             f"retraining Job {name} completed; promoted model version {version} (from {where}) into "
             f"{ctx.target_text}: {what}. The new revision becomes last-known-good once it stays OK for the settle "
             "period",

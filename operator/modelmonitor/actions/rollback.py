@@ -39,13 +39,12 @@ from modelmonitor.actions.base import (
     evidence,
     is_awaiting_approval,
     labels_of,
-    plain_record,
     read_json_annotation,
     timestamp,
 )
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, REPLICASET, KubernetesError, Workloads
-from modelmonitor.api import RollbackAction, duration_seconds
-from modelmonitor.policy import Decision, Evaluation, OutcomeKind, State, format_time
+from modelmonitor.api import ActionType, RollbackAction, duration_seconds
+from modelmonitor.policy import ActionRecord, ActionResult, Decision, Evaluation, OutcomeKind, State, format_time
 
 LEDGER_ANNOTATION = PREFIX + "rollback"
 CAUSE_ANNOTATION = PREFIX + "rollback-cause"
@@ -159,7 +158,7 @@ def all_ok(evaluation: Evaluation) -> datetime | None:
 class RollbackHandler:
     """Tracks the last-known-good revision, rolls back to it, and watches the rollout."""
 
-    type = "rollback"
+    type: ActionType = "rollback"
 
     def __init__(self, workloads: Workloads) -> None:
         self.workloads = workloads
@@ -221,7 +220,7 @@ class RollbackHandler:
     ) -> Plan | Settled | None:
         key = decision.key
         if ctx.target != DEPLOYMENT:
-            return Settled(key, "Failed", f"rollback needs a Deployment; the target is {ctx.target_text}")
+            return Settled(key, ActionResult.FAILED, f"rollback needs a Deployment; the target is {ctx.target_text}")
         deployment, owned = self._history(ctx)
         ledger = read_json_annotation(deployment, LEDGER_ANNOTATION)
         if ledger.get("key") == key:
@@ -230,18 +229,18 @@ class RollbackHandler:
         if lkg is None:
             return Settled(
                 key,
-                "Skipped",
+                ActionResult.SKIPPED,
                 "no last-known-good revision yet: a revision becomes last-known-good once every policy stayed OK "
                 "on it for the settle period",
             )
         if (deployment.get("spec") or {}).get("paused"):
-            return Settled(key, "Skipped", f"{ctx.target_text} is paused (spec.paused); not rolling back")
+            return Settled(key, ActionResult.SKIPPED, f"{ctx.target_text} is paused (spec.paused); not rolling back")
         good_hash = str(lkg["templateHash"])
         good = next((rs for rs in reversed(owned) if template_hash(rs) == good_hash), None)
         if good is None:
             return Settled(
                 key,
-                "Failed",
+                ActionResult.FAILED,
                 f"the last-known-good ReplicaSet (pod-template-hash {good_hash}, revision {lkg.get('revision')}) "
                 f"of {ctx.target_text} no longer exists (revisionHistoryLimit?)",
             )
@@ -251,7 +250,7 @@ class RollbackHandler:
         if bad_hash == good_hash or template == (deployment.get("spec") or {}).get("template"):
             return Settled(
                 key,
-                "Skipped",
+                ActionResult.SKIPPED,
                 f"{ctx.target_text} already runs the last-known-good template (pod-template-hash {good_hash})",
             )
         if not bad_hash:
@@ -260,7 +259,7 @@ class RollbackHandler:
         if bad_hash in rolled_back_from:
             return Settled(
                 key,
-                "Skipped",
+                ActionResult.SKIPPED,
                 f"already rolled back once from pod-template-hash {bad_hash}; at most one automatic rollback per "
                 "bad revision",
             )
@@ -299,16 +298,16 @@ class RollbackHandler:
             if exc.status == 409:
                 return Done(None, f"{ctx.target_text} changed meanwhile; checking again next cycle")
             raise
-        return Done("Pending", f"{plan.what}; waiting for the rollout")
+        return Done(ActionResult.PENDING, f"{plan.what}; waiting for the rollout")
 
-    def reconcile(self, ctx: MonitorContext, now: datetime, is_open: Callable[[str], bool]) -> list[dict[str, Any]]:
+    def reconcile(self, ctx: MonitorContext, now: datetime, is_open: Callable[[str], bool]) -> list[ActionRecord]:
         """Final records for rollbacks in flight: Succeeded when the rollout finished, Failed when it did not."""
         if ctx.target != DEPLOYMENT or not any(isinstance(a, RollbackAction) for a in ctx.spec.actions.values()):
             return []
         pending = [
             r
             for r in ctx.history
-            if r.get("type") == self.type and r.get("result") == "Pending" and not is_awaiting_approval(r)
+            if r.type == self.type and r.result is ActionResult.PENDING and not is_awaiting_approval(r)
         ]
         if not pending:
             return []
@@ -321,26 +320,20 @@ class RollbackHandler:
         ledger = read_json_annotation(deployment, LEDGER_ANNOTATION) if deployment else {}
         records = []
         for entry in pending:
-            key = str(entry.get("key"))
+            key = entry.key
 
-            def final(result: str, reason: str, entry: Mapping[str, Any] = entry, key: str = key) -> dict[str, Any]:
-                return plain_record(
-                    name=str(entry.get("name")),
-                    action_type=self.type,
-                    policy=str(entry.get("policy")),
-                    key=key,
-                    result=result,
-                    at=now,
-                    reason=reason,
-                )
+            def final(result: ActionResult, reason: str, entry: ActionRecord = entry) -> ActionRecord:
+                return entry.settled(result, reason, now)
 
             if not deployment:
-                records.append(final("Failed", f"{ctx.target_text} no longer exists"))
+                records.append(final(ActionResult.FAILED, f"{ctx.target_text} no longer exists"))
                 continue
             if ledger.get("key") != key:
                 if not is_open(key):
                     # Recorded, then the operator stopped before acting, and the policy no longer fires.
-                    records.append(final("Skipped", "not rolled back: the policy stopped firing before it was done"))
+                    records.append(
+                        final(ActionResult.SKIPPED, "not rolled back: the policy stopped firing before it was done")
+                    )
                 continue
             records.extend(self._watch(ctx, deployment, ledger, now, final))
         return records
@@ -351,8 +344,8 @@ class RollbackHandler:
         deployment: dict[str, Any],
         ledger: Mapping[str, Any],
         now: datetime,
-        final: Callable[[str, str], dict[str, Any]],
-    ) -> list[dict[str, Any]]:
+        final: Callable[[ActionResult, str], ActionRecord],
+    ) -> list[ActionRecord]:
         replicasets = self.workloads.list(REPLICASET, ctx.namespace, label_selector=selector_of(deployment))
         current = current_replicaset(deployment, owned_replicasets(deployment, replicasets))
         live_hash = template_hash(current) if current is not None else ""
@@ -360,20 +353,20 @@ class RollbackHandler:
         if live_hash == ledger.get("to") and done:
             return [
                 final(
-                    "Succeeded",
+                    ActionResult.SUCCEEDED,
                     f"rolled back {ctx.target_text} to the last-known-good template (pod-template-hash "
                     f"{ledger.get('to')}), now revision {revision(current or {})}; the rollout finished: {why}",
                 )
             ]
         if live_hash and live_hash not in (ledger.get("to"), ledger.get("from")):
-            return [final("Failed", f"the rollback was superseded: {ctx.target_text} now runs {live_hash}")]
+            return [final(ActionResult.FAILED, f"the rollback was superseded: {ctx.target_text} now runs {live_hash}")]
         exceeded = progress_deadline_exceeded(deployment)
         started = timestamp(ledger.get("at")) or now
         deadline = int((deployment.get("spec") or {}).get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE)
         if exceeded or (now - started).total_seconds() > deadline:
             return [
                 final(
-                    "Failed",
+                    ActionResult.FAILED,
                     f"the rollback of {ctx.target_text} did not finish within {deadline} s: {exceeded or why}",
                 )
             ]

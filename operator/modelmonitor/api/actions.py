@@ -64,6 +64,39 @@ class ActionRails(ApiModel):
     )
 
 
+class ScaleDown(ApiModel):
+    """Give back what this scale action added, once the policies that name it have stayed clear. Opt-in: without
+    `scaleDown` replicas and HorizontalPodAutoscaler bounds the action raised stay where it left them."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Step back down after the policies clear. false keeps the settings but gives nothing back (replicas "
+            "and HorizontalPodAutoscaler bounds stay where the action left them)."
+        ),
+    )
+    stabilization_window: Duration = Field(
+        default="5m",
+        description=(
+            "How long every policy that names this action must have stayed clear (Inactive, measured OK) before "
+            "the first step down; as the HorizontalPodAutoscaler's scaleDown.stabilizationWindowSeconds (also 5m "
+            "by default). NoData or Error on any of those policies is not clear: the window starts again once "
+            "they are measured OK. Later steps down follow one per cooldown of the action."
+        ),
+    )
+    step: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description=(
+            "Replicas given back per step. Each step lowers the replicas (or, when a HorizontalPodAutoscaler "
+            "targets the workload, the minReplicas it raised, and maxReplicas as far as it was raised) toward the "
+            "count the action started from, never below the action's minReplicas; at most one step per cooldown "
+            "of the action, counted together with its steps up."
+        ),
+    )
+
+
 class ScaleAction(ActionRails):
     """Change the number of replicas of the target workload (Deployment, StatefulSet, or anything with a /scale
     subresource). When a HorizontalPodAutoscaler targets the workload, its minReplicas/maxReplicas are changed
@@ -84,6 +117,12 @@ class ScaleAction(ActionRails):
                 ),
                 cel("!has(self.step) || self.step != 0", "step must not be zero", field_path=".step"),
                 cel("!has(self.percent) || self.percent != 0", "percent must not be zero", field_path=".percent"),
+                cel(
+                    "!has(self.scaleDown) || (has(self.step) && self.step > 0) || "
+                    "(has(self.percent) && self.percent > 0)",
+                    "scaleDown applies only to a scale action that scales up (a positive step or percent)",
+                    field_path=".scaleDown",
+                ),
             ]
         )
     )
@@ -114,6 +153,17 @@ class ScaleAction(ActionRails):
             "HorizontalPodAutoscaler's behavior.stabilizationWindowSeconds; 0s applies each decision as made."
         ),
     )
+    scale_down: ScaleDown | None = Field(
+        default=None,
+        description=(
+            "Give back what the action added once its policies have stayed clear for a stabilization window: "
+            "step back toward the replica count (or HorizontalPodAutoscaler minReplicas/maxReplicas) it started "
+            "from, one step per cooldown, never below minReplicas, with the same dryRun, approval, cooldown and "
+            "budget rails as its steps up. Only for actions that scale up; nothing is given back when it is "
+            "absent. If someone else changes the replicas (or bounds) after the action's last step, it gives "
+            "nothing back and says so in status."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ScaleAction:
@@ -125,6 +175,8 @@ class ScaleAction(ActionRails):
             raise field_error("percent", "must not be zero")
         if self.min_replicas > self.max_replicas:
             raise field_error("minReplicas", f"{self.min_replicas} is greater than maxReplicas ({self.max_replicas})")
+        if self.scale_down is not None and (self.step or self.percent or 0) < 0:
+            raise field_error("scaleDown", "applies only to a scale action that scales up (a positive step or percent)")
         return self
 
 

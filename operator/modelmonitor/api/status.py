@@ -6,6 +6,7 @@ Every timer, streak and idempotency key lives here, so a restarted operator resu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
@@ -15,10 +16,21 @@ from modelmonitor.api.common import StatusModel, Timestamp, k8s
 Phase = Literal["Healthy", "Pending", "Firing", "Acting", "NoData", "Degraded", "Paused", "Invalid"]
 PolicyState = Literal["Inactive", "Pending", "Firing", "Resolving", "NoData", "Error"]
 Outcome = Literal["OK", "Breach", "NoData", "Error", "Invalid"]
-ActionResult = Literal["Pending", "Succeeded", "Failed", "Skipped", "DryRun"]
 ConditionType = Literal["Ready", "Evaluating", "Degraded", "ActionInProgress", "Conflict"]
 
 MAX_ACTION_HISTORY = 20
+
+
+class ActionResult(StrEnum):
+    """How a decided action stands (``status.actions[].result``): the one vocabulary of the operator, its status
+    schema and its Events (``Action<result>``). Defined here, the lowest layer, so that the CRD and the actions
+    layer (through `modelmonitor.policy.records`) spell it from one place."""
+
+    PENDING = "Pending"  # recorded before acting, awaiting approval, or in progress (a Job, a rollout)
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"  # a rail or a precondition stopped it; the reason says which
+    DRY_RUN = "DryRun"  # what would have been done
 
 
 class PolicyStatus(StatusModel):
@@ -61,7 +73,9 @@ class ActionRecord(StatusModel):
     type: Literal["scale", "rollback", "retrain", "alert"] = Field(description="The action's type.")
     policy: str = Field(max_length=63, description="The policy that triggered it.")
     at: Timestamp = Field(description="When the result was last updated.")
-    result: ActionResult = Field(description="Pending, Succeeded, Failed, Skipped or DryRun.")
+    result: ActionResult = Field(
+        description=", ".join(r.value for r in list(ActionResult)[:-1]) + f" or {list(ActionResult)[-1].value}."
+    )
     reason: str = Field(default="", max_length=4096, description="What was done, or why not.")
     key: str = Field(
         max_length=1024,

@@ -20,12 +20,12 @@ from modelmonitor.policy.model import (
     Severity,
 )
 from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify, threshold_in_force
+from modelmonitor.policy.records import ActionRecord, ActionResult, records_from_status
 from modelmonitor.policy.spec import monitor_from_api, rule_from_policy
 from modelmonitor.policy.state import PolicyState, PolicyStep, State, Transition, step
 from modelmonitor.policy.status import (
     MAX_ACTION_HISTORY,
     Phase,
-    action_record,
     condition_of,
     conflict_message,
     degraded_policies,
@@ -38,6 +38,8 @@ from modelmonitor.policy.timefmt import format_time, parse_duration, parse_time
 
 __all__ = [
     "MAX_ACTION_HISTORY",
+    "ActionRecord",
+    "ActionResult",
     "Combine",
     "Decision",
     "DecisionKind",
@@ -58,7 +60,6 @@ __all__ = [
     "Severity",
     "State",
     "Transition",
-    "action_record",
     "classify",
     "condition_of",
     "conflict_message",
@@ -73,6 +74,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "prior_states",
+    "records_from_status",
     "render_invalid_status",
     "render_status",
     "rule_from_policy",

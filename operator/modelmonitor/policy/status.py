@@ -25,16 +25,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from modelmonitor.policy.decide import Decision
 from modelmonitor.policy.engine import Evaluation
 from modelmonitor.policy.model import Combine, MonitorSpec
 from modelmonitor.policy.outcome import OutcomeKind
+from modelmonitor.policy.records import ActionRecord, ActionResult, records_from_status
 from modelmonitor.policy.state import FIRING_STATES, PolicyState, State
 from modelmonitor.policy.timefmt import format_time, require_aware
 
 MAX_ACTION_HISTORY = 20
-
-ACTION_RESULTS = ("Pending", "Succeeded", "Failed", "Skipped", "DryRun")
 
 
 class Phase(StrEnum):
@@ -78,12 +76,12 @@ def condition_of(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, An
     return _prior_conditions(status).get(kind)
 
 
-def _in_progress(actions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [a for a in actions if a.get("result") == "Pending"]
+def _in_progress(actions: Sequence[ActionRecord]) -> list[ActionRecord]:
+    return [a for a in actions if a.result is ActionResult.PENDING]
 
 
 def monitor_phase(
-    spec: MonitorSpec, states: Sequence[PolicyState], actions: Sequence[Mapping[str, Any]] = ()
+    spec: MonitorSpec, states: Sequence[PolicyState], actions: Sequence[ActionRecord] = ()
 ) -> tuple[Phase, str]:
     """The phase of a monitor and the message saying why."""
     if spec.paused:
@@ -100,9 +98,7 @@ def monitor_phase(
         )
     running = _in_progress(actions)
     if running:
-        return Phase.ACTING, "; ".join(
-            f"action {a.get('name')} for policy {a.get('policy')} in progress" for a in running
-        )
+        return Phase.ACTING, "; ".join(f"action {a.name} for policy {a.policy} in progress" for a in running)
     firing = firing_policies(states)
     if firing and (spec.combine is Combine.ANY_OF or len(firing) == len(states)):
         return Phase.FIRING, "firing: " + ", ".join(firing)
@@ -153,51 +149,36 @@ def _prior_conditions(prior_status: Mapping[str, Any] | None) -> dict[str, Mappi
     }
 
 
-def action_record(decision: Decision, *, result: str, at: datetime, reason: str = "") -> dict[str, Any]:
-    """A ``status.actions[]`` record for ``decision`` (``result`` one of Pending, Succeeded, Failed, Skipped,
-    DryRun). ``reason`` defaults to the decision's evidence."""
-    if result not in ACTION_RESULTS:
-        raise ValueError(f"action result must be one of {', '.join(ACTION_RESULTS)}, got {result!r}")
-    record: dict[str, Any] = {
-        "name": decision.action,
-        "policy": decision.policy,
-        "at": format_time(at),
-        "result": result,
-        "reason": reason or decision.reason,
-        "key": decision.key,
-    }
-    if decision.action_type is not None:
-        record["type"] = decision.action_type
-    return record
-
-
 def merge_actions(
-    history: Sequence[Mapping[str, Any]],
-    new: Sequence[Mapping[str, Any]],
+    history: Sequence[ActionRecord],
+    new: Sequence[ActionRecord],
     limit: int = MAX_ACTION_HISTORY,
-) -> list[dict[str, Any]]:
+) -> list[ActionRecord]:
     """The action history with ``new`` records added, newest last, at most ``limit`` long.
 
     A record repeating the key and result of one already kept is dropped (decisions repeat every cycle while a
     policy fires); a record whose key matches a Pending one replaces it and moves to the end (the action in
-    flight has finished).
+    flight has finished), also when an older record of that key has the same result (a step first skipped by
+    its cooldown, then interrupted, then skipped for good).
     """
-    merged = [dict(r) for r in history]
+    merged = list(history)
     for record in new:
-        key, result = record.get("key"), record.get("result")
-        if any(r.get("key") == key and r.get("result") == result for r in merged):
+        settles = record.result is not ActionResult.PENDING and any(
+            r.key == record.key and r.result is ActionResult.PENDING for r in merged
+        )
+        if not settles and any(r.key == record.key and r.result is record.result for r in merged):
             continue
-        merged = [r for r in merged if not (r.get("key") == key and r.get("result") == "Pending")]
-        merged.append(dict(record))
+        merged = [r for r in merged if not (r.key == record.key and r.result in (ActionResult.PENDING, record.result))]
+        merged.append(record)
     return merged[-limit:] if limit > 0 else []
 
 
-def last_action_text(actions: Sequence[Mapping[str, Any]]) -> str:
+def last_action_text(actions: Sequence[ActionRecord]) -> str:
     """``"rollback Succeeded 2026-11-24T10:00:00Z"`` for the newest record, or ``""``."""
     if not actions:
         return ""
     newest = actions[-1]
-    return f"{newest.get('name', '')} {newest.get('result', '')} {newest.get('at', '')}".strip()
+    return f"{newest.name} {newest.result.value} {format_time(newest.at)}"
 
 
 def render_status(
@@ -206,20 +187,21 @@ def render_status(
     *,
     prior_status: Mapping[str, Any] | None = None,
     observed_generation: int | None = None,
-    action_records: Sequence[Mapping[str, Any]] = (),
+    action_records: Sequence[ActionRecord] = (),
     last_known_good: Mapping[str, Any] | None = None,
     conflict_with: str | None = None,
 ) -> dict[str, Any]:
     """The whole ``status`` of a monitor after ``evaluation``.
 
-    ``action_records`` are this cycle's records (see `action_record`), merged into the prior history.
+    ``action_records`` are this cycle's records, merged into the prior history (``status.actions``, read with
+    `ActionRecord.from_status`; ValueError names an entry that cannot be read).
     ``last_known_good`` replaces the prior one when given, otherwise the prior one is kept.
     ``conflict_with`` names the older monitor changing the same workload (the ``Conflict`` condition).
     """
     prior_status = prior_status or {}
     now = evaluation.now
     states = evaluation.states
-    actions = merge_actions(prior_status.get("actions") or [], action_records)
+    actions = merge_actions(records_from_status(prior_status), action_records)
     phase, message = monitor_phase(spec, states, actions)
     conditions = _render_conditions(spec, states, actions, phase, message, prior_status, now, conflict_with)
     status: dict[str, Any] = {
@@ -229,7 +211,7 @@ def render_status(
         "firingPolicies": ",".join(firing_policies(states)),
         "lastAction": last_action_text(actions),
         "policies": [s.to_status() for s in states],
-        "actions": actions,
+        "actions": [a.to_status() for a in actions],
         "conditions": conditions,
     }
     if observed_generation is not None:
@@ -243,7 +225,7 @@ def render_status(
 def _render_conditions(
     spec: MonitorSpec,
     states: Sequence[PolicyState],
-    actions: Sequence[Mapping[str, Any]],
+    actions: Sequence[ActionRecord],
     phase: Phase,
     message: str,
     prior_status: Mapping[str, Any],
@@ -305,7 +287,7 @@ def _render_conditions(
             "ActionInProgress",
             "True",
             "ActionPending",
-            "; ".join(f"{a.get('name')} ({a.get('key')})" for a in running),
+            "; ".join(f"{a.name} ({a.key})" for a in running),
             now,
         )
     else:
@@ -342,7 +324,7 @@ def render_invalid_status(
     now = require_aware(now, field="now").replace(microsecond=0)
     prior_status = prior_status or {}
     prior = _prior_conditions(prior_status)
-    actions = [dict(a) for a in prior_status.get("actions") or []]
+    actions = records_from_status(prior_status)
     policies = [dict(p) for p in prior_status.get("policies") or []]
     status: dict[str, Any] = {
         "phase": Phase.INVALID.value,
@@ -351,7 +333,7 @@ def render_invalid_status(
         "firingPolicies": ",".join(str(p.get("name")) for p in policies if _entry_firing(p)),
         "lastAction": last_action_text(actions),
         "policies": policies,
-        "actions": actions,
+        "actions": [a.to_status() for a in actions],
         "conditions": [
             _condition(prior, "Ready", "False", "Invalid", reason, now),
             _condition(prior, "Evaluating", "False", "Invalid", "the spec cannot be evaluated", now),

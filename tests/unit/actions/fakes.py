@@ -340,7 +340,7 @@ class Scenario:
             raise CheckpointFailed("status write refused")
         # The loop's checkpoint: the status of this cycle with the Pending records, written before acting.
         self.status = self._reconciled.with_pending(self.status, records)
-        self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(r["key"] for r in records))))
+        self.cluster.calls.append(("checkpoint", "ModelMonitor", ",".join(sorted(r.key for r in records))))
 
     def cycle(self, accuracy: float | Measurement | None, *, after: float = 10.0) -> ActionsOutcome:
         """Advance the clock by ``after`` seconds, measure ``accuracy`` (None: no data; or any `Measurement`),

@@ -13,7 +13,7 @@ from modelmonitor.actions import APPROVE_ANNOTATION
 from modelmonitor.actions.rails import check, merge_runs, runs_in_history
 from modelmonitor.adapters.kubernetes import DEPLOYMENT
 from modelmonitor.api import ScaleAction
-from modelmonitor.policy import format_time
+from modelmonitor.policy import ActionRecord, ActionResult, format_time
 
 BAD, GOOD = 0.5, 0.95
 
@@ -49,13 +49,17 @@ def test_the_run_being_resumed_is_not_its_own_cooldown() -> None:
 
 
 def test_runs_come_from_history_and_the_cluster_counted_once() -> None:
+    def entry(name: str, key: str, result: ActionResult, reason: str, seconds: int) -> ActionRecord:
+        return ActionRecord(name, "scale", "p", at(seconds), result, reason, key)
+
     history = [
-        {"name": "up", "key": "k1", "result": "Pending", "reason": "scale (in progress)", "at": format_time(at(0))},
-        {"name": "up", "key": "k1", "result": "Succeeded", "reason": "", "at": format_time(at(5))},
-        {"name": "up", "key": "k2", "result": "Skipped", "reason": "cooldown", "at": format_time(at(6))},
-        {"name": "up", "key": "k3", "result": "Pending", "reason": "awaiting approval: x", "at": format_time(at(7))},
-        {"name": "page", "key": "k4", "result": "Succeeded", "reason": "", "at": format_time(at(8))},
-        {"name": "up", "key": "k5#resolved", "result": "Succeeded", "reason": "", "at": format_time(at(9))},
+        entry("up", "k1", ActionResult.PENDING, "scale (in progress)", 0),
+        entry("up", "k1", ActionResult.SUCCEEDED, "", 5),
+        entry("up", "k2", ActionResult.SKIPPED, "cooldown", 6),
+        entry("up", "k3", ActionResult.PENDING, "awaiting approval: x", 7),
+        entry("page", "k4", ActionResult.SUCCEEDED, "", 8),
+        entry("up", "k5#resolved", ActionResult.SUCCEEDED, "", 9),
+        entry("up", "k6", ActionResult.DRY_RUN, "dry run: would scale", 10),
     ]
     assert runs_in_history(history, "up") == {"k1": at(0)}
     assert merge_runs({"k1": at(0)}, {"k1": at(1), "k9": at(2)}) == {"k1": at(0), "k9": at(2)}

@@ -7,9 +7,10 @@ from policy_support import EMPTY, ERR, JUNK, Operator, accuracy_rule, at, bad, m
 
 from modelmonitor.policy import (
     MAX_ACTION_HISTORY,
+    ActionRecord,
+    ActionResult,
     Measurement,
     Rule,
-    action_record,
     evaluate,
     format_time,
     merge_actions,
@@ -120,7 +121,10 @@ def test_action_records_last_action_and_acting_phase() -> None:
     result = evaluate(spec, None, {"accuracy-drop": bad()}, at(0))
     rollback = next(d for d in result.decisions if d.action == "rollback")
     status = render_status(
-        spec, result, action_records=[action_record(rollback, result="Pending", at=at(0))], observed_generation=4
+        spec,
+        result,
+        action_records=[ActionRecord.for_decision(rollback, result=ActionResult.PENDING, at=at(0))],
+        observed_generation=4,
     )
     assert status["phase"] == "Acting"
     assert conditions(status)["ActionInProgress"]["status"] == "True"
@@ -136,7 +140,9 @@ def test_action_records_last_action_and_acting_phase() -> None:
         "key": "ml/fraud/accuracy-drop/2026-11-24T10:00:00Z/rollback",
     }
     later = evaluate(spec, status, {"accuracy-drop": bad()}, at(30))
-    done = action_record(later.decisions[0], result="Succeeded", at=at(30), reason="rolled back to revision 7")
+    done = ActionRecord.for_decision(
+        later.decisions[0], result=ActionResult.SUCCEEDED, at=at(30), reason="rolled back to revision 7"
+    )
     status = render_status(spec, later, prior_status=status, action_records=[done])
     assert [a["result"] for a in status["actions"]] == ["Succeeded"]  # the Pending record was completed
     assert status["phase"] == "Firing"
@@ -148,7 +154,7 @@ def test_repeated_records_of_one_episode_do_not_flood_the_history() -> None:
     status: dict[str, object] = {}
     for t in range(0, 300, 30):
         result = evaluate(spec, status, {"accuracy-drop": bad()}, at(t))
-        records = [action_record(d, result="DryRun", at=at(t)) for d in result.decisions]
+        records = [ActionRecord.for_decision(d, result=ActionResult.DRY_RUN, at=at(t)) for d in result.decisions]
         status = render_status(spec, result, prior_status=status, action_records=records)
     assert [(a["name"], a["at"]) for a in status["actions"]] == [  # type: ignore[index]
         ("rollback", "2026-11-24T10:00:00Z"),
@@ -156,18 +162,71 @@ def test_repeated_records_of_one_episode_do_not_flood_the_history() -> None:
     ]
 
 
+def scale_record(key: str, result: ActionResult = ActionResult.SUCCEEDED, seconds: int = 0) -> ActionRecord:
+    return ActionRecord("scaleUp", "scale", "latency", at(seconds), result, "scaled", key)
+
+
 def test_history_is_bounded_newest_last() -> None:
-    records = [{"name": "scaleUp", "result": "Succeeded", "key": f"k{i}", "at": str(i)} for i in range(30)]
+    records = [scale_record(f"k{i}", seconds=i) for i in range(30)]
     merged = merge_actions(records[:15], records[15:])
     assert len(merged) == MAX_ACTION_HISTORY
-    assert [r["key"] for r in merged] == [f"k{i}" for i in range(10, 30)]
+    assert [r.key for r in merged] == [f"k{i}" for i in range(10, 30)]
+
+
+def test_a_finished_action_replaces_its_pending_record_and_repeats_are_dropped() -> None:
+    pending = scale_record("k1", ActionResult.PENDING)
+    other = scale_record("k2")
+    done = scale_record("k1", ActionResult.SUCCEEDED, seconds=30)
+    merged = merge_actions([pending, other], [done, done, scale_record("k2", seconds=60)])
+    assert [(r.key, r.result) for r in merged] == [("k2", ActionResult.SUCCEEDED), ("k1", ActionResult.SUCCEEDED)]
+    assert merged[0].at == at(0), "a repeat of a kept key and result does not replace it"
 
 
 def test_action_record_rejects_unknown_results() -> None:
     spec = monitor(accuracy_rule())
     decision = evaluate(spec, None, {"accuracy-drop": bad()}, at(0)).decisions[0]
     with pytest.raises(ValueError, match="action result must be one of"):
-        action_record(decision, result="Done", at=at(0))
+        ActionRecord.for_decision(decision, result="Done", at=at(0))  # type: ignore[arg-type]
+
+
+def test_a_record_round_trips_through_the_status_json_with_the_keys_it_always_had() -> None:
+    record = scale_record("ml/fraud/latency/2026-11-24T10:00:00Z/scaleUp#2", ActionResult.SKIPPED, seconds=90)
+    entry = record.to_status()
+    assert entry == {
+        "name": "scaleUp",
+        "type": "scale",
+        "policy": "latency",
+        "at": "2026-11-24T10:01:30Z",
+        "result": "Skipped",
+        "reason": "scaled",
+        "key": "ml/fraud/latency/2026-11-24T10:00:00Z/scaleUp#2",
+    }
+    assert ActionRecord.from_status(entry) == record
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"result": "Done"}, "result"),
+        ({"type": "resize"}, "type"),
+        ({"key": None}, "key"),
+        ({"at": "yesterday"}, "at"),
+        ({"reason": 3}, "reason"),
+    ],
+)
+def test_an_unreadable_history_entry_names_its_field(change: dict[str, object], field: str) -> None:
+    entry = {**scale_record("k").to_status(), **change}
+    with pytest.raises(ValueError, match=rf"status\.actions\[0\]\.{field}"):
+        render_status(
+            monitor(accuracy_rule()),
+            evaluate(monitor(accuracy_rule()), None, {"accuracy-drop": ok()}, at(0)),
+            prior_status={"actions": [entry]},
+        )
+
+
+def test_a_long_reason_is_cut_to_what_the_status_schema_accepts() -> None:
+    record = ActionRecord("scaleUp", "scale", "latency", at(0), ActionResult.FAILED, "x" * 5000, "k")
+    assert len(record.reason) == 4096
 
 
 def test_last_known_good_is_kept_or_replaced() -> None:
@@ -208,3 +267,10 @@ def test_naive_now_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no timezone"):
         evaluate(monitor(accuracy_rule()), None, {}, datetime(2026, 11, 24, 10, 0))
+
+
+def test_a_pending_record_is_settled_even_when_its_key_had_that_result_before() -> None:
+    # A step skipped by its cooldown, then recorded Pending, then interrupted and skipped for good.
+    history = [scale_record("k", ActionResult.SKIPPED), scale_record("k", ActionResult.PENDING, seconds=30)]
+    merged = merge_actions(history, [scale_record("k", ActionResult.SKIPPED, seconds=60)])
+    assert [(r.result, r.at) for r in merged] == [(ActionResult.SKIPPED, at(60))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from policy_support import EMPTY, ERR, Operator, accuracy_rule, at, bad, monitor, ok
 
-from modelmonitor.policy import PolicyState, action_record, evaluate, render_status
+from modelmonitor.policy import ActionRecord, ActionResult, PolicyState, evaluate, render_status
 
 api_status = pytest.importorskip("modelmonitor.api.status")
 
@@ -34,7 +34,7 @@ def test_rendered_status_is_valid_for_the_api_model(script: list[object]) -> Non
 def test_action_records_are_valid_for_the_api_model() -> None:
     spec = monitor(accuracy_rule())
     result = evaluate(spec, None, {"accuracy-drop": bad()}, at(0))
-    records = [action_record(d, result="DryRun", at=result.now) for d in result.decisions]
+    records = [ActionRecord.for_decision(d, result=ActionResult.DRY_RUN, at=result.now) for d in result.decisions]
     status = render_status(spec, result, action_records=records)
     assert _through_api(status)["actions"] == status["actions"]
 
