@@ -88,7 +88,8 @@ from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSetting
 from modelmonitor.devcluster import cluster as sandbox
 from modelmonitor.devcluster.build import kubectl_binary
 from modelmonitor.devcluster.processes import free_port
-from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+from modelmonitor.policy.model import MeasurementKind
+from modelmonitor.signals import SignalRequest, measure
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "modelmonitor.dev_modelmonitors.yaml"
@@ -651,7 +652,7 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int]:
             measured = measure(requests, client, max_parallel=4)  # the operator's default query parallelism
             times.append(time.monotonic() - started)
             queries = measured.queries
-            values = sum(1 for r in measured.results.values() if r.status is MeasurementStatus.VALUES)
+            values = sum(1 for r in measured.results.values() if r.kind is MeasurementKind.VALUES)
     finally:
         client.close()
     return times, queries, values

@@ -30,14 +30,13 @@ from modelmonitor.policy import (
     Evaluation,
     Measurement,
     MonitorSpec,
-    Series,
     evaluate,
     monitor_from_spec,
     render_invalid_status,
     render_status,
 )
 from modelmonitor.settings import OperatorSettings
-from modelmonitor.signals import CycleMeasurements, MeasurementStatus, SignalRequest, SignalResult, measure
+from modelmonitor.signals import CycleMeasurements, SignalRequest, measure
 
 log = logging.getLogger("modelmonitor.loop")
 
@@ -171,17 +170,6 @@ def _material(status: Mapping[str, Any]) -> Any:
     policies = [{k: v for k, v in p.items() if k not in _VOLATILE_POLICY_FIELDS} for p in status.get("policies") or []]
     rest = {k: v for k, v in status.items() if k not in ("lastEvaluationTime", "policies", "message")}
     return rest, policies
-
-
-def to_measurement(result: SignalResult) -> Measurement:
-    """A signal result in the engine's terms (NoData and Error stay what they are: never a number)."""
-    if result.status is MeasurementStatus.VALUES:
-        return Measurement.values(*(Series(v, result.samples) for v in result.values))
-    if result.status is MeasurementStatus.NO_DATA:
-        return Measurement.no_data(result.reason or "no data")
-    if result.status is MeasurementStatus.INVALID:
-        return Measurement.invalid(result.reason or "invalid")
-    return Measurement.error(result.reason or "could not measure")
 
 
 @dataclass
@@ -323,7 +311,7 @@ class Evaluator:
             requests_of[entry.key] = requests
             groups.setdefault(id(client), (client, []))[1].extend(requests)
 
-        results: dict[SignalRequest, SignalResult] = {}
+        results: dict[SignalRequest, Measurement] = {}
         for client, requests in groups.values():
             measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism)
             report.measurements.append(measured)
@@ -367,7 +355,9 @@ class Evaluator:
             signal=policy.signal,
             query=policy.query,
             version=entry.spec.model.version,
+            labels=tuple(entry.spec.model.labels.items()),
             auto_threshold=bool(policy.condition.auto_threshold),
+            drift_method=policy.method or "psi",
             # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
             # `__other__` group neither blocks nor decides the signal.
             min_samples=policy.min_samples,
@@ -377,7 +367,7 @@ class Evaluator:
         self,
         entry: MonitorEntry,
         requests: Sequence[SignalRequest] | None,
-        results: Mapping[SignalRequest, SignalResult],
+        results: Mapping[SignalRequest, Measurement],
         connection_error: str | None,
         now: datetime,
     ) -> tuple[MonitorSpec, Evaluation] | None:
@@ -394,12 +384,12 @@ class Evaluator:
             if result is None:
                 measurements[request.policy] = Measurement.error("not measured in this cycle")
                 continue
-            measurements[request.policy] = to_measurement(result)
+            measurements[request.policy] = result
             if result.threshold is not None:
                 thresholds[request.policy] = result.threshold
             if result.query:
                 queries[request.policy] = result.query
-            self.metrics.measured(result.status.value)
+            self.metrics.measured(result.kind.value)
 
         try:
             monitor = monitor_from_spec(
