@@ -295,10 +295,14 @@ class MonitorCollector(Collector):
 
         group_codes = [*range(len(group_names) - 1), m.groups.other]
         for code, name in zip(group_codes, group_names, strict=True):
-            if group_predictions[code].sum() or code == 0:
+            # Every named group is exported from the start at 0 (the profile's groups from the first scrape), so
+            # Prometheus' increase() counts a group's first predictions too: a series that appears with its
+            # first count already in it shows no increase. __other__ only once something fell into it.
+            named = code != m.groups.other
+            if group_predictions[code].sum() or named:
                 f["group_predictions"].add_metric([*base, name, PREDICTED_POSITIVE], int(group_predictions[code, 1]))
                 f["group_predictions"].add_metric([*base, name, PREDICTED_NEGATIVE], int(group_predictions[code, 0]))
-            if confusion[code].sum() or code == 0:
+            if confusion[code].sum() or named:
                 for outcome_code, outcome in enumerate(OUTCOMES):
                     f["labeled"].add_metric([*base, name, outcome], int(confusion[code, outcome_code]))
         for result in ("joined", "unmatched", "duplicate"):
