@@ -108,6 +108,17 @@ class Sidecar:
         stamp = self.cluster.prometheus_query(f"max(timestamp(modelmonitor_requests_total{self.selector()}))")
         return datetime.fromtimestamp(float(stamp[0]["value"][1]), UTC)
 
+    def next_scrape(self) -> datetime:
+        """The instant of this sidecar's first scrape after now (after everything Prometheus holds now)."""
+        now = datetime.now(UTC)
+
+        def after_now() -> datetime | None:
+            stamp = self.last_scrape()
+            return stamp if stamp > now else None
+
+        scraped: datetime = wait_for(f"the next scrape of {self.target}", after_now, 30)
+        return scraped
+
     def stop(self) -> None:
         self.cluster.remove_scrape_target(self.target)
         self.process.kill()
@@ -199,7 +210,8 @@ def test_model_labels_narrow_a_builtin_signal_to_one_cluster_with_one_query_per_
     ])  # fmt: skip
     eu.wait_until_scraped("modelmonitor_requests_total", 200)
     us.wait_until_scraped("modelmonitor_requests_total", 100)
-    at_eu, at_us = eu.last_scrape(), us.last_scrape()  # both after the other cluster's traffic arrived
+    # Each measured at its own next scrape: the other cluster's traffic is in Prometheus by then.
+    at_eu, at_us = eu.next_scrape(), us.next_scrape()
 
     def requests(signal: str) -> dict[str, SignalRequest]:
         def one(policy: str, labels: tuple[tuple[str, str], ...]) -> SignalRequest:
@@ -228,10 +240,24 @@ def test_model_labels_narrow_a_builtin_signal_to_one_cluster_with_one_query_per_
             assert numbers(mine) == (pytest.approx(50 / 100),)
             assert mine.series[0].samples == 100
             assert 0.25 < numbers(cycle.results[latency["us"]])[0] <= 0.5
-        # Without labels, both clusters count (each extrapolated to this instant on its own: not exact).
-        assert numbers(cycle.results[errors["both"]]) == (pytest.approx(60 / 300, rel=0.1),)
-        # Half the merged traffic is fast, half slow: the median sits between the two clusters' medians.
-        assert 0.005 < numbers(cycle.results[latency["both"]])[0] < 0.3
+        # Without labels, both clusters count: what Prometheus says for the model's series unsplit (the other
+        # cluster's counts are extrapolated to this instant by increase(), so not exactly 60 / 300).
+        unsplit = [
+            prometheus.query(f'sum(increase({metric}{{namespace="{namespace}", model="churn"}}[{WINDOW}]))', at=at)
+            for metric in ("modelmonitor_request_errors_total", "modelmonitor_requests_total")
+        ]
+        both = numbers(cycle.results[errors["both"]])
+        assert both == (pytest.approx(unsplit[0].values[0] / unsplit[1].values[0], rel=1e-9),)
+        assert 10 / 200 < both[0] < 50 / 100
+        # Each quantile is Prometheus' own histogram_quantile over the series the monitor selects.
+        for who, matcher in (("eu", ', cluster="eu-1"'), ("us", ', cluster="us-1"'), ("both", "")):
+            selected = f'namespace="{namespace}", model="churn"{matcher}'
+            quantile = prometheus.query(
+                "histogram_quantile(0.5, sum by (le) "
+                f"(increase(modelmonitor_request_duration_seconds_bucket{{{selected}}}[{WINDOW}])))",
+                at=at,
+            )
+            assert numbers(cycle.results[latency[who]]) == (pytest.approx(quantile.values[0], rel=1e-9),), who
 
     elsewhere = SignalRequest(
         namespace, "ap-mm", "ap", "churn", WINDOW, signal="errorRate", labels=(("cluster", "ap-9"),)
