@@ -358,7 +358,7 @@ class Evaluator:
             labels=tuple(entry.spec.model.labels.items()),
             auto_threshold=bool(policy.condition.auto_threshold),
             drift_method=policy.method or "psi",
-            # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
+            # Groups and features with fewer samples are left out of the fairness and drift signals, so a tiny
             # `__other__` group neither blocks nor decides the signal.
             min_samples=policy.min_samples,
         )

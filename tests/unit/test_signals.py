@@ -895,3 +895,12 @@ def test_the_engine_message_carries_the_detail() -> None:
     outcome = classify(Rule("drift", Op.GT, 0.1, window="10m"), measured)
     assert outcome.reason.startswith("value ")
     assert "method hellinger" in outcome.reason and "feature 'income'" in outcome.reason
+
+
+def test_every_method_the_api_offers_compares_proportions() -> None:
+    """The API's `method` enum is what summed counts against reference proportions can compute."""
+    from modelmonitor.signals import FLEET_DRIFT_METHODS
+
+    assert FLEET_DRIFT_METHODS == ("psi", "jensen_shannon", "hellinger", "linf")
+    assert all(METHODS[name].input == "counts" for name in FLEET_DRIFT_METHODS)
+    assert all(METHODS[name].direction == "higher_is_drift" for name in FLEET_DRIFT_METHODS)
