@@ -194,10 +194,12 @@ class Measurement:
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", MeasurementKind(self.kind))
-        object.__setattr__(self, "series", tuple(self.series))
-        object.__setattr__(self, "queries", tuple(self.queries))
-        object.__setattr__(self, "warnings", tuple(self.warnings))
+        # Built per policy per cycle (thousands at scale): convert only what is not already the right type.
+        if type(self.kind) is not MeasurementKind:
+            object.__setattr__(self, "kind", MeasurementKind(self.kind))
+        for name in ("series", "queries", "warnings"):
+            if type(getattr(self, name)) is not tuple:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.kind is not MeasurementKind.VALUES and self.series:
             raise ValueError(f"a {self.kind.value} measurement carries no series values")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from modelmonitor.adapters.prometheus import PrometheusQuerier, QueryResult
@@ -33,8 +32,22 @@ def measure(
     plans: dict[SignalRequest, Plan | Measurement] = {}
     batched: dict[str, None] = {}
     templated: dict[str, None] = {}
+    # A built-in signal's plan depends only on these fields, not on the monitor: plan each kind once.
+    shared: dict[tuple[object, ...], Plan | Measurement] = {}
     for request in unique:
-        planned = plan(request, extra)
+        if request.signal is not None and request.query is None:
+            key = (
+                request.signal,
+                request.window,
+                request.version is not None,
+                request.auto_threshold,
+                request.drift_method,
+                request.min_samples < 0,
+            )
+            known = shared.get(key)
+            planned = known if known is not None else shared.setdefault(key, plan(request, extra))
+        else:
+            planned = plan(request, extra)
         plans[request] = planned
         if isinstance(planned, Plan):
             target = templated if request.query is not None else batched
@@ -67,7 +80,16 @@ def measure(
             measured = Measurement.error(str(error))
         else:
             measured = planned.compute(request, [indexes[text] for text in planned.queries])
-        results[request] = replace(measured, query=planned.queries[0], queries=planned.queries, warnings=warnings)
+        results[request] = Measurement(
+            measured.kind,
+            measured.series,
+            measured.reason,
+            threshold=measured.threshold,
+            query=planned.queries[0],
+            queries=planned.queries,
+            detail=measured.detail,
+            warnings=warnings,
+        )
 
     return CycleMeasurements(
         results=results,
