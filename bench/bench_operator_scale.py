@@ -85,7 +85,8 @@ from synthetic_exporter import model_name
 
 from modelmonitor.adapters.kubernetes import KubernetesClient
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
-from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+from modelmonitor.policy.model import MeasurementKind
+from modelmonitor.signals import SignalRequest, measure
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster.build import kubectl_binary
 from modelmonitor_sandbox.devcluster.processes import free_port
@@ -651,7 +652,7 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int]:
             measured = measure(requests, client, max_parallel=4)  # the operator's default query parallelism
             times.append(time.monotonic() - started)
             queries = measured.queries
-            values = sum(1 for r in measured.results.values() if r.status is MeasurementStatus.VALUES)
+            values = sum(1 for r in measured.results.values() if r.kind is MeasurementKind.VALUES)
     finally:
         client.close()
     return times, queries, values

@@ -124,7 +124,7 @@ PROFILE_RULES: tuple[tuple[str, str], ...] = (
     ("status writes (Kubernetes client: JSON, HTTPS, answer)", "KubernetesClient.patch_monitor_status"),
     ("Event posts", "KubernetesClient.emit_event"),
     ("Prometheus queries (HTTP, JSON decoding)", "PrometheusClient.query"),
-    ("splitting answers per monitor", "measure (signals.py"),
+    ("splitting answers per monitor", "measure (signals/measure.py"),
     ("policy evaluation and status rendering", "Evaluator._evaluate_one"),
     ("rest of the cycle", "Evaluator.cycle"),
     ("watch events: Registry.upsert (spec parsing)", "Registry.upsert"),

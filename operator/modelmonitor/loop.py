@@ -26,11 +26,11 @@ from modelmonitor.adapters.connections import Connections, PrometheusConnectionE
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import ActionRecord, Measurement, MeasurementKind, Series, render_invalid_status
+from modelmonitor.policy import ActionRecord, Measurement, render_invalid_status
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
-from modelmonitor.signals import CycleMeasurements, MeasurementStatus, SignalRequest, SignalResult, measure
+from modelmonitor.signals import CycleMeasurements, SignalRequest, measure
 
 log = logging.getLogger("modelmonitor.loop")
 
@@ -153,20 +153,6 @@ def next_aligned(now: float, interval: float) -> float:
     return (math.floor(now / interval) + 1) * interval
 
 
-def to_measurement(result: SignalResult) -> Measurement:
-    """A signal result in the engine's terms (NoData and Error stay what they are: never a number)."""
-    if result.status is MeasurementStatus.VALUES:
-        labels = result.series_labels or tuple(() for _ in result.values)
-        series = tuple(Series(v, result.samples, ls) for v, ls in zip(result.values, labels, strict=True))
-        return Measurement(MeasurementKind.VALUES, series, threshold=result.threshold, query=result.query)
-    kinds = {
-        MeasurementStatus.NO_DATA: (MeasurementKind.NO_DATA, "no data"),
-        MeasurementStatus.INVALID: (MeasurementKind.INVALID, "invalid"),
-    }
-    kind, default = kinds.get(result.status, (MeasurementKind.ERROR, "could not measure"))
-    return Measurement(kind, (), result.reason or default, query=result.query)
-
-
 @dataclass
 class CycleReport:
     """What one cycle did (for logs, metrics and tests)."""
@@ -246,7 +232,7 @@ class Evaluator:
         # Clients and cached Secrets of deleted monitors are closed and dropped.
         self.connections.retain(entry.key for entry in self.registry.all())
 
-        results: dict[SignalRequest, SignalResult] = {}
+        results: dict[SignalRequest, Measurement] = {}
         for client, requests in groups.values():
             measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism)
             report.measurements.append(measured)
@@ -290,7 +276,7 @@ class Evaluator:
     def _measurements(
         self,
         monitor: Monitor,
-        results: Mapping[SignalRequest, SignalResult],
+        results: Mapping[SignalRequest, Measurement],
         connection_errors: Mapping[tuple[str, str], str],
     ) -> dict[str, Measurement]:
         """This cycle's measurement of each policy of ``monitor`` (none while it is paused)."""
@@ -305,8 +291,8 @@ class Evaluator:
             if result is None:
                 measurements[request.policy] = Measurement.error("not measured in this cycle")
                 continue
-            measurements[request.policy] = to_measurement(result)
-            self.metrics.measured(result.status.value)
+            measurements[request.policy] = result
+            self.metrics.measured(result.kind.value)
         return measurements
 
     def _finish(self, entry: MonitorEntry, reconciled: Reconciled, now_epoch: float) -> bool:

@@ -75,8 +75,10 @@ def _request(namespace: str, name: str, spec: ModelMonitorSpec, index: int) -> S
         signal=policy.signal,
         query=policy.query,
         version=spec.model.version,
+        labels=tuple(spec.model.labels.items()),
         auto_threshold=bool(policy.condition.auto_threshold),
-        # Groups and features with fewer samples are left out of fairnessGap and dataDrift, so a tiny
+        drift_method=policy.method or "psi",
+        # Groups and features with fewer samples are left out of the fairness and drift signals, so a tiny
         # `__other__` group neither blocks nor decides the signal.
         min_samples=policy.min_samples,
     )

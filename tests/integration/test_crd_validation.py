@@ -143,6 +143,24 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "dataDrift and predictionDrift",
     ),
     (
+        "drift method on accuracy",
+        lambda s: _policy(s).update(method="hellinger"),
+        "spec.policies[0].method",
+        "dataDrift and predictionDrift",
+    ),
+    (
+        "a drift method the fleet counts cannot compute",
+        lambda s: _policy(s).update(signal="dataDrift", method="ks"),
+        "spec.policies[0].method",
+        "Unsupported value",
+    ),
+    (
+        "a model label the signals group by",
+        lambda s: s["model"].update(labels={"feature": "age"}),
+        "spec.model.labels",
+        "not be one of namespace, model, version",
+    ),
+    (
         "duplicate policy names",
         lambda s: s["policies"].append(copy.deepcopy(s["policies"][0])),
         "spec.policies[1]",

@@ -300,6 +300,12 @@ def _min_samples(client: Any, selector: str) -> int:
 
 # --- the tests ---------------------------------------------------------------------------------------------
 
+
+def numbers(measurement: Any) -> tuple[float, ...]:
+    """The values of a `Measurement`'s series."""
+    return tuple(series.value for series in measurement.series)
+
+
 pytestmark = pytest.mark.cluster
 
 
@@ -330,7 +336,8 @@ def test_nasty_label_values_select_exactly_their_series(client: Any) -> None:
 
 
 def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
-    from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+    from modelmonitor.policy.model import MeasurementKind
+    from modelmonitor.signals import SignalRequest, measure
 
     requests = [
         SignalRequest("team-a", "fraud-mm", "acc", "fraud", "1m", signal="accuracy"),
@@ -339,7 +346,7 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
         SignalRequest("team-b", "churn-mm", "acc-v3", "churn", "1m", signal="accuracy", version="v3"),
         SignalRequest("team-a", "fraud-mm", "err", "fraud", "1m", signal="errorRate"),
         SignalRequest("team-a", "fraud-mm", "p95", "fraud", "1m", signal="latencyP95"),
-        SignalRequest("team-a", "fraud-mm", "fair", "fraud", "1m", signal="fairnessGap"),
+        SignalRequest("team-b", "fraud-mm", "fair", "fraud", "1m", signal="equalOpportunityGap"),
         SignalRequest("team-a", "fraud-mm", "drift", "fraud", "1m", signal="dataDrift", auto_threshold=True),
         SignalRequest("team-b", "fraud-mm", "drift", "fraud", "1m", signal="dataDrift", auto_threshold=True),
         SignalRequest("team-a", "fraud-mm", "cpu", "fraud", "1m", signal="cpu"),
@@ -352,24 +359,24 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
     cycle = measure(requests, client, at=at)
     results = {(r.namespace, r.model, r.policy): cycle.results[r] for r in requests}
     for key, result in results.items():
-        assert result.status is not MeasurementStatus.ERROR, (key, result)
+        assert result.kind is not MeasurementKind.ERROR, (key, result)
 
-    assert results[("team-a", "fraud", "acc")].values == (pytest.approx(expected_accuracy("a", "fraud")),)
-    assert results[("team-b", "fraud", "acc")].values == (pytest.approx(expected_accuracy("b", "fraud")),)
-    assert results[("team-b", "churn", "acc")].values == (pytest.approx(expected_accuracy("b", "churn")),)
-    assert results[("team-b", "churn", "acc-v3")].values == (pytest.approx(expected_accuracy("b", "churn")),)
-    assert len({results[(ns, m, "acc")].values for ns, m in [("team-a", "fraud"), ("team-b", "fraud")]}) == 2
-    assert results[("team-a", "fraud", "acc")].samples is not None
-    assert results[("team-a", "fraud", "acc")].samples > 0
-    assert results[("team-a", "fraud", "err")].values == (pytest.approx(0.1),)
+    assert numbers(results[("team-a", "fraud", "acc")]) == (pytest.approx(expected_accuracy("a", "fraud")),)
+    assert numbers(results[("team-b", "fraud", "acc")]) == (pytest.approx(expected_accuracy("b", "fraud")),)
+    assert numbers(results[("team-b", "churn", "acc")]) == (pytest.approx(expected_accuracy("b", "churn")),)
+    assert numbers(results[("team-b", "churn", "acc-v3")]) == (pytest.approx(expected_accuracy("b", "churn")),)
+    assert len({numbers(results[(ns, m, "acc")]) for ns, m in [("team-a", "fraud"), ("team-b", "fraud")]}) == 2
+    assert results[("team-a", "fraud", "acc")].series[0].samples is not None
+    assert results[("team-a", "fraud", "acc")].series[0].samples > 0
+    assert numbers(results[("team-a", "fraud", "err")]) == (pytest.approx(0.1),)
     # All observations are 0.15 s: the quantile interpolates inside the (0.1, 0.2] bucket.
-    assert 0.1 < results[("team-a", "fraud", "p95")].values[0] <= 0.2
-    # young: (tp+fp)*2 / ((tp+fp)*2 + tn + fn) = 18/19; old: 9/10.
-    assert results[("team-a", "fraud", "fair")].values == (pytest.approx(18 / 19 - 9 / 10),)
+    assert 0.1 < numbers(results[("team-a", "fraud", "p95")])[0] <= 0.2
+    # true-positive rates: young tp*2 / (tp*2 + fn) = 4/6; old tp / (tp + fn) = 2/4.
+    assert numbers(results[("team-b", "fraud", "fair")]) == (pytest.approx(4 / 6 - 2 / 4),)
 
     calm, drifted = results[("team-a", "fraud", "drift")], results[("team-b", "fraud", "drift")]
-    assert calm.values[0] == pytest.approx(0.0, abs=1e-6)
-    assert drifted.values[0] > 1.0
+    assert numbers(calm)[0] == pytest.approx(0.0, abs=1e-6)
+    assert numbers(drifted)[0] > 1.0
     assert calm.threshold == drifted.threshold == pytest.approx(DRIFT_THRESHOLD)
     # cpu: one value per pod, the pod's container CPU joined to its model by (namespace, pod). team-b's pod
     # serves two models; each gets the pod's usage (and team-b's pod burns about three times team-a's).
@@ -377,25 +384,26 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
         pod_cpu = client.query(
             f'sum(rate(container_cpu_usage_seconds_total{{namespace="{namespace}"}}[1m]))', at=at
         ).values
-        assert results[(namespace, model, "cpu")].values == pytest.approx(pod_cpu)
-    assert results[("team-b", "fraud", "cpu")].values == results[("team-b", "churn", "cpu")].values
-    assert results[("team-b", "churn", "cpu")].values[0] > 2 * results[("team-a", "fraud", "cpu")].values[0]
+        assert numbers(results[(namespace, model, "cpu")]) == pytest.approx(pod_cpu)
+    assert numbers(results[("team-b", "fraud", "cpu")]) == numbers(results[("team-b", "churn", "cpu")])
+    assert numbers(results[("team-b", "churn", "cpu")])[0] > 2 * numbers(results[("team-a", "fraud", "cpu")])[0]
 
     # Absent monitors get NoData (never 0): an unknown model, and a known model in another namespace.
-    assert results[("team-a", "ghost", "acc")].status is MeasurementStatus.NO_DATA
-    assert results[("team-a", "ghost", "acc")].values == ()
-    assert results[("team-c", "fraud", "acc")].status is MeasurementStatus.NO_DATA
+    assert results[("team-a", "ghost", "acc")].kind is MeasurementKind.NO_DATA
+    assert numbers(results[("team-a", "ghost", "acc")]) == ()
+    assert results[("team-c", "fraud", "acc")].kind is MeasurementKind.NO_DATA
 
     # One query per (kind, window, grouping), however many monitors ask: accuracy for five monitors is one
-    # query, plus one for the monitor naming a version; errorRate 2, latency 2, fairness 1, dataDrift with
+    # query, plus one for the monitor naming a version; errorRate 2, latency 1, fairness 1, dataDrift with
     # auto threshold 5, cpu 1 (for three monitors).
     assert cycle.template_queries == 0
-    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 13
+    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 12
 
 
 def test_stopped_prometheus_is_a_connection_error_not_no_data(exporter: Exporter) -> None:
     from modelmonitor.adapters.prometheus import ErrorKind, PrometheusClient, PrometheusSettings
-    from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+    from modelmonitor.policy.model import MeasurementKind
+    from modelmonitor.signals import SignalRequest, measure
 
     workdir = Path(tempfile.mkdtemp(prefix="mm-prometheus-stop-"))
     server = start_prometheus(_targets(exporter), workdir)
@@ -410,9 +418,9 @@ def test_stopped_prometheus_is_a_connection_error_not_no_data(exporter: Exporter
 
             request = SignalRequest("team-a", "fraud-mm", "acc", "fraud", "1m", signal="accuracy")
             result = measure([request], client).results[request]
-            assert result.status is MeasurementStatus.ERROR
-            assert result.values == ()
-            assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
+            assert result.kind is MeasurementKind.ERROR
+            assert numbers(result) == ()
+            assert result.reason.startswith(f"{ErrorKind.CONNECTION.value}: ")
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -420,7 +428,8 @@ def test_stopped_prometheus_is_a_connection_error_not_no_data(exporter: Exporter
 
 def test_bad_promql_is_a_promql_error(client: Any) -> None:
     from modelmonitor.adapters.prometheus import ErrorKind
-    from modelmonitor.signals import MeasurementStatus, SignalRequest, measure
+    from modelmonitor.policy.model import MeasurementKind
+    from modelmonitor.signals import SignalRequest, measure
 
     answer = client.query("sum(rate(modelmonitor_requests_total[1m])")
     assert answer.error is not None
@@ -431,8 +440,8 @@ def test_bad_promql_is_a_promql_error(client: Any) -> None:
 
     request = SignalRequest("team-a", "m", "custom", "fraud", "1m", query="rate(x[{{window}}]) by (model)")
     result = measure([request], client).results[request]
-    assert result.status is MeasurementStatus.ERROR
-    assert result.error is not None and result.error.kind is ErrorKind.PROMQL
+    assert result.kind is MeasurementKind.ERROR
+    assert result.reason.startswith(f"{ErrorKind.PROMQL.value}: ")
 
 
 def test_read_timeout_is_a_timeout_error() -> None:

@@ -20,7 +20,8 @@ NOW = 1_800_000_000.4  # a wall-clock instant with a fraction of a second
 
 
 class FakePrometheus:
-    """Answers every query with the labeled-prediction counts of two groups: a big one and a tiny one."""
+    """Answers every query with the counts of three groups (labeled predictions, or predictions per group):
+    two big ones and a tiny one."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -39,7 +40,13 @@ class FakePrometheus:
             for group, outcomes in counts.items()
             for outcome, value in outcomes.items()
         ]
-        if "group" not in promql:  # the un-grouped quality query: sum over groups
+        if "modelmonitor_group_predictions_total" in promql:  # fairnessGap: predictions per group
+            samples = [
+                Sample({**base, "group": group, "predicted": predicted}, value, NOW)
+                for group, o in counts.items()
+                for predicted, value in (("positive", o["tp"] + o["fp"]), ("negative", o["tn"] + o["fn"]))
+            ]
+        elif "group" not in promql:  # the un-grouped quality query: sum over groups
             totals: dict[str, float] = {}
             for outcomes in counts.values():
                 for outcome, value in outcomes.items():

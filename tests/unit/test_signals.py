@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from modelmonitor.adapters.prometheus import ErrorKind, QueryError, QueryResult, Sample
+from modelmonitor.policy.model import Measurement, MeasurementKind
 from modelmonitor.signals import (
     BUILTIN_SIGNALS,
     PREDICTION_FEATURE,
-    MeasurementStatus,
     SignalRequest,
     measure,
 )
@@ -82,6 +82,25 @@ def request(
     )
 
 
+def numbers(measurement: Measurement) -> tuple[float, ...]:
+    """The values of a measurement's series."""
+    return tuple(series.value for series in measurement.series)
+
+
+def samples_of(measurement: Measurement) -> int | None:
+    """The sample count behind the (first) series."""
+    return measurement.series[0].samples if measurement.series else None
+
+
+def labels_of(measurement: Measurement) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(series.labels for series in measurement.series)
+
+
+def said(measurement: Measurement) -> str:
+    """What a user reads: why there is no value, or what the value is made of."""
+    return f"{measurement.reason} {measurement.detail}".strip()
+
+
 def add_confusion(fake: FakePrometheus, ns: str, model: str, version: str, group: str = "all", **counts: float) -> None:
     for outcome, count in counts.items():
         fake.add(
@@ -137,14 +156,14 @@ def test_each_monitor_gets_its_own_models_value() -> None:
     for i in range(1, n + 1):
         ns, model = f"ns-{i % 7}", f"model-{i}"
         accuracy = cycle.results[request("accuracy", ns=ns, model=model)]
-        assert accuracy.status is MeasurementStatus.VALUES
-        assert accuracy.values == (pytest.approx(i / (n + 1)),)
-        assert accuracy.samples == n + 1
+        assert accuracy.kind is MeasurementKind.VALUES
+        assert numbers(accuracy) == (pytest.approx(i / (n + 1)),)
+        assert samples_of(accuracy) == n + 1
         error_rate = cycle.results[request("errorRate", ns=ns, model=model)]
-        assert error_rate.values == (pytest.approx(i / (2 * n)),)
-        assert error_rate.samples == 2 * n
+        assert numbers(error_rate) == (pytest.approx(i / (2 * n)),)
+        assert samples_of(error_rate) == 2 * n
         missing = cycle.results[request("missingRate", ns=ns, model=model)]
-        assert missing.values == (pytest.approx((i % 10) / 100),)
+        assert numbers(missing) == (pytest.approx((i % 10) / 100),)
 
 
 def test_all_queries_are_evaluated_at_the_cycle_instant() -> None:
@@ -164,20 +183,12 @@ def test_absent_monitors_get_no_data_never_zero() -> None:
         request("missingRate", ns="ns-1", model="ghost"),
         request("accuracy", ns="ns-1", model="model-1", version="v9"),  # a version that does not exist
     ]
-    p99 = (
-        "histogram_quantile(0.99, sum by (namespace, model, le) "
-        "(rate(modelmonitor_request_duration_seconds_bucket[10m])))"
-    )
-    fake.canned[p99] = QueryResult(query=p99, result_type="vector")
-    fake.canned["sum by (namespace, model) (increase(modelmonitor_request_duration_seconds_count[10m]))"] = QueryResult(
-        query="", result_type="vector"
-    )
     cycle = measure(absent, fake, at=AT)
     for item in absent:
         result = cycle.results[item]
-        assert result.status is MeasurementStatus.NO_DATA, (item, result)
-        assert result.values == ()
-        assert result.reason
+        assert result.kind is MeasurementKind.NO_DATA, (item, result)
+        assert numbers(result) == ()
+        assert said(result)
     assert 'namespace="elsewhere", model="model-1"' in cycle.results[absent[1]].reason
 
 
@@ -190,9 +201,9 @@ def test_version_is_grouped_only_for_monitors_that_name_one() -> None:
         *(request("precision", ns="a", model="m", version=v, policy=f"p-{v}") for v in ("v1", "v2")),
     )
     cycle = measure([both, v1, v2], fake, at=AT)
-    assert cycle.results[both].values == (pytest.approx(0.5),)
-    assert cycle.results[v1].values == (pytest.approx(0.9),)
-    assert cycle.results[v2].values == (pytest.approx(0.1),)
+    assert numbers(cycle.results[both]) == (pytest.approx(0.5),)
+    assert numbers(cycle.results[v1]) == (pytest.approx(0.9),)
+    assert numbers(cycle.results[v2]) == (pytest.approx(0.1),)
     assert "by (namespace, model, outcome)" in cycle.results[both].query
     assert "by (namespace, model, version, outcome)" in cycle.results[v1].query
     # Two groupings, two queries, whatever the number of monitors on each side.
@@ -217,20 +228,20 @@ def test_quality_signals_from_one_confusion_query() -> None:
     for item in requests:
         value, samples = wanted[item.signal or ""]
         result = cycle.results[item]
-        assert result.values == (pytest.approx(value),)
-        assert result.samples == samples
+        assert numbers(result) == (pytest.approx(value),)
+        assert samples_of(result) == samples
         assert (
             result.query == "sum by (namespace, model, outcome) (increase(modelmonitor_labeled_predictions_total[10m]))"
         )
-        assert "tp=40 fp=10 tn=30 fn=20" in result.reason
-        assert result.series_labels == ((),)
+        assert "tp=40 fp=10 tn=30 fn=20" in said(result)
+        assert labels_of(result) == ((),)
 
 
 def test_outcomes_absent_next_to_present_ones_count_zero() -> None:
     fake = FakePrometheus()
     add_confusion(fake, "a", "m", "v1", tp=5, tn=5)  # no fp/fn series yet: never incremented
     cycle = measure([request("accuracy", ns="a", model="m")], fake, at=AT)
-    assert cycle.results[request("accuracy", ns="a", model="m")].values == (1.0,)
+    assert numbers(cycle.results[request("accuracy", ns="a", model="m")]) == (1.0,)
 
 
 def test_precision_without_positive_predictions_is_no_data() -> None:
@@ -239,46 +250,106 @@ def test_precision_without_positive_predictions_is_no_data() -> None:
     result = measure([request("precision", ns="a", model="m")], fake, at=AT).results[
         request("precision", ns="a", model="m")
     ]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "no positive predictions" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no positive predictions" in said(result)
 
 
-def test_fairness_gap_is_max_minus_min_positive_rate() -> None:
+def add_group_predictions(fake: FakePrometheus, ns: str, model: str, version: str, group: str, **counts: float) -> None:
+    for predicted, value in counts.items():
+        fake.add(
+            "modelmonitor_group_predictions_total",
+            value,
+            namespace=ns,
+            model=model,
+            version=version,
+            group=group,
+            predicted=predicted,
+            **({"cluster": "eu-1"} if group == "__cluster__" else {}),
+        )
+
+
+def test_fairness_gap_is_max_minus_min_positive_rate_from_group_predictions() -> None:
     fake = FakePrometheus()
-    add_confusion(fake, "a", "m", "v1", group="young", tp=30, fp=10, tn=50, fn=10)  # 0.4
-    add_confusion(fake, "a", "m", "v1", group="old", tp=5, fp=5, tn=35, fn=5)  # 0.2
-    add_confusion(fake, "a", "m", "v1", group="__other__", tp=10, tn=10)  # 0.5, 20 labeled
+    add_group_predictions(fake, "a", "m", "v1", "young", positive=40, negative=60)  # 0.4
+    add_group_predictions(fake, "a", "m", "v1", "old", positive=10, negative=40)  # 0.2
+    add_group_predictions(fake, "a", "m", "v2", "old", positive=0, negative=0)  # a version without traffic
+    add_group_predictions(fake, "a", "m", "v1", "__other__", positive=10, negative=10)  # 0.5 of 20
     item = request("fairnessGap", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == (pytest.approx(0.3),)
-    assert result.samples == 20  # the smallest group
-    assert "'__other__'" in result.reason and "'old'" in result.reason
+    assert numbers(result) == (pytest.approx(0.3),)
+    assert samples_of(result) == 20  # the smallest group
+    # no label is needed: the query reads the per-group prediction counts
+    assert result.query == (
+        "sum by (namespace, model, group, predicted) (increase(modelmonitor_group_predictions_total[10m]))"
+    )
+    assert "'__other__' 0.5 of 20" in result.detail and "'old' 0.2 of 50" in result.detail
+    assert "'young' 0.4 of 100" in result.detail
+
+
+def test_disparate_impact_is_lowest_over_highest_rate_and_shares_the_query() -> None:
+    fake = FakePrometheus()
+    add_group_predictions(fake, "a", "m", "v1", "f", positive=30, negative=70)  # 0.3
+    add_group_predictions(fake, "a", "m", "v1", "m", positive=60, negative=40)  # 0.6
+    gap, impact = request("fairnessGap", ns="a", model="m"), request("disparateImpact", ns="a", model="m")
+    cycle = measure([gap, impact], fake, at=AT)
+    assert cycle.batched_queries == 1
+    assert numbers(cycle.results[impact]) == (pytest.approx(0.5),)
+    assert numbers(cycle.results[gap]) == (pytest.approx(0.3),)
+    assert "disparate impact" in cycle.results[impact].detail
+    assert "'f' 0.3 of 100, 'm' 0.6 of 100" in cycle.results[impact].detail
+
+
+def test_disparate_impact_without_any_positive_prediction_is_no_data() -> None:
+    fake = FakePrometheus()
+    add_group_predictions(fake, "a", "m", "v1", "f", positive=0, negative=70)
+    add_group_predictions(fake, "a", "m", "v1", "m", positive=0, negative=40)
+    item = request("disparateImpact", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no positive predictions" in result.reason
 
 
 def test_fairness_gap_leaves_out_groups_below_min_samples() -> None:
     fake = FakePrometheus()
-    add_confusion(fake, "a", "m", "v1", group="young", tp=30, fp=10, tn=50, fn=10)  # 0.4 of 100
-    add_confusion(fake, "a", "m", "v1", group="old", tp=5, fp=5, tn=35, fn=5)  # 0.2 of 50
-    add_confusion(fake, "a", "m", "v1", group="__other__", tp=3)  # 1.0 of 3: noise
+    add_group_predictions(fake, "a", "m", "v1", "young", positive=40, negative=60)  # 0.4 of 100
+    add_group_predictions(fake, "a", "m", "v1", "old", positive=10, negative=40)  # 0.2 of 50
+    add_group_predictions(fake, "a", "m", "v1", "__other__", positive=3)  # 1.0 of 3: noise
     item = request("fairnessGap", ns="a", model="m", min_samples=20)
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == (pytest.approx(0.2),)
-    assert result.samples == 50
-    assert "left out for fewer than 20: '__other__' (3)" in result.reason
+    assert numbers(result) == (pytest.approx(0.2),)
+    assert samples_of(result) == 50
+    assert "left out for fewer than minSamples 20: '__other__' (3)" in result.detail
 
     alone = request("fairnessGap", ns="a", model="m", min_samples=60, policy="strict")
     result = measure([alone], fake, at=AT).results[alone]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "'old' (50)" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "'old' (50)" in result.reason and "'__other__' (3)" in result.reason
 
 
 def test_fairness_gap_needs_two_groups() -> None:
     fake = FakePrometheus()
-    add_confusion(fake, "a", "m", "v1", group="only", tp=3, tn=3)
+    add_group_predictions(fake, "a", "m", "v1", "only", positive=3, negative=3)
     item = request("fairnessGap", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.NO_DATA
+    assert result.kind is MeasurementKind.NO_DATA
     assert "at least two" in result.reason
+
+
+def test_equal_opportunity_gap_is_the_true_positive_rate_difference() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", group="young", tp=30, fp=10, tn=50, fn=10)  # tpr 0.75 of 40 positives
+    add_confusion(fake, "a", "m", "v1", group="old", tp=5, fp=5, tn=35, fn=15)  # tpr 0.25 of 20
+    add_confusion(fake, "a", "m", "v1", group="__other__", tp=1, tn=40)  # tpr 1.0 of 1 positive
+    item = request("equalOpportunityGap", ns="a", model="m", min_samples=10)
+    result = measure([item], fake, at=AT).results[item]
+    assert numbers(result) == (pytest.approx(0.5),)
+    assert samples_of(result) == 20
+    assert result.query == (
+        "sum by (namespace, model, group, outcome) (increase(modelmonitor_labeled_predictions_total[10m]))"
+    )
+    assert "true-positive rate" in result.detail
+    assert "'old' 0.25 of 20, 'young' 0.75 of 40" in result.detail
+    assert "left out for fewer than minSamples 10: '__other__' (1)" in result.detail
 
 
 # --- rates -------------------------------------------------------------------------------------------------
@@ -290,10 +361,10 @@ def test_error_rate_counts_errors_as_zero_only_when_requests_prove_traffic() -> 
     fake.add("modelmonitor_requests_total", 0, namespace="a", model="idle", version="v1", code="2xx")
     quiet, idle = request("errorRate", ns="a", model="quiet"), request("errorRate", ns="a", model="idle")
     cycle = measure([quiet, idle], fake, at=AT)
-    assert cycle.results[quiet].values == (0.0,)
-    assert cycle.results[quiet].samples == 80
-    assert cycle.results[idle].status is MeasurementStatus.NO_DATA
-    assert "no requests" in cycle.results[idle].reason
+    assert numbers(cycle.results[quiet]) == (0.0,)
+    assert samples_of(cycle.results[quiet]) == 80
+    assert cycle.results[idle].kind is MeasurementKind.NO_DATA
+    assert "no requests" in said(cycle.results[idle])
 
 
 def test_schema_violation_rate_is_the_worst_feature() -> None:
@@ -320,34 +391,47 @@ def test_schema_violation_rate_is_the_worst_feature() -> None:
     item = request("schemaViolationRate", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
     # age: 10/200; the unknown-feature bucket has no observations of its own and counts per row: 30/200.
-    assert result.values == (pytest.approx(0.15),)
-    assert result.samples == 200
-    assert "'__unknown__'" in result.reason
+    assert numbers(result) == (pytest.approx(0.15),)
+    assert samples_of(result) == 200
+    assert "'__unknown__'" in said(result)
 
 
-def test_latency_quantile_and_its_sample_count() -> None:
+LATENCY_BOUNDS = ("0.1", "0.2", "0.5", "+Inf")
+
+
+def add_latency(fake: FakePrometheus, ns: str, model: str, cumulative: tuple[float, ...], **labels: str) -> None:
+    for le, value in zip(LATENCY_BOUNDS, cumulative, strict=True):
+        fake.add(
+            "modelmonitor_request_duration_seconds_bucket",
+            value,
+            namespace=ns,
+            model=model,
+            version="v1",
+            le=le,
+            **labels,
+        )
+
+
+def test_latency_quantile_from_summed_buckets_and_its_sample_count() -> None:
     fake = FakePrometheus()
-    p95 = (
-        "histogram_quantile(0.95, sum by (namespace, model, le) "
-        "(rate(modelmonitor_request_duration_seconds_bucket[5m])))"
-    )
-    fake.canned[p95] = QueryResult(
-        query=p95,
-        result_type="vector",
-        samples=(
-            Sample({"namespace": "a", "model": "m"}, 0.42, 0),
-            Sample({"namespace": "a", "model": "idle"}, math.nan, 0),
-        ),
-    )
-    fake.add("modelmonitor_request_duration_seconds_count", 1234.4, namespace="a", model="m", version="v1")
-    busy, idle = (
+    # 1000 requests: 500 up to 0.1 s, 300 in (0.1, 0.2], 180 in (0.2, 0.5], 20 slower.
+    add_latency(fake, "a", "m", (500, 800, 980, 1000.4))
+    add_latency(fake, "a", "idle", (0, 0, 0, 0))
+    busy50, busy95, busy99, idle = (
+        request("latencyP50", ns="a", model="m", window="5m"),
         request("latencyP95", ns="a", model="m", window="5m"),
+        request("latencyP99", ns="a", model="m", window="5m"),
         request("latencyP95", ns="a", model="idle", window="5m"),
     )
-    cycle = measure([busy, idle], fake, at=AT)
-    assert cycle.results[busy].values == (0.42,)
-    assert cycle.results[busy].samples == 1234
-    assert cycle.results[idle].status is MeasurementStatus.NO_DATA  # NaN: no requests in the window
+    cycle = measure([busy50, busy95, busy99, idle], fake, at=AT)
+    assert cycle.batched_queries == 1  # the three quantiles share the bucket counts
+    # Prometheus' histogram_quantile: rank 500.2 lies in (0.1, 0.2] at 0.2/300 of the way.
+    assert numbers(cycle.results[busy50]) == (pytest.approx(0.1 + 0.1 * (0.5 * 1000.4 - 500) / 300),)
+    assert numbers(cycle.results[busy95]) == (pytest.approx(0.2 + 0.3 * (0.95 * 1000.4 - 800) / 180),)
+    assert numbers(cycle.results[busy99]) == (0.5,)  # in the +Inf bucket: the highest finite bound
+    assert samples_of(cycle.results[busy95]) == 1000
+    assert cycle.results[idle].kind is MeasurementKind.NO_DATA  # no requests in the window
+    assert "no requests" in cycle.results[idle].reason
 
 
 def test_cpu_gives_one_value_per_pod() -> None:
@@ -366,10 +450,10 @@ def test_cpu_gives_one_value_per_pod() -> None:
         ),
     )
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == pytest.approx((0.1, 0.2, 0.3))
-    assert [dict(labels)["pod"] for labels in result.series_labels] == ["m-1", "m-2", "m-3"]
-    assert result.samples is None
-    assert "m-1, m-2, m-3" in result.reason
+    assert numbers(result) == pytest.approx((0.1, 0.2, 0.3))
+    assert [dict(labels)["pod"] for labels in labels_of(result)] == ["m-1", "m-2", "m-3"]
+    assert samples_of(result) is None
+    assert "m-1, m-2, m-3" in said(result)
 
 
 def test_memory_without_cadvisor_is_no_data() -> None:
@@ -382,8 +466,8 @@ def test_memory_without_cadvisor_is_no_data() -> None:
     )
     fake.canned[text] = QueryResult(query=text, result_type="vector")
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "cAdvisor" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "cAdvisor" in said(result)
 
 
 # --- drift -------------------------------------------------------------------------------------------------
@@ -424,10 +508,10 @@ def test_data_drift_is_the_worst_feature_psi_from_summed_buckets() -> None:
     item = request("dataDrift", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
     expected = METHODS["psi"].function(np.array([0.25] * 4), np.array([10.0, 10, 10, 70]))
-    assert result.values == (pytest.approx(expected),)
-    assert result.samples == 100
+    assert numbers(result) == (pytest.approx(expected),)
+    assert samples_of(result) == 100
     assert result.threshold is None
-    assert "'income'" in result.reason
+    assert "'income'" in said(result)
 
 
 def test_data_drift_auto_threshold_compares_each_feature_with_its_own() -> None:
@@ -456,8 +540,8 @@ def test_data_drift_auto_threshold_compares_each_feature_with_its_own() -> None:
     item = request("dataDrift", ns="a", model="m", auto_threshold=True)
     result = measure([item], fake, at=AT).results[item]
     assert result.threshold == 0.01
-    assert result.values[0] > 0.01
-    assert "'income'" in result.reason
+    assert numbers(result)[0] > 0.01
+    assert "'income'" in said(result)
 
 
 def test_data_drift_auto_threshold_without_thresholds_is_no_data() -> None:
@@ -465,8 +549,8 @@ def test_data_drift_auto_threshold_without_thresholds_is_no_data() -> None:
     add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))
     item = request("dataDrift", ns="a", model="m", auto_threshold=True)
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "modelmonitor_drift_threshold" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "modelmonitor_drift_threshold" in said(result)
 
 
 def test_data_drift_other_methods_and_categories() -> None:
@@ -501,8 +585,8 @@ def test_data_drift_other_methods_and_categories() -> None:
     )
     item = request("dataDrift", ns="a", model="m", drift_method="linf")
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == (pytest.approx(0.4),)  # |0.9 - 0.5|
-    assert result.samples == 100
+    assert numbers(result) == (pytest.approx(0.4),)  # |0.9 - 0.5|
+    assert samples_of(result) == 100
 
 
 def test_data_drift_across_versions_reports_the_worst_version() -> None:
@@ -511,9 +595,9 @@ def test_data_drift_across_versions_reports_the_worst_version() -> None:
     add_histogram(fake, "a", "m", "v2", "age", (0, 0, 0, 40))
     item = request("dataDrift", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
-    assert result.values[0] > 1
-    assert result.samples == 40
-    assert "version 'v2'" in result.reason
+    assert numbers(result)[0] > 1
+    assert samples_of(result) == 40
+    assert "version 'v2'" in said(result)
 
 
 def test_data_drift_skips_features_whose_bounds_changed() -> None:
@@ -524,8 +608,8 @@ def test_data_drift_skips_features_whose_bounds_changed() -> None:
     fake.add("modelmonitor_feature_reference_ratio", 0.5, namespace="a", model="m", version="v1", feature="new", le="8")
     item = request("dataDrift", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == (pytest.approx(0.0),)
-    assert "1 skipped" in result.reason
+    assert numbers(result) == (pytest.approx(0.0),)
+    assert "1 skipped" in said(result)
 
 
 def test_data_drift_leaves_out_sparse_features_unless_all_are() -> None:
@@ -534,17 +618,17 @@ def test_data_drift_leaves_out_sparse_features_unless_all_are() -> None:
     add_histogram(fake, "a", "m", "v1", "rare", (0, 0, 0, 5))  # huge PSI on 5 rows
     item = request("dataDrift", ns="a", model="m", min_samples=50)
     result = measure([item], fake, at=AT).results[item]
-    assert result.values == (pytest.approx(0.0),)
-    assert result.samples == 100
-    assert "1 skipped" in result.reason
+    assert numbers(result) == (pytest.approx(0.0),)
+    assert samples_of(result) == 100
+    assert "1 skipped" in said(result)
 
     unfiltered = request("dataDrift", ns="a", model="m", policy="any")
-    assert measure([unfiltered], fake, at=AT).results[unfiltered].values[0] > 1
+    assert numbers(measure([unfiltered], fake, at=AT).results[unfiltered])[0] > 1
 
     strict = request("dataDrift", ns="a", model="m", min_samples=500, policy="strict")
     result = measure([strict], fake, at=AT).results[strict]
     # All features are sparse: the worst is reported with its few samples; the engine's minSamples says NoData.
-    assert result.samples == 5
+    assert samples_of(result) == 5
 
 
 def test_data_drift_with_an_idle_window_is_no_data() -> None:
@@ -552,8 +636,8 @@ def test_data_drift_with_an_idle_window_is_no_data() -> None:
     add_histogram(fake, "a", "m", "v1", "age", (0, 0, 0, 0))
     item = request("dataDrift", ns="a", model="m")
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "no observations" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no observations" in said(result)
 
 
 def test_prediction_drift_auto_threshold() -> None:
@@ -573,8 +657,8 @@ def test_prediction_drift_auto_threshold() -> None:
     item = request("predictionDrift", ns="a", model="m", auto_threshold=True)
     result = measure([item], fake, at=AT).results[item]
     assert result.threshold == 0.3
-    assert result.values[0] > 1
-    assert result.samples == 100
+    assert numbers(result)[0] > 1
+    assert samples_of(result) == 100
 
 
 # --- errors and invalid requests ---------------------------------------------------------------------------
@@ -586,12 +670,12 @@ def test_a_failed_query_is_an_error_for_exactly_the_requests_that_needed_it() ->
     cycle = measure(fleet_requests(5), fake, at=AT)
     for item, result in cycle.results.items():
         if item.signal == "errorRate":
-            assert result.status is MeasurementStatus.ERROR
-            assert result.values == ()
-            assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
-            assert "could not measure" in result.reason
+            assert result.kind is MeasurementKind.ERROR
+            assert numbers(result) == ()
+            assert result.reason == "connection: connection refused"
+            assert result.query
         else:
-            assert result.status is MeasurementStatus.VALUES
+            assert result.kind is MeasurementKind.VALUES
     assert cycle.failed_queries == 1
 
 
@@ -622,8 +706,8 @@ def test_warnings_reach_the_results() -> None:
 def test_invalid_requests_are_invalid_and_cost_no_query(item: SignalRequest, message: str) -> None:
     fake = FakePrometheus()
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.INVALID
-    assert message in result.reason
+    assert result.kind is MeasurementKind.INVALID
+    assert message in said(result)
     assert fake.asked == []
 
 
@@ -638,7 +722,7 @@ def test_every_builtin_signal_plans_a_query() -> None:
 
         fake.query = answer_empty  # type: ignore[method-assign]
         result = measure([item], fake, at=AT).results[item]
-        assert result.status is MeasurementStatus.NO_DATA, (signal, result)
+        assert result.kind is MeasurementKind.NO_DATA, (signal, result)
         assert result.query and "modelmonitor_" in result.query
 
 
@@ -663,12 +747,12 @@ def test_templates_are_rendered_per_monitor_with_quoted_values() -> None:
     cycle = measure([first, second], fake, at=AT)
     assert cycle.template_queries == 2
     assert cycle.batched_queries == 0
-    assert cycle.results[first].values == (3.0, 5.0)  # NaN dropped; several series -> several values
-    assert cycle.results[first].series_labels == ((("pod", "p1"),), (("pod", "p3"),))
-    assert cycle.results[first].samples is None
+    assert numbers(cycle.results[first]) == (3.0, 5.0)  # NaN dropped; several series -> several values
+    assert labels_of(cycle.results[first]) == ((("pod", "p1"),), (("pod", "p3"),))
+    assert samples_of(cycle.results[first]) is None
     assert cycle.results[first].query == rendered_first
-    assert cycle.results[second].status is MeasurementStatus.NO_DATA
-    assert "no series" in cycle.results[second].reason
+    assert cycle.results[second].kind is MeasurementKind.NO_DATA
+    assert "no series" in said(cycle.results[second])
 
 
 def test_template_answering_only_nan_is_no_data() -> None:
@@ -676,8 +760,8 @@ def test_template_answering_only_nan_is_no_data() -> None:
     fake = FakePrometheus()
     fake.canned['x{model="fraud"}'] = QueryResult(query="", result_type="scalar", samples=(Sample({}, math.nan, 0),))
     result = measure([item], fake, at=AT).results[item]
-    assert result.status is MeasurementStatus.NO_DATA
-    assert "only NaN" in result.reason
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "only NaN" in said(result)
 
 
 def test_templates_cost_one_query_each_and_builtins_stay_batched() -> None:
@@ -690,3 +774,133 @@ def test_templates_cost_one_query_each_and_builtins_stay_batched() -> None:
     assert cycle.template_queries == 1
     assert cycle.batched_queries == 5
     assert cycle.queries == 6
+
+
+# --- spec.model.labels -------------------------------------------------------------------------------------
+
+
+def two_clusters() -> FakePrometheus:
+    """Model m in namespace a runs in two clusters with different numbers (series labelled by `cluster`)."""
+    fake = FakePrometheus()
+    for cluster, (tp, fp), errors, fast in (("eu-1", (90, 10), 5, 900), ("us-1", (50, 50), 50, 100)):
+        for outcome, value in (("tp", tp), ("fp", fp)):
+            fake.add(
+                "modelmonitor_labeled_predictions_total",
+                value,
+                namespace="a",
+                model="m",
+                version="v1",
+                group="all",
+                outcome=outcome,
+                cluster=cluster,
+            )
+        fake.add(
+            "modelmonitor_requests_total", 1000, namespace="a", model="m", version="v1", code="2xx", cluster=cluster
+        )
+        fake.add("modelmonitor_request_errors_total", errors, namespace="a", model="m", version="v1", cluster=cluster)
+        add_latency(fake, "a", "m", (fast, 1000, 1000, 1000), cluster=cluster)
+        add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25) if cluster == "eu-1" else (0, 0, 10, 90))
+        for metric in ("modelmonitor_feature_value_bucket", "modelmonitor_feature_reference_ratio"):
+            fake.series[metric][-4:] = [
+                ({**labels, "cluster": cluster}, value) for labels, value in fake.series[metric][-4:]
+            ]
+    return fake
+
+
+def test_model_labels_narrow_every_builtin_signal_with_one_query_per_kind() -> None:
+    fake = two_clusters()
+    signals = ("precision", "errorRate", "latencyP50", "dataDrift")
+    eu = [request(s, ns="a", model="m", labels=(("cluster", "eu-1"),), policy=f"eu-{s}") for s in signals]
+    us = [request(s, ns="a", model="m", labels=(("cluster", "us-1"),), policy=f"us-{s}") for s in signals]
+    everywhere = [request(s, ns="a", model="m", policy=f"all-{s}") for s in signals]
+    cycle = measure([*eu, *us, *everywhere], fake, at=AT)
+    # precision 1, errorRate 2, latency 1, dataDrift 4: the same as for one monitor.
+    assert cycle.batched_queries == 8
+    assert all("cluster" in text for text, _ in fake.asked)
+    results = {item.policy: cycle.results[item] for item in [*eu, *us, *everywhere]}
+    assert numbers(results["eu-precision"]) == (pytest.approx(0.9),)
+    assert numbers(results["us-precision"]) == (pytest.approx(0.5),)
+    assert numbers(results["all-precision"]) == (pytest.approx(140 / 200),)  # summed over the clusters
+    assert numbers(results["eu-errorRate"]) == (pytest.approx(0.005),)
+    assert numbers(results["us-errorRate"]) == (pytest.approx(0.05),)
+    assert numbers(results["all-errorRate"]) == (pytest.approx(55 / 2000),)
+    # latency: eu has 900 of 1000 requests under 0.1 s, us 100; the merged histogram 1000 of 2000.
+    assert numbers(results["eu-latencyP50"]) == (pytest.approx(0.1 * 500 / 900),)
+    assert numbers(results["us-latencyP50"]) == (pytest.approx(0.1 + 0.1 * 400 / 900),)
+    assert numbers(results["all-latencyP50"]) == (pytest.approx(0.1),)
+    assert numbers(results["eu-dataDrift"]) == (pytest.approx(0.0),)
+    assert numbers(results["us-dataDrift"])[0] > 1
+    assert samples_of(results["all-dataDrift"]) == 200  # both clusters' counts in one histogram
+
+
+def test_model_labels_without_matching_series_are_no_data_naming_the_labels() -> None:
+    fake = two_clusters()
+    item = request("precision", ns="a", model="m", labels=(("cluster", "ap-9"),))
+    result = measure([item], fake, at=AT).results[item]
+    assert result.kind is MeasurementKind.NO_DATA
+    assert 'cluster="ap-9"' in result.reason and "spec.model.labels" in result.reason
+
+
+def test_cpu_joins_on_the_extra_labels_too() -> None:
+    fake = FakePrometheus()
+    item = request("cpu", ns="a", model="m", window="5m", labels=(("cluster", "eu-1"),))
+    text = (
+        "group by (namespace, pod, cluster, model, version) (modelmonitor_request_errors_total) * on (namespace, pod, "
+        "cluster) group_left () sum by (namespace, pod, cluster) "
+        '(rate(container_cpu_usage_seconds_total{container!="", container!="POD"}[5m]))'
+    )
+    fake.canned[text] = QueryResult(
+        query=text,
+        result_type="vector",
+        samples=tuple(
+            Sample({"namespace": "a", "model": "m", "version": "v1", "pod": "m-1", "cluster": cluster}, value, 0)
+            for cluster, value in (("eu-1", 0.25), ("us-1", 2.0))
+        ),
+    )
+    result = measure([item], fake, at=AT).results[item]
+    assert numbers(result) == (0.25,)
+
+
+# --- method ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["psi", "jensen_shannon", "hellinger", "linf"])
+def test_drift_method_is_used_and_named(method: str) -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
+    add_histogram(fake, "a", "m", "v1", "income", (10, 10, 10, 70))
+    for name in ("psi", "jensen_shannon", "hellinger", "linf"):
+        fake.add(
+            "modelmonitor_drift_threshold", {"psi": 0.2, "jensen_shannon": 0.3, "hellinger": 0.4, "linf": 0.5}[name],
+            namespace="a", model="m", version="v1", feature="income", method=name,
+        )  # fmt: skip
+    plain = request("dataDrift", ns="a", model="m", drift_method=method)
+    auto = request("dataDrift", ns="a", model="m", drift_method=method, auto_threshold=True, policy="auto")
+    cycle = measure([plain, auto], fake, at=AT)
+    expected = METHODS[method].function(np.array([0.25] * 4), np.array([10.0, 10, 10, 70]))
+    assert numbers(cycle.results[plain]) == (pytest.approx(expected),)
+    assert cycle.results[plain].detail.startswith(f"method {method}: ")
+    assert "feature 'income'" in cycle.results[plain].detail
+    assert cycle.results[auto].threshold == {"psi": 0.2, "jensen_shannon": 0.3, "hellinger": 0.4, "linf": 0.5}[method]
+
+
+def test_the_engine_message_carries_the_detail() -> None:
+    from modelmonitor.policy.model import Op, Rule
+    from modelmonitor.policy.outcome import classify
+
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "income", (10, 10, 10, 70))
+    item = request("dataDrift", ns="a", model="m", drift_method="hellinger")
+    measured = measure([item], fake, at=AT).results[item]
+    outcome = classify(Rule("drift", Op.GT, 0.1, window="10m"), measured)
+    assert outcome.reason.startswith("value ")
+    assert "method hellinger" in outcome.reason and "feature 'income'" in outcome.reason
+
+
+def test_every_method_the_api_offers_compares_proportions() -> None:
+    """The API's `method` enum is what summed counts against reference proportions can compute."""
+    from modelmonitor.signals import FLEET_DRIFT_METHODS
+
+    assert FLEET_DRIFT_METHODS == ("psi", "jensen_shannon", "hellinger", "linf")
+    assert all(METHODS[name].input == "counts" for name in FLEET_DRIFT_METHODS)
+    assert all(METHODS[name].direction == "higher_is_drift" for name in FLEET_DRIFT_METHODS)

@@ -37,6 +37,8 @@ Signal = Literal[
     "latencyP99",
     "errorRate",
     "fairnessGap",
+    "equalOpportunityGap",
+    "disparateImpact",
     "missingRate",
     "schemaViolationRate",
     "cpu",
@@ -44,6 +46,32 @@ Signal = Literal[
 ]
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
 DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
+
+# Drift methods the fleet's summed counts support (current counts against the reference proportions the sidecar
+# exports); psi when a drift policy names none.
+DriftMethodName = Literal["psi", "jensen_shannon", "hellinger", "linf"]
+DRIFT_METHODS: tuple[DriftMethodName, ...] = get_args(DriftMethodName)
+
+# Labels that tell the sidecar's series apart (or that the monitor sets itself): spec.model.labels cannot name
+# them, because the built-in signals group and select by them.
+RESERVED_MODEL_LABELS = (
+    "namespace",
+    "model",
+    "version",
+    "pod",
+    "le",
+    "feature",
+    "category",
+    "group",
+    "predicted",
+    "outcome",
+    "code",
+    "kind",
+    "method",
+    "class",
+    "result",
+    "metric",
+)
 
 Op = Literal["<", "<=", ">", ">="]
 
@@ -127,14 +155,25 @@ class ModelSelector(ApiModel):
         default_factory=dict,
         max_length=8,
         description=(
-            "Extra label matchers (equality) on every series, e.g. cluster: eu-1. The keys model and version "
-            "are set through name and version instead."
+            "Extra label matchers (equality) that narrow every built-in signal, e.g. cluster: eu-1 when one "
+            "Prometheus (Thanos, Mimir) holds many clusters: only series carrying all these label values count. "
+            "Built-in signals still send one query per signal kind for all monitors. query: templates are not "
+            "narrowed (write the matchers in the template). model and version are set through name and version; "
+            "namespace is the monitor's own; labels the sidecar's series are split by (pod, le, feature, "
+            "category, group, predicted, outcome, code, kind, method, class, result, metric) are not allowed."
         ),
         json_schema_extra=k8s(
             validations=[
                 cel(
-                    "self.all(k, k.matches('" + PROMETHEUS_LABEL_PATTERN + "') && !(k in ['model', 'version']))",
-                    "label names must match " + PROMETHEUS_LABEL_PATTERN + " and not be model or version",
+                    "self.all(k, k.matches('"
+                    + PROMETHEUS_LABEL_PATTERN
+                    + "') && !(k in ["
+                    + ", ".join(f"'{name}'" for name in RESERVED_MODEL_LABELS)
+                    + "]))",
+                    "label names must match "
+                    + PROMETHEUS_LABEL_PATTERN
+                    + " and not be one of "
+                    + ", ".join(RESERVED_MODEL_LABELS),
                 )
             ]
         ),
@@ -148,6 +187,11 @@ class ModelSelector(ApiModel):
                 raise ValueError(f"{key!r} is not a Prometheus label name")
             if key in ("model", "version"):
                 raise ValueError(f"{key!r} is set through model.{key}, not labels")
+            if key in RESERVED_MODEL_LABELS:
+                raise ValueError(
+                    f"{key!r} cannot narrow the built-in signals (they select or group by it); "
+                    f"not one of {', '.join(RESERVED_MODEL_LABELS)}"
+                )
         return labels
 
 
@@ -372,6 +416,11 @@ class Policy(ApiModel):
                     "condition.autoThreshold is only available for the dataDrift and predictionDrift signals",
                     field_path=".condition.autoThreshold",
                 ),
+                cel(
+                    "!has(self.method) || (has(self.signal) && self.signal in ['dataDrift', 'predictionDrift'])",
+                    "method is only available for the dataDrift and predictionDrift signals",
+                    field_path=".method",
+                ),
             ]
         )
     )
@@ -385,8 +434,22 @@ class Policy(ApiModel):
         default=None,
         description=(
             "A built-in measurement over the sidecar's metrics: accuracy, precision, recall, f1 (from joined "
-            "labels), dataDrift, predictionDrift, latencyP50/P95/P99 (seconds), errorRate, fairnessGap, "
-            "missingRate, schemaViolationRate, cpu (cores), memory (bytes). Exactly one of signal or query."
+            "labels), dataDrift, predictionDrift (the worst feature's score with the policy's method), "
+            "latencyP50/P95/P99 (seconds), errorRate, missingRate, schemaViolationRate (the worst feature's rate), "
+            "cpu (cores), memory (bytes); fairness across the sidecar's groups: fairnessGap (demographic-parity "
+            "difference: highest minus lowest positive-prediction rate, no labels needed), disparateImpact "
+            "(lowest over highest positive-prediction rate; 1 is parity, below 0.8 fails the four-fifths rule), "
+            "equalOpportunityGap (highest minus lowest true-positive rate, from joined labels); groups with fewer "
+            "than minSamples are left out. Exactly one of signal or query."
+        ),
+    )
+    method: DriftMethodName | None = Field(
+        default=None,
+        description=(
+            "The drift method of a dataDrift or predictionDrift policy (only those): psi (the default), "
+            "jensen_shannon (distance, log base 2), hellinger or linf (largest change in one bucket's or "
+            "category's share); all are high under drift. With condition.autoThreshold the threshold calibrated "
+            "for this method is used."
         ),
     )
     query: str | None = Field(
@@ -471,6 +534,8 @@ class Policy(ApiModel):
             raise field_error(
                 "condition.autoThreshold", "is only available for the dataDrift and predictionDrift signals"
             )
+        if self.method is not None and self.signal not in DRIFT_SIGNALS:
+            raise field_error("method", "is only available for the dataDrift and predictionDrift signals")
         return self
 
 

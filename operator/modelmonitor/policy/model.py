@@ -80,12 +80,12 @@ class Combine(StrEnum):
 
 
 class MeasurementKind(StrEnum):
-    """What the Prometheus adapter got back for one policy."""
+    """What a policy's measurement holds."""
 
     VALUES = "Values"  # one or more series with a number each (may be empty: then it is NoData)
-    NO_DATA = "NoData"  # the query ran and returned nothing usable
-    ERROR = "Error"  # the query did not run: HTTP error, timeout, PromQL error
-    INVALID = "Invalid"  # the answer has a shape the policy cannot use (e.g. a string, a matrix)
+    NO_DATA = "NoData"  # Prometheus answered, but there is nothing to measure (absent series, NaN, no traffic)
+    ERROR = "Error"  # no measurement: Prometheus unreachable, HTTP error, timeout, PromQL error, bad answer
+    INVALID = "Invalid"  # cannot be measured as written (bad window, template, method; an unusable shape)
 
 
 def _require_finite(value: float, field_name: str, owner: str) -> None:
@@ -189,19 +189,34 @@ class Series:
 
 @dataclass(frozen=True)
 class Measurement:
-    """What one query returned for one policy in one cycle. Build it with the class methods."""
+    """What was measured for one policy in one cycle: the one measurement type from the signals to the verdict.
+
+    Build it with the class methods (the signals add what the value is made of with the keyword fields).
+    """
 
     kind: MeasurementKind
     series: tuple[Series, ...] = ()
+    #: Why there is no value (NoData), or no measurement (Error, Invalid).
     reason: str = ""
-    #: The calibrated threshold measured with the value (``threshold: auto`` policies), else None.
+    #: The threshold calibrated for ``threshold: auto`` (drift signals), else ``None``.
     threshold: float | None = None
-    #: The PromQL text sent, for messages and Events ("" when not measured through Prometheus).
+    #: The main PromQL text sent (for Events and status messages); empty when nothing was sent.
     query: str = ""
+    #: Every PromQL text the measurement used, main query first.
+    queries: tuple[str, ...] = ()
+    #: What the value is made of, for the policy's status message: the drift method and the worst feature,
+    #: the groups compared and their counts, the counts behind a ratio.
+    detail: str = ""
+    #: Warnings Prometheus returned with the answers (e.g. a partial answer from a federated store).
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", MeasurementKind(self.kind))
-        object.__setattr__(self, "series", tuple(self.series))
+        # Built per policy per cycle (thousands at scale): convert only what is not already the right type.
+        if type(self.kind) is not MeasurementKind:
+            object.__setattr__(self, "kind", MeasurementKind(self.kind))
+        for name in ("series", "queries", "warnings"):
+            if type(getattr(self, name)) is not tuple:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.kind is not MeasurementKind.VALUES and self.series:
             raise ValueError(f"a {self.kind.value} measurement carries no series values")
 

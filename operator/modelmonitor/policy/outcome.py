@@ -17,6 +17,9 @@ The rules, in the order they are applied:
    ``clearThreshold`` is the threshold in force, so a value between threshold and clearThreshold keeps it
    breaching.
 6. NoData then becomes OK or Breach when the policy says ``noData: ok`` or ``noData: breach``.
+
+The reason of a judged value ends with the measurement's ``detail`` (what the value is made of: the drift
+method and worst feature, the groups compared), which the policy's status message then shows.
 """
 
 from __future__ import annotations
@@ -178,6 +181,8 @@ def classify(rule: Rule, measurement: Measurement, *, clearing: bool = False) ->
             what = f"{seen} samples, fewer than minSamples {rule.min_samples}"
             if total > 1:
                 what = f"{len(finite)} of {total} series finite, each with {what}"
+        if measurement.detail:
+            what += f"; {measurement.detail}"
         return _no_data(rule, what, threshold, total)
 
     value, samples, decided_by = _pick(usable, rule)
@@ -196,5 +201,8 @@ def classify(rule: Rule, measurement: Measurement, *, clearing: bool = False) ->
     if total > 1:
         details.append(_reduce_text(rule, len(usable), total, decided_by))
     reason = verdict + (f" ({', '.join(details)})" if details else "")
+    if measurement.detail:
+        # What the value is made of (the drift method and worst feature, the groups compared).
+        reason += f"; {measurement.detail}"
     kind = OutcomeKind.BREACH if breach else OutcomeKind.OK
     return Outcome(kind, value, threshold, samples, reason, len(usable), total)

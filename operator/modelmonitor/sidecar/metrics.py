@@ -1,6 +1,7 @@
 """The Prometheus side of the monitor: a custom collector yielding fresh metric families on every scrape.
 
-Names, types and labels are the contract in ``docs/metrics.md``; the operator's PromQL is written against them.
+Names come from ``modelmonitor.metricnames``, which the operator's built-in signals import too; types and labels
+are the contract in ``docs/metrics.md``.
 The collector copies what it needs under the monitor's lock, then builds the families (and computes the
 per-replica drift, quality and fairness gauges) outside it, so a scrape never holds up ingest for long. Scores
 are cached until the next change, so scraping twice costs one computation.
@@ -23,6 +24,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from modelmonitor import metricnames as names
+from modelmonitor.metricnames import PREDICTED_NEGATIVE, PREDICTED_POSITIVE, PREDICTION_FEATURE, UNKNOWN_FEATURE
 from modelmonitor.sidecar.events import REJECT_REASONS
 from modelmonitor.sidecar.labels import OUTCOMES
 from modelmonitor.sidecar.profile import OTHER, NumericalReference
@@ -37,12 +40,6 @@ from modelmonitor.sidecar.scores import (
 
 if TYPE_CHECKING:
     from modelmonitor.sidecar.monitor import Monitor
-
-PREFIX = "modelmonitor_"
-PREDICTION_FEATURE = "__prediction__"
-"""The ``feature`` label of the prediction's calibrated thresholds in ``modelmonitor_drift_threshold``."""
-UNKNOWN_FEATURE = "__unknown__"
-"""The ``feature`` label of ``unknown_feature`` violations: unknown names are never turned into label values."""
 
 
 def _le(bound: float) -> str:
@@ -154,67 +151,73 @@ class MonitorCollector(Collector):
         base_labels = ["model", "version"]
 
         def counter(name: str, doc: str, labels: list[str] = ()) -> CounterMetricFamily:  # type: ignore[assignment]
-            return CounterMetricFamily(PREFIX + name, doc, labels=[*base_labels, *labels])
+            return CounterMetricFamily(name, doc, labels=[*base_labels, *labels])
 
         def gauge(name: str, doc: str, labels: list[str] = ()) -> GaugeMetricFamily:  # type: ignore[assignment]
-            return GaugeMetricFamily(PREFIX + name, doc, labels=[*base_labels, *labels])
+            return GaugeMetricFamily(name, doc, labels=[*base_labels, *labels])
 
         def histogram(name: str, doc: str, labels: list[str] = ()) -> HistogramMetricFamily:  # type: ignore[assignment]
-            return HistogramMetricFamily(PREFIX + name, doc, labels=[*base_labels, *labels])
+            return HistogramMetricFamily(name, doc, labels=[*base_labels, *labels])
 
         families: dict[str, Any] = {
-            "requests": counter("requests", "Prediction requests seen, by HTTP status class.", ["code"]),
-            "errors": counter("request_errors", "Requests the model answered with an error."),
-            "duration": histogram("request_duration_seconds", "Model latency as seen by the sidecar."),
+            "requests": counter(names.REQUESTS, "Prediction requests seen, by HTTP status class.", ["code"]),
+            "errors": counter(names.REQUEST_ERRORS, "Requests the model answered with an error."),
+            "duration": histogram(names.REQUEST_DURATION, "Model latency as seen by the sidecar."),
             "feature_value": histogram(
-                "feature_value", "Numerical feature values; bucket bounds at the reference quantiles.", ["feature"]
+                names.FEATURE_VALUE, "Numerical feature values; bucket bounds at the reference quantiles.", ["feature"]
             ),
             "feature_ref": gauge(
-                "feature_reference_ratio", "Reference share at or below each bucket bound.", ["feature", "le"]
+                names.FEATURE_REFERENCE, "Reference share at or below each bucket bound.", ["feature", "le"]
             ),
-            "category": counter("feature_category", "Categorical feature values (capped).", ["feature", "category"]),
+            "category": counter(names.CATEGORY_COUNT, "Categorical feature values (capped).", ["feature", "category"]),
             "category_ref": gauge(
-                "feature_category_reference_ratio", "Reference share of each category.", ["feature", "category"]
+                names.CATEGORY_REFERENCE, "Reference share of each category.", ["feature", "category"]
             ),
-            "missing": counter("feature_missing", "Missing feature values (absent, null, NaN).", ["feature"]),
+            "missing": counter(names.FEATURE_MISSING, "Missing feature values (absent, null, NaN).", ["feature"]),
             "violations": counter(
-                "schema_violations", "Values that break the profile's schema, by kind.", ["feature", "kind"]
+                names.SCHEMA_VIOLATIONS, "Values that break the profile's schema, by kind.", ["feature", "kind"]
             ),
-            "observations": counter("feature_observations", "Rows checked per feature.", ["feature"]),
-            "score": histogram("prediction_score", "Predicted scores / values; bounds at the reference quantiles."),
-            "score_ref": gauge("prediction_reference_ratio", "Reference share at or below each bound.", ["le"]),
-            "classes": counter("prediction_class", "Predicted classes (capped).", ["class"]),
-            "class_ref": gauge("prediction_class_reference_ratio", "Reference share of each class.", ["class"]),
+            "observations": counter(names.FEATURE_OBSERVATIONS, "Rows checked per feature.", ["feature"]),
+            "score": histogram(names.PREDICTION_SCORE, "Predicted scores / values; bounds at the reference quantiles."),
+            "score_ref": gauge(names.PREDICTION_REFERENCE, "Reference share at or below each bound.", ["le"]),
+            "classes": counter(names.PREDICTION_CLASS, "Predicted classes (capped).", ["class"]),
+            "class_ref": gauge(names.PREDICTION_CLASS_REFERENCE, "Reference share of each class.", ["class"]),
             "group_predictions": counter(
-                "group_predictions", "Predictions per group, positive or negative.", ["group", "predicted"]
+                names.GROUP_PREDICTIONS, "Predictions per group, positive or negative.", ["group", "predicted"]
             ),
             "labeled": counter(
-                "labeled_predictions", "Predictions joined with their label, by outcome.", ["group", "outcome"]
+                names.LABELED_PREDICTIONS, "Predictions joined with their label, by outcome.", ["group", "outcome"]
             ),
-            "labels": counter("labels_received", "Labels received, by result of the join.", ["result"]),
-            "expired": counter("predictions_expired", "Predictions that left the label store unlabeled."),
-            "pending": gauge("labels_pending", "Predictions waiting in the label store (per replica)."),
-            "coverage": gauge("label_coverage_ratio", "Joined labels / predictions that left the label store."),
+            "labels": counter(names.LABELS_RECEIVED, "Labels received, by result of the join.", ["result"]),
+            "expired": counter(names.PREDICTIONS_EXPIRED, "Predictions that left the label store unlabeled."),
+            "pending": gauge(names.LABELS_PENDING, "Predictions waiting in the label store (per replica)."),
+            "coverage": gauge(names.LABEL_COVERAGE, "Joined labels / predictions that left the label store."),
             "drift": gauge(
-                "drift_score", "Drift of the replica's window against the reference.", ["feature", "method"]
+                names.DRIFT_SCORE, "Drift of the replica's window against the reference.", ["feature", "method"]
             ),
             "drift_threshold": gauge(
-                "drift_threshold", "Threshold calibrated for the window size.", ["feature", "method"]
+                names.DRIFT_THRESHOLD, "Threshold calibrated for the window size.", ["feature", "method"]
             ),
-            "prediction_drift": gauge("prediction_drift_score", "Drift of the prediction distribution.", ["method"]),
-            "quality": gauge("quality", "Quality over the replica's window of joined labels.", ["metric"]),
-            "quality_rows": gauge("quality_window_labels", "Joined labels in the replica's quality window."),
-            "fairness": gauge("fairness_gap", "Fairness gaps between groups over the replica's windows.", ["metric"]),
+            "prediction_drift": gauge(
+                names.PREDICTION_DRIFT_SCORE, "Drift of the prediction distribution.", ["method"]
+            ),
+            "quality": gauge(names.QUALITY, "Quality over the replica's window of joined labels.", ["metric"]),
+            "quality_rows": gauge(names.QUALITY_WINDOW_LABELS, "Joined labels in the replica's quality window."),
+            "fairness": gauge(
+                names.FAIRNESS_GAP, "Fairness gaps between groups over the replica's windows.", ["metric"]
+            ),
             "fairness_rate": gauge(
-                "fairness_group_rate", "Per-group rate behind each fairness gap.", ["metric", "group"]
+                names.FAIRNESS_GROUP_RATE, "Per-group rate behind each fairness gap.", ["metric", "group"]
             ),
             "fairness_samples": gauge(
-                "fairness_group_samples", "Per-group sample count behind each fairness gap.", ["metric", "group"]
+                names.FAIRNESS_GROUP_SAMPLES, "Per-group sample count behind each fairness gap.", ["metric", "group"]
             ),
-            "window_rows": gauge("window_rows", "Rows in the replica's drift window."),
-            "rejected": counter("events_rejected", "Payloads refused, by reason.", ["reason"]),
+            "window_rows": gauge(names.WINDOW_ROWS, "Rows in the replica's drift window."),
+            "rejected": counter(names.EVENTS_REJECTED, "Payloads refused, by reason.", ["reason"]),
             "info": gauge(
-                "profile_info", "The reference profile in use (value 1).", ["window_size", "false_alarm_rate", "built"]
+                names.PROFILE_INFO,
+                "The reference profile in use (value 1).",
+                ["window_size", "false_alarm_rate", "built"],
             ),
         }
         if describe_only:
@@ -292,10 +295,14 @@ class MonitorCollector(Collector):
 
         group_codes = [*range(len(group_names) - 1), m.groups.other]
         for code, name in zip(group_codes, group_names, strict=True):
-            if group_predictions[code].sum() or code == 0:
-                f["group_predictions"].add_metric([*base, name, "positive"], int(group_predictions[code, 1]))
-                f["group_predictions"].add_metric([*base, name, "negative"], int(group_predictions[code, 0]))
-            if confusion[code].sum() or code == 0:
+            # Every named group is exported from the start at 0 (the profile's groups from the first scrape), so
+            # Prometheus' increase() counts a group's first predictions too: a series that appears with its
+            # first count already in it shows no increase. __other__ only once something fell into it.
+            named = code != m.groups.other
+            if group_predictions[code].sum() or named:
+                f["group_predictions"].add_metric([*base, name, PREDICTED_POSITIVE], int(group_predictions[code, 1]))
+                f["group_predictions"].add_metric([*base, name, PREDICTED_NEGATIVE], int(group_predictions[code, 0]))
+            if confusion[code].sum() or named:
                 for outcome_code, outcome in enumerate(OUTCOMES):
                     f["labeled"].add_metric([*base, name, outcome], int(confusion[code, outcome_code]))
         for result in ("joined", "unmatched", "duplicate"):

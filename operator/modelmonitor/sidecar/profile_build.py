@@ -32,7 +32,7 @@ from modelmonitor.stats.binning import quantile_edges
 from modelmonitor.stats.calibration import calibrate_threshold
 from modelmonitor.stats.drift import METHODS
 
-NUMERICAL_METHODS = ("psi", "jensen_shannon", "hellinger", "ks", "ks_statistic", "wasserstein_normalized")
+NUMERICAL_METHODS = ("psi", "jensen_shannon", "hellinger", "linf", "ks", "ks_statistic", "wasserstein_normalized")
 """Drift methods scored for numerical features (and the prediction score) unless told otherwise."""
 CATEGORICAL_METHODS = ("psi", "jensen_shannon", "hellinger", "linf", "chi_square")
 """Drift methods scored for categorical features (and the predicted class) unless told otherwise."""

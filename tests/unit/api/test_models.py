@@ -162,6 +162,24 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "dataDrift and predictionDrift",
     ),
     (
+        "drift method on a non-drift signal",
+        lambda s: _policy(s).update(method="hellinger"),
+        "spec.policies[0].method",
+        "dataDrift and predictionDrift",
+    ),
+    (
+        "a drift method the fleet counts cannot compute",
+        lambda s: _policy(s).update(signal="dataDrift", method="ks"),
+        "spec.policies[0].method",
+        "psi",
+    ),
+    (
+        "a model label the signals group by",
+        lambda s: s["model"].update(labels={"feature": "age"}),
+        "spec.model.labels",
+        "cannot narrow the built-in signals",
+    ),
+    (
         "undefined action",
         lambda s: _policy(s).update(actions=["page", "rollback"]),
         "spec.policies[0].actions",

@@ -38,8 +38,9 @@ def test_features_get_types_schema_and_reference_buckets(profile: Profile, train
 
 
 def test_thresholds_for_every_method_and_the_prediction(profile: Profile) -> None:
+    # every fleet drift method (a policy's `method:`) has a threshold for `threshold: auto`
     assert set(profile.feature("age").thresholds) == {
-        "psi", "jensen_shannon", "hellinger", "ks", "ks_statistic", "wasserstein_normalized"
+        "psi", "jensen_shannon", "hellinger", "linf", "ks", "ks_statistic", "wasserstein_normalized"
     }  # fmt: skip
     assert set(profile.feature("country").thresholds) == {"psi", "jensen_shannon", "hellinger", "linf", "chi_square"}
     for method, threshold in profile.feature("age").thresholds.items():
