@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,26 +222,42 @@ def _pick(
     return values([worst.score], count(worst.observations), detail, threshold=worst.threshold)
 
 
+def _histogram_scores(
+    method: DriftMethod,
+    current: _Histograms,
+    reference: _Histograms,
+    subject: Callable[[str, str], str],
+    reference_metric: str,
+) -> tuple[list[_Score], list[str]]:
+    """The drift score of every (version, feature) histogram against its reference, and why the others were
+    skipped (``subject`` names a histogram in those reasons)."""
+    scores: list[_Score] = []
+    skipped: list[str] = []
+    for (version, feature), counts in sorted(current.cumulative.items()):
+        what = subject(version, feature)
+        ref = reference.cumulative.get((version, feature))
+        if ref is None:
+            skipped.append(f"{what} has no {reference_metric}")
+            continue
+        bins = _bins(counts, ref)
+        if isinstance(bins, str):
+            skipped.append(f"{what}: {bins}")
+            continue
+        value = _score(method, bins[1], bins[0])
+        if isinstance(value, str):
+            skipped.append(f"{what}: {value}")
+            continue
+        scores.append(_Score(version, feature, value, float(bins[0].sum())))
+    return scores, skipped
+
+
 def _compute_data_drift(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     method = METHODS[request.drift_method]
     current = _Histograms.from_samples(answers[0].select(request), "feature", reference=False)
     reference = _Histograms.from_samples(answers[1].select(request), "feature", reference=True)
-    scores: list[_Score] = []
-    skipped: list[str] = []
-    for (version, feature), counts in sorted(current.cumulative.items()):
-        ref = reference.cumulative.get((version, feature))
-        if ref is None:
-            skipped.append(f"feature {feature!r} has no {FEATURE_REFERENCE}")
-            continue
-        bins = _bins(counts, ref)
-        if isinstance(bins, str):
-            skipped.append(f"feature {feature!r}: {bins}")
-            continue
-        value = _score(method, bins[1], bins[0])
-        if isinstance(value, str):
-            skipped.append(f"feature {feature!r}: {value}")
-            continue
-        scores.append(_Score(version, feature, value, float(bins[0].sum())))
+    scores, skipped = _histogram_scores(
+        method, current, reference, lambda version, feature: f"feature {feature!r}", FEATURE_REFERENCE
+    )
 
     # Categorical features: counts per category against the reference shares.
     categories_now = _categories(answers[2].select(request), reference=False)
@@ -266,20 +282,7 @@ def _compute_prediction_drift(request: SignalRequest, answers: Sequence[Index]) 
     method = METHODS[request.drift_method]
     current = _Histograms.from_samples(answers[0].select(request), None, reference=False)
     reference = _Histograms.from_samples(answers[1].select(request), None, reference=True)
-    scores: list[_Score] = []
-    skipped: list[str] = []
-    for (version, feature), counts in sorted(current.cumulative.items()):
-        ref = reference.cumulative.get((version, feature))
-        if ref is None:
-            skipped.append(f"version {version!r} has no {PREDICTION_REFERENCE}")
-            continue
-        bins = _bins(counts, ref)
-        if isinstance(bins, str):
-            skipped.append(f"version {version!r}: {bins}")
-            continue
-        value = _score(method, bins[1], bins[0])
-        if isinstance(value, str):
-            skipped.append(f"version {version!r}: {value}")
-            continue
-        scores.append(_Score(version, feature, value, float(bins[0].sum())))
+    scores, skipped = _histogram_scores(
+        method, current, reference, lambda version, feature: f"version {version!r}", PREDICTION_REFERENCE
+    )
     return _pick(request, method, scores, skipped, answers[2] if request.auto_threshold else None)
