@@ -1,0 +1,236 @@
+"""`modelmonitor backtest` against a real Prometheus holding five hours of history.
+
+The history is written with Prometheus' own backfill (``promtool tsdb create-blocks-from openmetrics``, shipped
+in Debian's prometheus package) into the data directory of a test Prometheus, then the command runs as a user
+runs it. The series are designed so that the expected episodes follow from the data and the documented
+semantics alone (a gauge that steps from 1 to 5 for exactly one hour, counters whose error ratio steps from 1%
+to 20% for the same hour, a half-hour scrape gap): the test compares the command's report with those numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support import PrometheusProcess
+
+pytestmark = pytest.mark.cluster
+
+SCRAPE = 15  # seconds between backfilled samples
+STEP = 60
+HOUR = 3600
+NAMESPACE, MODEL = "bt", "fraud"
+LABELS = f'namespace="{NAMESPACE}",model="{MODEL}",version="v1"'
+
+
+def _start() -> datetime:
+    """Six hours ago, on the hour: the history ends an hour before now, well inside the retention."""
+    now = datetime.now(UTC)
+    return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+
+
+def _breach(offset: int) -> bool:
+    return 2 * HOUR <= offset < 3 * HOUR
+
+
+def _gap(offset: int) -> bool:
+    return 4 * HOUR <= offset < 4 * HOUR + 1800
+
+
+def _openmetrics(start: datetime) -> str:
+    """Five hours of a gauge and the sidecar's request and error counters, every 15 s, with a 30-minute gap."""
+    offsets = [o for o in range(0, 5 * HOUR, SCRAPE) if not _gap(o)]
+    t0 = int(start.timestamp())
+    lines = ["# TYPE backtest_quality gauge"]
+    lines += [f"backtest_quality{{{LABELS}}} {5 if _breach(o) else 1} {t0 + o}" for o in offsets]
+    requests = errors = 0.0
+    counted: list[tuple[int, float, float]] = []
+    for offset in range(0, 5 * HOUR, SCRAPE):
+        requests += 10 * SCRAPE
+        errors += (2.0 if _breach(offset) else 0.1) * SCRAPE
+        if not _gap(offset):
+            counted.append((offset, requests, errors))
+    lines.append("# TYPE modelmonitor_requests counter")
+    lines += [f"modelmonitor_requests_total{{{LABELS}}} {r} {t0 + o}" for o, r, _ in counted]
+    lines.append("# TYPE modelmonitor_request_errors counter")
+    lines += [f"modelmonitor_request_errors_total{{{LABELS}}} {e} {t0 + o}" for o, _, e in counted]
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def _monitor(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelmonitor.dev/v1alpha1",
+        "kind": "ModelMonitor",
+        "metadata": {"name": "fraud", "namespace": NAMESPACE},
+        "spec": {
+            "target": {"name": "fraud"},
+            "model": {"name": MODEL},
+            "interval": "1m",
+            "policies": [
+                {
+                    # A query: template: one range query per chunk.
+                    "name": "quality",
+                    "query": "backtest_quality{model={{model}}}",
+                    "window": "5m",
+                    "condition": {"op": ">", "threshold": 3},
+                    "for": "10m",
+                    "keepFiringFor": "5m",
+                    "actions": ["page", "scaleUp"],
+                },
+                {
+                    # A built-in signal: the operator's batched errorRate queries.
+                    "name": "errors",
+                    "signal": "errorRate",
+                    "window": "5m",
+                    "condition": {"op": ">", "threshold": 0.05},
+                    "for": "10m",
+                },
+                {
+                    # A range vector: Prometheus refuses it as a range query, so each step is an instant query.
+                    "name": "quality-window",
+                    "query": "backtest_quality{model={{model}}}[{{window}}]",
+                    "window": "2m",
+                    "reduce": "max",
+                    "condition": {"op": ">", "threshold": 3},
+                },
+            ],
+            "actions": {
+                "page": {"type": "alert", "webhook": {"url": "http://hooks.example/page"}},
+                "scaleUp": {
+                    "type": "scale",
+                    "step": 1,
+                    "maxReplicas": 10,
+                    "cooldown": "5m",
+                    "budget": {"max": 3, "per": "1h"},
+                },
+            },
+            **spec,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusProcess, datetime]]:
+    directory = tmp_path_factory.mktemp("backtest-prometheus")
+    start = _start()
+    source = directory / "history.om"
+    source.write_text(_openmetrics(start))
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(directory / "data")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    prometheus = PrometheusProcess(directory, targets=[])
+    yield prometheus, start
+    prometheus.stop()
+
+
+def _backtest(tmp_path: Path, monitor: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(monitor))
+    return subprocess.run(
+        [sys.executable, "-m", "modelmonitor", "backtest", str(path), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _at(start: datetime, seconds: int) -> str:
+    return (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_replaying_five_hours_finds_the_designed_episodes_and_actions(
+    history: tuple[PrometheusProcess, datetime], tmp_path: Path
+) -> None:
+    prometheus, start = history
+    done = _backtest(
+        tmp_path, _monitor(), "--prometheus-url", prometheus.url, "--from", _at(start, 0), "--to",
+        _at(start, 5 * HOUR), "--output", "json", "--png", str(tmp_path / "timeline.png"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["steps"] == 5 * 60 + 1
+    assert "evaluations (100%)" in done.stderr  # progress on stderr
+    policies = {p["name"]: p for p in report["policies"]}
+
+    # The gauge breaches at every step of [2h, 3h): Pending at 2h, Firing after `for` (10m), Resolving at 3h,
+    # Inactive after keepFiringFor (5m). The gap leaves no sample in the 5-minute lookback from 4h05m to 4h29m.
+    quality = policies["quality"]
+    assert quality["episodes"] == [
+        {
+            "activeSince": _at(start, 2 * HOUR),
+            "firingAt": _at(start, 2 * HOUR + 600),
+            "resolvedAt": _at(start, 3 * HOUR + 300),
+            "peak": 5.0,
+        }
+    ]
+    assert quality["breaches"] == 60
+    assert quality["evaluations"] == 301
+    assert 24 <= quality["noData"] <= 26, quality
+    assert quality["errors"] == 0
+
+    # errorRate over 5 minutes: 1% outside the hour, 20% once the window lies inside it; the ratio crosses 5%
+    # about a minute into the hour and falls below it about four minutes after.
+    errors = policies["errors"]
+    [episode] = errors["episodes"]
+    firing = datetime.fromisoformat(episode["firingAt"]) - start
+    resolved = datetime.fromisoformat(episode["resolvedAt"]) - start
+    assert timedelta(hours=2, minutes=10) <= firing <= timedelta(hours=2, minutes=13), episode
+    assert timedelta(hours=3) <= resolved <= timedelta(hours=3, minutes=5), episode
+    assert episode["peak"] == pytest.approx(0.2, rel=1e-3)
+    assert errors["noData"] > 0 and errors["errors"] == 0
+
+    # The range vector: read with instant queries, reported as such; max over 2 minutes breaches from 2h to 3h01m.
+    [instant] = report["source"]["instantOnly"]
+    assert "range vector" in instant["reason"] and instant["query"].endswith("[2m]")
+    window = policies["quality-window"]
+    assert [(e["firingAt"], e["resolvedAt"]) for e in window["episodes"]] == [
+        (_at(start, 2 * HOUR), _at(start, 3 * HOUR + 120))
+    ]
+
+    # Actions: the alert once per episode; a scale step every cooldown (5m) until the budget (3 per hour) stops
+    # them (the cooldown alone would allow a fourth at +15m). A step the cooldown holds back is recorded Skipped
+    # once, as the operator records it.
+    firing_at = 2 * HOUR + 600
+    ran = [(a["name"], a["at"]) for a in report["actions"] if a["result"] == "wouldRun"]
+    assert ran == [
+        ("page", _at(start, firing_at)),
+        ("scaleUp", _at(start, firing_at)),
+        ("scaleUp", _at(start, firing_at + 300)),
+        ("scaleUp", _at(start, firing_at + 600)),
+    ]
+    skipped = [(a["at"], a["key"].rsplit("/", 1)[1]) for a in report["actions"] if a["result"] == "skipped"]
+    assert skipped == [
+        (_at(start, firing_at + 60), "scaleUp#2"),
+        (_at(start, firing_at + 360), "scaleUp#3"),
+        (_at(start, firing_at + 660), "scaleUp#4"),
+    ]
+    assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bad_input_is_refused_with_a_clear_error(history: tuple[PrometheusProcess, datetime], tmp_path: Path) -> None:
+    prometheus, start = history
+    window = ("--from", _at(start, 0), "--to", _at(start, HOUR))
+
+    invalid = _monitor(policies=[{"name": "x", "signal": "errorRate", "window": "5m", "condition": {"op": "?"}}])
+    refused = _backtest(tmp_path, invalid, "--prometheus-url", prometheus.url, *window)
+    assert refused.returncode == 2 and "invalid ModelMonitor" in refused.stderr and "condition" in refused.stderr
+
+    unreachable = _backtest(tmp_path, _monitor(), "--prometheus-url", "http://127.0.0.1:9", *window)
+    assert unreachable.returncode == 2 and "cannot read the history from Prometheus" in unreachable.stderr
+
+    backwards = _backtest(tmp_path, _monitor(), "--prometheus-url", prometheus.url, "--from", _at(start, HOUR),
+                          "--to", _at(start, 0))  # fmt: skip
+    assert backwards.returncode == 2 and "must be before --to" in backwards.stderr
+
+    # Before the backfilled history: every query is empty.
+    empty = _backtest(tmp_path, _monitor(), "--prometheus-url", prometheus.url, "--from", _at(start, -3 * HOUR),
+                      "--to", _at(start, -2 * HOUR))  # fmt: skip
+    assert empty.returncode == 2 and "no data" in empty.stderr
