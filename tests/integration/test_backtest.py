@@ -1,10 +1,13 @@
-"""`modelmonitor backtest` against a real Prometheus holding five hours of history.
+"""`modelmonitor backtest` against a real Prometheus: hours of backfilled history, and minutes the operator lived.
 
-The history is written with Prometheus' own backfill (``promtool tsdb create-blocks-from openmetrics``, shipped
-in Debian's prometheus package) into the data directory of a test Prometheus, then the command runs as a user
-runs it. The series are designed so that the expected episodes follow from the data and the documented
-semantics alone (a gauge that steps from 1 to 5 for exactly one hour, counters whose error ratio steps from 1%
-to 20% for the same hour, a half-hour scrape gap): the test compares the command's report with those numbers.
+1. Five hours of history written with Prometheus' own backfill (``promtool tsdb create-blocks-from openmetrics``,
+   shipped in Debian's prometheus package) into the data directory of a test Prometheus; the series are designed
+   so that the expected episodes follow from the data and the documented semantics alone (a gauge that steps
+   from 1 to 5 for exactly one hour, counters whose error ratio steps from 1% to 20% for the same hour, a
+   half-hour scrape gap), and the command's report is compared with those numbers.
+2. The operator itself, live on the sandbox, deciding on a real exporter scraped by a real Prometheus; then the
+   command replays the same minutes from that Prometheus and must find the episode and the alert the operator
+   recorded in status.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from support import PrometheusProcess
+from modelmonitor.cli import main
+from support import Cluster, ExporterProcess, OperatorProcess, PrometheusProcess, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -215,22 +220,129 @@ def test_replaying_five_hours_finds_the_designed_episodes_and_actions(
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_bad_input_is_refused_with_a_clear_error(history: tuple[PrometheusProcess, datetime], tmp_path: Path) -> None:
+def test_an_unreachable_prometheus_or_a_range_without_data_is_refused(
+    history: tuple[PrometheusProcess, datetime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     prometheus, start = history
-    window = ("--from", _at(start, 0), "--to", _at(start, HOUR))
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(_monitor()))
 
-    invalid = _monitor(policies=[{"name": "x", "signal": "errorRate", "window": "5m", "condition": {"op": "?"}}])
-    refused = _backtest(tmp_path, invalid, "--prometheus-url", prometheus.url, *window)
-    assert refused.returncode == 2 and "invalid ModelMonitor" in refused.stderr and "condition" in refused.stderr
+    def backtest(url: str, begin: int, end: int) -> tuple[int, str]:
+        code = main(["backtest", str(path), "--prometheus-url", url, "--from", _at(start, begin), "--to",
+                     _at(start, end), "--quiet"])  # fmt: skip
+        return code, capsys.readouterr().err
 
-    unreachable = _backtest(tmp_path, _monitor(), "--prometheus-url", "http://127.0.0.1:9", *window)
-    assert unreachable.returncode == 2 and "cannot read the history from Prometheus" in unreachable.stderr
+    code, err = backtest("http://127.0.0.1:9", 0, HOUR)
+    assert code == 2 and "cannot read the history from Prometheus: connection: cannot connect" in err
+    # Before the backfilled history every query is empty: nothing to replay, and the command says so.
+    code, err = backtest(prometheus.url, -3 * HOUR, -2 * HOUR)
+    assert code == 2 and "no data: none of the monitor's queries returned a series" in err
+    # The same Prometheus over the history answers.
+    assert backtest(prometheus.url, 0, HOUR)[0] == 0
 
-    backwards = _backtest(tmp_path, _monitor(), "--prometheus-url", prometheus.url, "--from", _at(start, HOUR),
-                          "--to", _at(start, 0))  # fmt: skip
-    assert backwards.returncode == 2 and "must be before --to" in backwards.stderr
 
-    # Before the backfilled history: every query is empty.
-    empty = _backtest(tmp_path, _monitor(), "--prometheus-url", prometheus.url, "--from", _at(start, -3 * HOUR),
-                      "--to", _at(start, -2 * HOUR))  # fmt: skip
-    assert empty.returncode == 2 and "no data" in empty.stderr
+# --- 2. the operator live, then the same minutes replayed -------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "modelmonitor.dev_modelmonitors.yaml"
+INTERVAL = 2
+
+
+def _labeled(good: float, bad: float) -> list[dict[str, Any]]:
+    base = {"model": "live", "version": "v1", "group": "all"}
+    return [
+        {"name": "modelmonitor_labeled_predictions_total", "labels": {**base, "outcome": "tp"}, "rate": good},
+        {"name": "modelmonitor_labeled_predictions_total", "labels": {**base, "outcome": "fp"}, "rate": bad},
+    ]
+
+
+def _live_monitor(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelmonitor.dev/v1alpha1",
+        "kind": "ModelMonitor",
+        "metadata": {"name": "live", "namespace": namespace},
+        "spec": {
+            "target": {"name": "live"},
+            "model": {"name": "live"},
+            "interval": f"{INTERVAL}s",
+            "policies": [
+                {
+                    "name": "accuracy-drop",
+                    "signal": "accuracy",
+                    "window": "6s",
+                    "condition": {"op": "<", "threshold": 0.8, "clearThreshold": 0.85},
+                    "for": "10s",
+                    "keepFiringFor": "6s",
+                    "minSamples": 5,
+                    "actions": ["page"],
+                }
+            ],
+            "actions": {"page": {"type": "alert"}},
+        },
+    }
+
+
+def _status(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("get", "modelmonitor", "live", "-n", namespace).get("status") or {})
+
+
+def _seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_replay_finds_the_episode_and_alert_the_operator_decided_live(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modelmonitors.modelmonitor.dev", "--timeout=60s")
+    exporter = ExporterProcess(tmp_path)
+    prometheus = PrometheusProcess(tmp_path, [exporter.address], {"namespace": namespace})
+    operator = OperatorProcess({**cluster.env(), "MODELMONITOR_PROMETHEUS_URL": prometheus.url}, namespace, tmp_path)
+    try:
+        exporter.set(_labeled(good=20, bad=1))
+        operator.start()
+        applied = datetime.now(UTC)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(_live_monitor(namespace)))
+        wait_for("Healthy", lambda: _status(cluster, namespace).get("phase") == "Healthy", timeout=60)
+        time.sleep(4)
+        exporter.set(_labeled(good=4, bad=20))  # accuracy 0.17: Pending, then Firing after `for`
+        wait_for("Firing", lambda: (_status(cluster, namespace).get("policies") or [{}])[0].get("state") == "Firing",
+                 timeout=60)  # fmt: skip
+        time.sleep(6)
+        exporter.set(_labeled(good=20, bad=1))  # Resolving, then Inactive after `keepFiringFor`
+        wait_for(
+            "Inactive",
+            lambda: (_status(cluster, namespace).get("policies") or [{}])[0].get("state") == "Inactive",
+            timeout=60,
+        )
+        time.sleep(4)
+        status = _status(cluster, namespace)
+    finally:
+        operator.stop()
+
+    try:
+        # The operator's own record of the episode: the alert's key names its activeSince; Inactive's `since` is
+        # when it resolved; the alert was sent in the cycle it started firing.
+        [sent] = [a for a in status["actions"] if a["name"] == "page" and not a["key"].endswith("#resolved")]
+        live_active = sent["key"].split("/")[3]
+        live_resolved = status["policies"][0]["since"]
+        monitor = _live_monitor(namespace)
+        done = _backtest(
+            tmp_path, monitor, "--prometheus-url", prometheus.url, "--from", f"{applied.timestamp():.0f}",
+            "--to", status["lastEvaluationTime"], "--output", "json", "--quiet",
+        )  # fmt: skip
+    finally:
+        prometheus.stop()
+        exporter.stop()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    [episode] = report["policies"][0]["episodes"]
+    # One evaluation interval of slack: live cycles run a fraction of a second after the aligned step the replay
+    # evaluates at, so a scrape may land in between.
+    assert abs(_seconds(episode["activeSince"]) - _seconds(live_active)) <= INTERVAL, (episode, live_active)
+    assert abs(_seconds(episode["resolvedAt"]) - _seconds(live_resolved)) <= INTERVAL, (episode, live_resolved)
+    assert abs(_seconds(episode["firingAt"]) - _seconds(sent["at"])) <= INTERVAL, (episode, sent)
+    # `for: 10s` and `keepFiringFor: 6s` as the live operator applied them.
+    assert _seconds(episode["firingAt"]) - _seconds(episode["activeSince"]) >= 10
+    [page] = [a for a in report["actions"] if a["result"] == "wouldRun"]
+    assert page["name"] == "page" and abs(_seconds(page["at"]) - _seconds(sent["at"])) <= INTERVAL

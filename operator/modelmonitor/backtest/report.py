@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,13 @@ def to_text(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_STATE_COLORS = {State.PENDING: "gold", State.FIRING: "tab:red", State.RESOLVING: "tab:red"}
+_STATE_COLORS = {
+    State.PENDING: "gold",
+    State.FIRING: "tab:red",
+    State.RESOLVING: "tab:red",
+    State.NO_DATA: "gray",
+    State.ERROR: "black",
+}
 
 
 def render_png(replay: Replay, path: Path) -> Path:
@@ -134,10 +141,11 @@ def render_png(replay: Replay, path: Path) -> Path:
         fontsize=11,
     )
     for ax, policy in zip(axes[:, 0], replay.policies, strict=True):
-        measured = [(p.at, p.value) for p in policy.points if p.value is not None]
         limits = [(p.at, p.threshold) for p in policy.points if p.threshold is not None]
-        if measured:
-            ax.plot(*zip(*measured, strict=True), color="tab:blue", lw=1.2, label="value")
+        if any(p.value is not None for p in policy.points):
+            # NaN where nothing was measured, so a gap shows as a gap rather than a line across it.
+            values = [math.nan if p.value is None else p.value for p in policy.points]
+            ax.plot([p.at for p in policy.points], values, color="tab:blue", lw=1.2, label="value")
         if limits:
             ax.step(*zip(*limits, strict=True), where="post", color="black", ls="--", lw=1, label="threshold in force")
         start = None
@@ -154,7 +162,7 @@ def render_png(replay: Replay, path: Path) -> Path:
                 ax.axvline(record.at, color="tab:green", lw=1.2)
         ax.set_title(
             f"policy {policy.name} ({policy.signal}): {len(policy.episodes)} episode(s); red: firing, gold: "
-            "pending, green: an action would run",
+            "pending, grey: no data, dark: error, green: an action would run",
             fontsize=9,
             loc="left",
         )
