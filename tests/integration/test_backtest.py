@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 import yaml
 
+from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
+from modelmonitor.backtest.cli import load_monitor
+from modelmonitor.backtest.history import Grid, History
+from modelmonitor.backtest.replay import replay
+from modelmonitor.backtest.report import to_json
 from modelmonitor.cli import main
+from modelmonitor.signals import measure
 from support import Cluster, ExporterProcess, OperatorProcess, PrometheusProcess, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -218,6 +224,33 @@ def test_replaying_five_hours_finds_the_designed_episodes_and_actions(
         (_at(start, firing_at + 660), "scaleUp#4"),
     ]
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_range_queries_give_the_same_replay_as_an_instant_query_per_step(
+    history: tuple[PrometheusProcess, datetime], tmp_path: Path
+) -> None:
+    # The claim the command rests on: a range query's point at a step is the instant query at that time. Two
+    # hours around the bad hour and the end of it, through every policy (the range-vector one is instant-only
+    # either way), replayed both ways.
+    prometheus, start = history
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(_monitor()))
+    monitor = load_monitor(path, NAMESPACE)
+    grid = Grid.aligned(start + timedelta(minutes=110), start + timedelta(minutes=230), STEP)
+    with PrometheusClient(PrometheusSettings(url=prometheus.url)) as client:
+        ranged = History(client, grid)
+        reports = []
+        for querier in (ranged, client):
+
+            def measure_at(now: datetime, querier: Any = querier) -> dict[str, Any]:
+                measured = measure(monitor.requests, querier, at=now, max_parallel=1)
+                return {r.policy: measured.results[r] for r in monitor.requests}
+
+            result = replay(monitor, [grid.at(i) for i in range(len(grid))], measure_at)
+            reports.append(to_json(result, step_seconds=STEP, source={}))
+    assert ranged.range_queries == 4 and ranged.instant_queries == len(grid)
+    assert reports[0] == reports[1]
+    assert [len(p["episodes"]) for p in reports[0]["policies"]] == [1, 1, 1]
 
 
 def test_an_unreachable_prometheus_or_a_range_without_data_is_refused(

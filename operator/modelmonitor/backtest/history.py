@@ -8,14 +8,16 @@ instant query at that time returns (same lookback, same ``increase()`` extrapola
 the numbers the operator would have seen live; only one request per query text and chunk goes out instead of
 one per step.
 
-Where a range query cannot express the query, each step is an instant query with ``time=``: Prometheus refuses
-``query_range`` for an expression that is not an instant vector or a scalar (a `query:` template returning a
-range vector such as ``metric[5m]``, which the operator accepts and reduces). Such queries are listed in
-`History.instant_only` with Prometheus' reason, and the report says so.
+Where Prometheus refuses the range query, each step of that query text is an instant query with ``time=``,
+exactly as live. Mostly because a range query cannot express it: ``query_range`` takes only expressions that
+return an instant vector or a scalar, and a `query:` template may return a range vector (``metric[5m]``, which
+the operator accepts and reduces). Also when a range is too heavy for the server (its sample limit or query
+timeout) while single steps are not, and for a template Prometheus cannot parse, whose instant queries are then
+refused at every step, an Error for that policy as live. Such queries are listed in `History.instant_only` with
+Prometheus' reason, and the report says so.
 
-Failures: a refused query (a PromQL error) is an answer like any other, an Error for that policy at each step it
-covers, as live. A Prometheus that cannot be reached or answers with an HTTP error is not history: the backtest
-stops with `HistoryError` instead of replaying an outage that never happened.
+A Prometheus that cannot be reached or answers with an HTTP error is not history: the backtest stops with
+`HistoryError` instead of replaying an outage that never happened.
 """
 
 from __future__ import annotations
@@ -30,9 +32,6 @@ from modelmonitor.adapters.prometheus import ErrorKind, QueryResult, Sample
 #: Steps fetched per range query: well under Prometheus' 11,000 points per series, small enough that a
 #: fleet-wide batched query (every model's series) stays a few megabytes.
 CHUNK_STEPS = 720
-
-# Prometheus' reason for refusing query_range on a range-vector (or string) expression.
-_NOT_RANGE_QUERYABLE = ("invalid expression type", "for range query")
 
 
 class RangeQuerier(Protocol):
@@ -91,8 +90,6 @@ class _Chunk:
     number: int
     #: Samples by step index (steps where the query has no series are absent: an empty answer).
     steps: dict[int, list[Sample]] = field(default_factory=dict)
-    #: The refusal, for every step of the chunk, when Prometheus refused the query.
-    refused: QueryResult | None = None
 
 
 class History:
@@ -125,15 +122,13 @@ class History:
             if chunk is None:
                 return self._instant(promql, at, index)
             self._chunks[promql] = chunk
-        if chunk.refused is not None:
-            return chunk.refused
         samples = chunk.steps.get(index, [])
         if samples:
             self.steps_with_data.add(index)
         return QueryResult(query=promql, result_type="vector", samples=tuple(samples))
 
     def _fetch(self, promql: str, number: int) -> _Chunk | None:
-        """One chunk of ``promql`` from a range query; None when only instant queries can express it."""
+        """One chunk of ``promql`` from a range query; None when Prometheus refuses it (instant queries then)."""
         first = number * self.chunk_steps
         last = min(len(self.grid), first + self.chunk_steps) - 1
         answer = self.prometheus.query_range(
@@ -141,11 +136,9 @@ class History:
         )
         self.range_queries += 1
         if answer.error is not None:
-            if answer.error.kind is ErrorKind.PROMQL and all(p in answer.error.message for p in _NOT_RANGE_QUERYABLE):
-                self.instant_only[promql] = answer.error.message
-                return None
             _raise_unless_refused(answer)
-            return _Chunk(number, refused=answer)
+            self.instant_only[promql] = answer.error.message
+            return None
         chunk = _Chunk(number)
         for sample in answer.samples:
             index = self.grid.index(datetime.fromtimestamp(sample.timestamp, UTC))
@@ -170,7 +163,8 @@ class History:
 
 
 def _raise_unless_refused(answer: QueryResult) -> None:
-    """A PromQL refusal is part of the replay (an Error, as live); anything else means no history at all."""
+    """A PromQL refusal is an answer (instant queries then, an Error if they are refused too, as live); anything
+    else means no history at all."""
     error = answer.error
     if error is not None and error.kind is not ErrorKind.PROMQL:
         raise HistoryError(f"cannot read the history from Prometheus: {error}")

@@ -71,10 +71,12 @@ def test_a_range_vector_is_read_with_instant_queries_and_reported() -> None:
     assert history.stats()["instantOnly"] == [{"query": "up[5m]", "reason": RANGE_VECTOR}]
 
 
-def test_a_refused_query_is_an_answer_at_every_step_as_live() -> None:
+def test_a_query_refused_at_every_step_is_an_error_at_every_step_as_live() -> None:
     refused = QueryError(ErrorKind.PROMQL, "Prometheus refused the query (bad_data): parse error", 400, "bad_data")
-    history = History(Recorded(error=refused), Grid(at(0), at(1), 60))
+    prometheus = Recorded(error=refused)
+    history = History(prometheus, Grid(at(0), at(1), 60))
     assert [history.query("up(", at=at(i)).error for i in range(2)] == [refused, refused]
+    assert len(prometheus.ranges) == 1 and len(prometheus.instants) == 2
 
 
 def test_an_unreachable_prometheus_stops_the_backtest() -> None:
