@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
@@ -133,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     except BacktestError as problem:
         print(f"modelmonitor backtest: {problem}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): nothing more to say, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,8 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         raise BacktestError(f"the range {args.start} .. {args.end} holds no step of {step:g}s")
     try:
         settings = PrometheusSettings(url=args.prometheus_url, timeout_seconds=args.timeout)
-    except ValueError as problem:
-        raise BacktestError(f"--prometheus-url: {problem}") from None
+    except ValueError as problem:  # the message names the setting (url, timeout)
+        raise BacktestError(str(problem)) from None
     with PrometheusClient(settings) as client:
         try:
             result, history = backtest(monitor, client, grid, quiet=args.quiet)
