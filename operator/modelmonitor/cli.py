@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "modelmonitor.sidecar.profile_cli",
         "build or inspect a reference profile from training data",
     ),
+    "backtest": (
+        "modelmonitor.backtest.cli",
+        "replay a ModelMonitor's policies over Prometheus history (episodes, counts, actions that would have run)",
+    ),
 }
 
 COMMAND_GROUP = "modelmonitor.commands"

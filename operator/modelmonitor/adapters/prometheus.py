@@ -1,4 +1,4 @@
-"""Prometheus behind a small Protocol: ask for an instant query, get plain numbers or a typed error.
+"""Prometheus behind a small Protocol: ask for an instant query (or a range query), get plain numbers or a typed error.
 
 Every answer Prometheus can give is turned into numbers in ONE place, :func:`parse_answer`:
 
@@ -399,15 +399,32 @@ class PrometheusClient:
         """Evaluate an instant query; never raises for anything Prometheus or the network does."""
         params: dict[str, str] = {"query": promql, "timeout": f"{self.settings.timeout_seconds:g}s"}
         if at is not None:
-            if at.tzinfo is None:
-                raise ValueError(f"query time {at!r}: expected a timezone-aware datetime")
-            params["time"] = f"{at.timestamp():.3f}"
+            params["time"] = _epoch(at)
+        return self._call("query", params, promql)
+
+    def query_range(self, promql: str, *, start: datetime, end: datetime, step_seconds: float) -> QueryResult:
+        """Evaluate ``promql`` at ``start``, ``start + step``, ... up to ``end`` (``/api/v1/query_range``): the
+        answer is a matrix whose point at each step is what an instant query at that time returns. Prometheus
+        refuses more than 11,000 points per series and expressions that are not an instant vector or a scalar
+        (a ``promql`` error). Never raises for anything Prometheus or the network does."""
+        if not (math.isfinite(step_seconds) and step_seconds > 0):
+            raise ValueError(f"query step {step_seconds!r}: expected seconds > 0")
+        params = {
+            "query": promql,
+            "start": _epoch(start),
+            "end": _epoch(end),
+            "step": f"{step_seconds:g}",
+            "timeout": f"{self.settings.timeout_seconds:g}s",
+        }
+        return self._call("query_range", params, promql)
+
+    def _call(self, endpoint: str, params: Mapping[str, str], promql: str) -> QueryResult:
         connection = self.connection
         started = time.monotonic()
         try:
             response = self.session.request(
                 method=self.settings.method,
-                url=f"{self._base}/api/v1/query",
+                url=f"{self._base}/api/v1/{endpoint}",
                 params=params if self.settings.method == "GET" else None,
                 data=params if self.settings.method == "POST" else None,
                 headers=connection.headers,
@@ -418,7 +435,9 @@ class PrometheusClient:
             )
             body = response.content
         except requests.RequestException as failure:
-            return QueryResult(query=promql, error=self._classify(failure), elapsed_seconds=time.monotonic() - started)
+            return QueryResult(
+                query=promql, error=self._classify(failure, endpoint), elapsed_seconds=time.monotonic() - started
+            )
         return parse_answer(promql, response.status_code, body, elapsed_seconds=time.monotonic() - started)
 
     def close(self) -> None:
@@ -434,8 +453,8 @@ class PrometheusClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _classify(self, failure: requests.RequestException) -> QueryError:
-        where = f"{self._base}/api/v1/query"
+    def _classify(self, failure: requests.RequestException, endpoint: str) -> QueryError:
+        where = f"{self._base}/api/v1/{endpoint}"
         timeout = self.settings.timeout_seconds
         if isinstance(failure, requests.exceptions.SSLError):
             return QueryError(ErrorKind.CONNECTION, f"TLS handshake with {where} failed: {_reason(failure)}")
@@ -483,6 +502,13 @@ class PrometheusClient:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(pem)
         return path
+
+
+def _epoch(moment: datetime) -> str:
+    """A query time as the API takes it (Unix seconds); naive datetimes are refused, not guessed."""
+    if moment.tzinfo is None:
+        raise ValueError(f"query time {moment!r}: expected a timezone-aware datetime")
+    return f"{moment.timestamp():.3f}"
 
 
 def _reason(failure: BaseException) -> str:

@@ -12,7 +12,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -306,6 +306,28 @@ def test_get_sends_query_time_and_server_timeout() -> None:
     assert urlparse(sent.url).path == "/api/v1/query"
     params = parse_qs(urlparse(sent.url).query)
     assert params == {"query": ['up{model="x"}'], "time": [f"{at.timestamp():.3f}"], "timeout": ["7s"]}
+
+
+def test_range_query_sends_start_end_step_and_names_its_endpoint_in_errors() -> None:
+    matrix = [{"metric": {"model": "x"}, "values": [[1764669600, "1"], [1764669660, "2"]]}]
+    client, transport = client_with(ok("matrix", matrix), timeout_seconds=7)
+    start = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    answer = client.query_range("up", start=start, end=start + timedelta(minutes=1), step_seconds=60)
+    sent = transport.requests[0]
+    assert urlparse(sent.url).path == "/api/v1/query_range"
+    assert parse_qs(urlparse(sent.url).query) == {
+        "query": ["up"],
+        "start": [f"{start.timestamp():.3f}"],
+        "end": [f"{start.timestamp() + 60:.3f}"],
+        "step": ["60"],
+        "timeout": ["7s"],
+    }
+    assert [(s.timestamp, s.value) for s in answer.samples] == [(1764669600.0, 1.0), (1764669660.0, 2.0)]
+    failed, _ = client_with(requests.exceptions.ConnectionError("refused"))
+    error = failed.query_range("up", start=start, end=start, step_seconds=60).error
+    assert error is not None and f"{URL}/api/v1/query_range" in error.message
+    with pytest.raises(ValueError, match="step 0"):
+        client.query_range("up", start=start, end=start, step_seconds=0)
 
 
 def test_post_sends_a_form_body() -> None:
