@@ -174,7 +174,7 @@ def test_the_example_model_sidecar_and_traffic_run_together(tmp_path: Path) -> N
                 and _sample(m, "modelmonitor_labeled_predictions_total") >= 120
                 and m
             ),
-            timeout=20,
+            timeout=60,
         )
         assert _sample(metrics, "modelmonitor_requests_total", code="2xx") >= 120
         assert _sample(metrics, "modelmonitor_proxy_unmonitored_total") == 0
