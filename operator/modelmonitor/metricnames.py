@@ -49,6 +49,11 @@ REGRESSION_LABELED = "modelmonitor_regression_labeled_predictions_total"
 #: Performance before labels: each scored prediction adds its calibrated probability of being correct.
 ESTIMATED_CORRECT = "modelmonitor_estimated_correct_total"
 ESTIMATED_PREDICTIONS = "modelmonitor_estimated_predictions_total"
+#: ... and for estimated precision and recall: positive predictions, the sum of p over them (expected true
+#: positives) and the sum of p over all scored predictions (expected positives).
+ESTIMATED_POSITIVE_PREDICTIONS = "modelmonitor_estimated_positive_predictions_total"
+ESTIMATED_TRUE_POSITIVES = "modelmonitor_estimated_true_positives_total"
+ESTIMATED_POSITIVES = "modelmonitor_estimated_positives_total"
 QUALITY = "modelmonitor_quality"
 QUALITY_WINDOW_LABELS = "modelmonitor_quality_window_labels"
 

@@ -2,9 +2,10 @@
 `modelmonitor.signals.measure` through the sandbox's REAL Prometheus scraping REAL sidecar processes (profiles
 built by the real CLI), against values this test computes from the events and labels it sent.
 
-- A binary credit model with scores, two replicas: ``estimatedAccuracy`` (from the profile's score calibration,
-  applied here with numpy to the scores sent), ``labelCoverage`` (joined labels / predictions with a request id)
-  and ``accuracy`` per replica, and for the fleet; ``labelDelay`` renders a valid PromQL ``offset``.
+- A binary credit model with scores, two replicas: ``estimatedAccuracy``, ``estimatedPrecision`` and
+  ``estimatedRecall`` (from the profile's score calibration, applied here with numpy to the scores sent),
+  ``labelCoverage`` (joined labels / predictions with a request id) and ``accuracy`` per replica, and for the
+  fleet; ``labelDelay`` renders a valid PromQL ``offset``.
 - A multiclass model: ``multiclassAccuracy`` and ``macroF1`` from per-class counts.
 - A regression model: ``mae`` and ``rmse``.
 
@@ -12,7 +13,7 @@ Per replica (``spec.model.labels`` selects one by its ``replica`` target label),
 instant of that replica's last scrape, so Prometheus' ``increase()`` extrapolates nothing and the value is exact.
 The fleet's value sums two replicas scraped at different instants, so Prometheus extrapolates the other one a
 little: it is checked against the same ratio written by hand in PromQL (exact) and against the events (within
-0.01, once the replicas' series span 30 s).
+0.01, once the replicas' series span 20 s).
 """
 
 from __future__ import annotations
@@ -125,10 +126,13 @@ def test_estimated_accuracy_coverage_and_accuracy_of_two_replicas(
             [{"request_id": i, "label": int(t)} for i, t in zip(ids[:labeled], truth[:labeled], strict=True)]
         )
         p_positive = np.interp(scores, knots, probabilities)
-        p_correct = np.where(scores >= 0.5, p_positive, 1 - p_positive)
-        right = float(np.sum((scores[:labeled] >= 0.5) == truth[:labeled]))
+        said_positive = scores >= 0.5
+        p_correct = np.where(said_positive, p_positive, 1 - p_positive)
+        right = float(np.sum(said_positive[:labeled] == truth[:labeled]))
         expected[name] = {
             "estimatedAccuracy": float(p_correct.mean()),
+            "estimatedPrecision": float(p_positive[said_positive].sum() / said_positive.sum()),
+            "estimatedRecall": float(p_positive[said_positive].sum() / p_positive.sum()),
             "labelCoverage": labeled / predictions,
             "accuracy": right / labeled,
         }
@@ -150,7 +154,7 @@ def test_estimated_accuracy_coverage_and_accuracy_of_two_replicas(
 
     for name in replicas:
         at: datetime = replicas[name].last_scrape()
-        asked = [request(s, name) for s in signals]
+        asked = [request(s, name) for s in (*signals, "estimatedPrecision", "estimatedRecall")]
         cycle = measure(asked, prometheus, at=at)
         for item in asked:
             assert item.signal is not None
@@ -158,8 +162,8 @@ def test_estimated_accuracy_coverage_and_accuracy_of_two_replicas(
         assert cycle.results[asked[1]].series[0].samples == sent[name][0]
 
     # Prometheus extrapolates r2's increase over the gap to r1's scrape (under a second) in proportion to the
-    # span of r2's samples in the window: a span of 30 s keeps that under 4 %, a few thousandths of the ratios.
-    time.sleep(max(0.0, 30 - (time.monotonic() - first_scraped)))
+    # span of r2's samples in the window: a span of 20 s keeps that under 5 %, a few thousandths of the ratios.
+    time.sleep(max(0.0, 20 - (time.monotonic() - first_scraped)))
     at = replicas["r1"].next_scrape()
     fleet = [request(s, None) for s in signals]
     delayed = request("labelCoverage", "r1", label_delay="1s")

@@ -1035,3 +1035,18 @@ def test_estimated_accuracy_is_summed_probabilities_over_scored_predictions() ->
     fake.add("modelmonitor_estimated_predictions_total", 0, namespace="a", model="idle", version="v1")
     idle = request("estimatedAccuracy", ns="a", model="idle")
     assert "score calibration" in said(measure([idle], fake, at=AT).results[idle])
+
+
+def test_estimated_precision_and_recall_share_the_expected_true_positives() -> None:
+    fake = FakePrometheus()
+    labels = {"namespace": "a", "model": "m", "version": "v1"}
+    fake.add("modelmonitor_estimated_true_positives_total", 36.0, **labels)
+    fake.add("modelmonitor_estimated_positive_predictions_total", 40, **labels)
+    fake.add("modelmonitor_estimated_positives_total", 45.0, **labels)
+    precision, recall = request("estimatedPrecision", ns="a", model="m"), request("estimatedRecall", ns="a", model="m")
+    cycle = measure([precision, recall], fake, at=AT)
+    assert cycle.batched_queries == 3  # the expected true positives are asked once
+    assert numbers(cycle.results[precision]) == (pytest.approx(0.9),)
+    assert samples_of(cycle.results[precision]) == 40
+    assert numbers(cycle.results[recall]) == (pytest.approx(0.8),)
+    assert "positive predictions" in said(cycle.results[precision])

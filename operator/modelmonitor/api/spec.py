@@ -49,6 +49,8 @@ Signal = Literal[
     "mae",
     "rmse",
     "estimatedAccuracy",
+    "estimatedPrecision",
+    "estimatedRecall",
 ]
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
 DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
@@ -457,8 +459,9 @@ class Policy(ApiModel):
             "than minSamples are left out. Labels: labelCoverage (labels joined over the window / predictions "
             "that waited for one, see labelDelay); multiclassAccuracy and macroF1 (multiclass models, from "
             "per-class tp/fp/fn of joined labels); mae and rmse (regression models, in the label's unit); "
-            "estimatedAccuracy (before labels arrive: the mean calibrated probability that a prediction is "
-            "correct, from the profile's score calibration; assumes covariate shift only). "
+            "estimatedAccuracy, estimatedPrecision, estimatedRecall (before labels arrive, from the profile's "
+            "score calibration: the mean calibrated probability that a prediction is correct; expected true "
+            "positives over positive predictions; over expected positives; they assume covariate shift only). "
             "Exactly one of signal or query."
         ),
     )

@@ -217,6 +217,15 @@ class MonitorCollector(Collector):
             "estimated_predictions": counter(
                 names.ESTIMATED_PREDICTIONS, "Scored predictions behind modelmonitor_estimated_correct_total."
             ),
+            "estimated_positive_predictions": counter(
+                names.ESTIMATED_POSITIVE_PREDICTIONS, "Scored predictions that said positive."
+            ),
+            "estimated_true_positives": counter(
+                names.ESTIMATED_TRUE_POSITIVES, "Sum of the calibrated P(positive) over positive predictions."
+            ),
+            "estimated_positives": counter(
+                names.ESTIMATED_POSITIVES, "Sum of the calibrated P(positive) over scored predictions."
+            ),
             "pending": gauge(names.LABELS_PENDING, "Predictions waiting in the label store (per replica)."),
             "coverage": gauge(names.LABEL_COVERAGE, "Joined labels / predictions that left the label store."),
             "drift": gauge(
@@ -299,7 +308,7 @@ class MonitorCollector(Collector):
             label_predictions = c.label_predictions
             class_outcomes = c.class_outcomes.copy()
             regression = c.regression_absolute_error, c.regression_squared_error, c.regression_labeled
-            estimated = c.estimated_correct, c.estimated_predictions
+            estimated = c.estimated
             received = dict(c.labels_received)
             rejected = dict(c.rejected)
             expired = m.labels.expired
@@ -363,8 +372,11 @@ class MonitorCollector(Collector):
         f["label_predictions"].add_metric(base, label_predictions)
         self._fill_label_kinds(f, base, class_names, class_outcomes, regression)
         if profile.calibration is not None:
-            f["estimated_correct"].add_metric(base, estimated[0])
-            f["estimated_predictions"].add_metric(base, estimated[1])
+            f["estimated_correct"].add_metric(base, estimated.correct)
+            f["estimated_predictions"].add_metric(base, estimated.predictions)
+            f["estimated_positive_predictions"].add_metric(base, estimated.positive_predictions)
+            f["estimated_true_positives"].add_metric(base, estimated.true_positives)
+            f["estimated_positives"].add_metric(base, estimated.positives)
         f["pending"].add_metric(base, pending)
         if coverage is not None:
             f["coverage"].add_metric(base, coverage)

@@ -147,6 +147,33 @@ class _Ring:
         return self.data if self.filled == self.size else self.data[: self.filled]
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """Sums over scored predictions of their calibrated probability p of a positive label: performance before
+    labels arrive (CBPE). Each is a counter, so the fleet's estimates are ratios of sums over replicas."""
+
+    correct: float = 0.0
+    """Sum of the probability of being right: p for a positive prediction, 1 - p for a negative one."""
+    predictions: int = 0
+    """Scored predictions (the estimated accuracy's denominator)."""
+    positive_predictions: int = 0
+    """Scored predictions that said positive (the estimated precision's denominator)."""
+    true_positives: float = 0.0
+    """Sum of p over positive predictions: the expected true positives."""
+    positives: float = 0.0
+    """Sum of p over all scored predictions: the expected positives (the estimated recall's denominator)."""
+
+    def plus(self, other: Estimate) -> Estimate:
+        """Both sums added."""
+        return Estimate(
+            self.correct + other.correct,
+            self.predictions + other.predictions,
+            self.positive_predictions + other.positive_predictions,
+            self.true_positives + other.true_positives,
+            self.positives + other.positives,
+        )
+
+
 @dataclass
 class Counters:
     """The monotonically growing counts (exported as Prometheus counters and histograms)."""
@@ -174,9 +201,8 @@ class Counters:
     regression_absolute_error: float = 0.0
     regression_squared_error: float = 0.0
     regression_labeled: int = 0
-    estimated_correct: float = 0.0
-    """Sum over scored predictions of the calibrated probability of being correct."""
-    estimated_predictions: int = 0
+    estimated: Estimate = field(default_factory=lambda: Estimate())
+    """Sums of calibrated probabilities over scored predictions (estimated accuracy, precision, recall)."""
     labels_received: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -399,7 +425,7 @@ class Monitor:
         classes, scores = self._prediction_columns(batch)
         predicted_positive = self._predicted_positive(classes, scores, n)
         predicted_values = self._predicted_values(classes, scores)
-        estimated = self._probability_correct(scores, predicted_positive)
+        estimate = self._estimate(scores, predicted_positive)
         with self.lock:
             group_codes = self._group_codes(batch, n)
             if count_requests:
@@ -410,9 +436,8 @@ class Monitor:
             valid = predicted_positive >= 0
             np.add.at(c.group_predictions, (group_codes[valid], predicted_positive[valid]), 1)
             self.prediction_group_window.push(np.column_stack([predicted_positive, group_codes]).astype(np.int32))
-            if estimated is not None:
-                c.estimated_correct += float(estimated.sum())
-                c.estimated_predictions += int(estimated.size)
+            if estimate is not None:
+                c.estimated = c.estimated.plus(estimate)
             if batch.request_ids is not None:
                 ids = batch.request_ids
                 keep = [i for i, r in enumerate(ids) if r is not None]
@@ -538,10 +563,10 @@ class Monitor:
             return scores.astype(np.float64)
         return None
 
-    def _probability_correct(
+    def _estimate(
         self, scores: npt.NDArray[np.float64] | None, predicted_positive: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.float64] | None:
-        """Per scored prediction, its calibrated probability of being correct (None without a calibration)."""
+    ) -> Estimate | None:
+        """The batch's sums of calibrated probabilities (None without a calibration or a scored prediction)."""
         calibration = self.profile.calibration
         if calibration is None or scores is None:
             return None
@@ -549,7 +574,15 @@ class Monitor:
         if not usable.any():
             return None
         positive = calibrated(calibration.scores, calibration.probabilities, scores[usable])
-        return probability_correct(positive, predicted_positive[usable])
+        predicted = predicted_positive[usable]
+        said_positive = predicted == 1
+        return Estimate(
+            correct=float(probability_correct(positive, predicted).sum()),
+            predictions=int(positive.size),
+            positive_predictions=int(np.count_nonzero(said_positive)),
+            true_positives=float(positive[said_positive].sum()),
+            positives=float(positive.sum()),
+        )
 
     def _group_codes(self, batch: EventBatch, n: int) -> npt.NDArray[np.int64]:
         raw: Sequence[Any] | None = batch.groups

@@ -178,12 +178,21 @@ def test_estimated_accuracy_tracks_realized_accuracy_under_covariate_shift() -> 
         estimated = value(registry, "modelmonitor_estimated_correct_total") / value(  # type: ignore[operator]
             registry, "modelmonitor_estimated_predictions_total"
         )
+        true_positives = value(registry, "modelmonitor_estimated_true_positives_total")
+        estimated_precision = true_positives / value(registry, "modelmonitor_estimated_positive_predictions_total")  # type: ignore[operator]
+        estimated_recall = true_positives / value(registry, "modelmonitor_estimated_positives_total")  # type: ignore[operator]
         monitor.log_labels(list(zip(ids, live_label.tolist(), strict=True)))
-        outcomes = {o: value(registry, "modelmonitor_labeled_predictions_total", group="__none__", outcome=o)
-                    for o in ("tp", "fp", "tn", "fn")}  # fmt: skip
-        realized = (outcomes["tp"] + outcomes["tn"]) / n  # type: ignore[operator]
+        outcomes: dict[str, float] = {
+            o: value(registry, "modelmonitor_labeled_predictions_total", group="__none__", outcome=o) or 0.0
+            for o in ("tp", "fp", "tn", "fn")
+        }
+        realized = (outcomes["tp"] + outcomes["tn"]) / n
         assert realized == pytest.approx(np.mean((live_score >= 0.5) == live_label))
         assert abs(estimated - realized) < 0.02, (mean, spread, estimated, realized)
+        precision = outcomes["tp"] / (outcomes["tp"] + outcomes["fp"])
+        recall = outcomes["tp"] / (outcomes["tp"] + outcomes["fn"])
+        assert abs(estimated_precision - precision) < 0.02, (mean, spread, estimated_precision, precision)
+        assert abs(estimated_recall - recall) < 0.02, (mean, spread, estimated_recall, recall)
         if (mean, spread) == (0.3, 0.5):
             assert realized < 0.75  # near the boundary accuracy really fell (about 0.87 on the reference)
     # without a calibration nothing is estimated (no made-up number)
