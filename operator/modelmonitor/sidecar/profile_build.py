@@ -419,7 +419,9 @@ def _prediction_profile(
     positive = options.positive_class
     if class_column:
         values = table.columns[class_column]
-        is_regression = _regression_values(values, options)
+        if task == "regression" and values.dtype.kind != "f":
+            raise BuildError(f"--task regression: column {class_column!r} must hold numbers")
+        is_regression = task == "regression" or _regression_values(values, options)
         if is_regression and options.prediction_column and score is None:
             # A regression model: its predictions are a numerical distribution, not classes.
             present = np.asarray(values, dtype=np.float64)

@@ -62,6 +62,12 @@ def test_the_task_is_inferred_from_the_label_column_and_survives_a_round_trip(tm
     assert multiclass.positive_class is None
     profile_io.save(multiclass, tmp_path / "p.json")
     assert profile_io.load(tmp_path / "p.json").task == "multiclass"
+    # --task regression on a few distinct numbers: the predictions are values, not classes
+    few = np.round(x)
+    forced = build({"x": x, "pred": few, "y": few}, label_column="y", prediction_column="pred", task="regression")
+    assert forced.prediction is not None and forced.prediction.classes is None and forced.prediction.score is not None
+    with pytest.raises(BuildError, match="--task regression: column 'y' must hold numbers"):
+        build({"x": x, "y": three}, label_column="y", task="regression")
     with pytest.raises(BuildError, match="--positive-class is for binary models, not multiclass"):
         build({"x": x, "y": three}, label_column="y", task="multiclass", positive_class="cat")
 
