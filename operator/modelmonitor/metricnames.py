@@ -38,6 +38,22 @@ LABELS_RECEIVED = "modelmonitor_labels_received_total"
 PREDICTIONS_EXPIRED = "modelmonitor_predictions_expired_total"
 LABELS_PENDING = "modelmonitor_labels_pending"
 LABEL_COVERAGE = "modelmonitor_label_coverage_ratio"
+#: Predictions stored to wait for a label (they carried a request id): labelCoverage's denominator.
+LABEL_PREDICTIONS = "modelmonitor_label_predictions_total"
+#: Multiclass: per class (one-vs-rest), joined labels by outcome tp / fp / fn.
+CLASS_OUTCOMES = "modelmonitor_class_outcomes_total"
+#: Regression: sums of |prediction - label| and (prediction - label)^2 over joined labels, and their count.
+REGRESSION_ABSOLUTE_ERROR = "modelmonitor_regression_absolute_error_total"
+REGRESSION_SQUARED_ERROR = "modelmonitor_regression_squared_error_total"
+REGRESSION_LABELED = "modelmonitor_regression_labeled_predictions_total"
+#: Performance before labels: each scored prediction adds its calibrated probability of being correct.
+ESTIMATED_CORRECT = "modelmonitor_estimated_correct_total"
+ESTIMATED_PREDICTIONS = "modelmonitor_estimated_predictions_total"
+#: ... and for estimated precision and recall: positive predictions, the sum of p over them (expected true
+#: positives) and the sum of p over all scored predictions (expected positives).
+ESTIMATED_POSITIVE_PREDICTIONS = "modelmonitor_estimated_positive_predictions_total"
+ESTIMATED_TRUE_POSITIVES = "modelmonitor_estimated_true_positives_total"
+ESTIMATED_POSITIVES = "modelmonitor_estimated_positives_total"
 QUALITY = "modelmonitor_quality"
 QUALITY_WINDOW_LABELS = "modelmonitor_quality_window_labels"
 
@@ -64,3 +80,5 @@ UNKNOWN_FEATURE = "__unknown__"
 #: ``predicted`` label values of ``modelmonitor_group_predictions_total``.
 PREDICTED_POSITIVE = "positive"
 PREDICTED_NEGATIVE = "negative"
+#: ``outcome`` label values of ``modelmonitor_class_outcomes_total`` (one-vs-rest per class).
+CLASS_OUTCOME_NAMES = ("tp", "fp", "fn")

@@ -81,6 +81,7 @@ def _request(namespace: str, name: str, spec: ModelMonitorSpec, index: int) -> S
         # Groups and features with fewer samples are left out of the fairness and drift signals, so a tiny
         # `__other__` group neither blocks nor decides the signal.
         min_samples=policy.min_samples,
+        label_delay=policy.label_delay,
     )
 
 

@@ -143,6 +143,12 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "dataDrift and predictionDrift",
     ),
     (
+        "a label delay on accuracy",
+        lambda s: _policy(s).update(labelDelay="1h"),
+        "spec.policies[0].labelDelay",
+        "only available for the labelCoverage signal",
+    ),
+    (
         "drift method on accuracy",
         lambda s: _policy(s).update(method="hellinger"),
         "spec.policies[0].method",

@@ -62,10 +62,13 @@ def test_every_example_monitor_passes_the_api_models(path_and_body: tuple[Path, 
         ({"accuracy"}, "rollback"),
         ({"latencyP95", "latencyP99"}, "scale"),
         ({"fairnessGap"}, "alert"),
+        ({"estimatedAccuracy"}, "retrain"),
+        ({"labelCoverage"}, "alert"),
     ],
 )
 def test_the_common_cases_have_an_example(signals: set[str], action_type: str) -> None:
-    """Drift to retrain, accuracy to rollback, latency to scale, fairness to alert."""
+    """Drift to retrain, accuracy to rollback, latency to scale, fairness to alert; estimated accuracy (with
+    drift, allOf) to retrain, label coverage to alert."""
     for _path, body in monitors():
         spec = parse_monitor(body)
         for policy in spec.policies:

@@ -29,13 +29,18 @@ from modelmonitor.stats.drift import METHODS
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 _AGGREGATION = re.compile(
-    r"^(sum|max|group) by \(([^)]*)\) \((?:(increase|rate)\(([a-zA-Z_:]+)\[(\w+)\]\)|([a-zA-Z_:]+))\)$"
+    r"^(sum|max|group) by \(([^)]*)\) "
+    r"\((?:(increase|rate)\(([a-zA-Z_:]+)(?:\{(\w+)=\"(\w+)\"\})?\[(\w+)\](?: offset (\w+))?\)|([a-zA-Z_:]+))\)$"
 )
 
 
 @dataclass
 class FakePrometheus:
-    """Raw series per metric name; ``increase``/``rate`` over any window read the stored value as the result."""
+    """Raw series per metric name; ``increase``/``rate`` over any window read the stored value as the result.
+
+    One equality matcher (``m{result="joined"}``) selects series; ``offset D`` reads the series stored with an
+    ``offset`` label of ``D`` (and only those).
+    """
 
     series: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=lambda: defaultdict(list))
     canned: dict[str, QueryResult] = field(default_factory=dict)
@@ -56,10 +61,15 @@ class FakePrometheus:
         match = _AGGREGATION.match(promql)
         if match is None:
             raise AssertionError(f"the fake cannot evaluate {promql!r}")
-        operator, by, _function, ranged, _window, instant = match.groups()
+        operator, by, _function, ranged, matcher, matched, _window, offset, instant = match.groups()
         labels = [label.strip() for label in by.split(",")]
         groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
         for series_labels, value in self.series.get(ranged or instant, []):
+            # A series stored with an "offset" label is what the metric read that long ago.
+            if series_labels.get("offset") != offset:
+                continue
+            if matcher is not None and series_labels.get(matcher) != matched:
+                continue
             groups[tuple(series_labels.get(label, "") for label in labels)].append(value)
         samples = []
         for key, values in groups.items():
@@ -904,3 +914,139 @@ def test_every_method_the_api_offers_compares_proportions() -> None:
     assert FLEET_DRIFT_METHODS == ("psi", "jensen_shannon", "hellinger", "linf")
     assert all(METHODS[name].input == "counts" for name in FLEET_DRIFT_METHODS)
     assert all(METHODS[name].direction == "higher_is_drift" for name in FLEET_DRIFT_METHODS)
+
+
+# --- labels: coverage, multiclass, regression, estimated accuracy -----------------------------------------
+
+
+def test_label_coverage_is_joined_labels_over_predictions_that_waited_for_one() -> None:
+    fake = FakePrometheus()
+    for version, joined, waited in (("v1", 30, 100), ("v2", 10, 100)):
+        labels = {"namespace": "a", "model": "m", "version": version}
+        fake.add("modelmonitor_labels_received_total", joined, result="joined", **labels)
+        fake.add("modelmonitor_labels_received_total", 500, result="unmatched", **labels)
+        fake.add("modelmonitor_label_predictions_total", waited, **labels)
+    item = request("labelCoverage", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    # unmatched labels are not coverage; both versions (replicas) sum
+    assert numbers(result) == (pytest.approx(40 / 200),)
+    assert samples_of(result) == 200
+    assert "40 labels joined over 10m / 200 predictions over 10m" in said(result)
+
+
+def test_label_delay_sets_the_labels_against_the_predictions_of_an_earlier_window() -> None:
+    fake = FakePrometheus()
+    labels = {"namespace": "a", "model": "m", "version": "v1"}
+    fake.add("modelmonitor_labels_received_total", 90, result="joined", **labels)
+    fake.add("modelmonitor_label_predictions_total", 300, **labels)  # traffic rose: now 300 per window
+    fake.add("modelmonitor_label_predictions_total", 100, offset="1h", **labels)  # an hour ago: 100
+    item = request("labelCoverage", ns="a", model="m", label_delay="1h")
+    result = measure([item], fake, at=AT).results[item]
+    assert numbers(result) == (pytest.approx(0.9),)
+    assert "offset 1h" in result.queries[1]
+    assert "ending 1h ago" in said(result)
+    undelayed = request("labelCoverage", ns="a", model="m", policy="now")
+    assert numbers(measure([undelayed], fake, at=AT).results[undelayed]) == (pytest.approx(0.3),)
+
+
+def test_label_coverage_without_predictions_is_no_data_and_a_stopped_pipeline_is_zero() -> None:
+    fake = FakePrometheus()
+    fake.add("modelmonitor_label_predictions_total", 0, namespace="a", model="idle", version="v1")
+    fake.add("modelmonitor_label_predictions_total", 50, namespace="a", model="broken", version="v1")
+    idle, broken = request("labelCoverage", ns="a", model="idle"), request("labelCoverage", ns="a", model="broken")
+    results = measure([idle, broken], fake, at=AT).results
+    assert results[idle].kind is MeasurementKind.NO_DATA
+    assert "no prediction waited for a label" in said(results[idle])
+    # No joined-label series at all while predictions waited: the pipeline delivers nothing, coverage 0.
+    assert numbers(results[broken]) == (0.0,)
+
+
+@pytest.mark.parametrize("signal", ["accuracy", "multiclassAccuracy", "mae", "estimatedAccuracy"])
+def test_label_delay_is_invalid_on_other_signals(signal: str) -> None:
+    item = request(signal, label_delay="1h")
+    result = measure([item], FakePrometheus(), at=AT).results[item]
+    assert result.kind is MeasurementKind.INVALID
+    assert "labelDelay: only labelCoverage" in said(result)
+
+
+def add_class_outcomes(fake: FakePrometheus, version: str, **counts: tuple[float, float, float]) -> None:
+    for name, (tp, fp, fn) in counts.items():
+        for outcome, value in (("tp", tp), ("fp", fp), ("fn", fn)):
+            fake.add(
+                "modelmonitor_class_outcomes_total",
+                value,
+                namespace="a",
+                model="m",
+                version=version,
+                **{"class": name, "outcome": outcome},
+            )
+
+
+def test_multiclass_accuracy_and_macro_f1_from_per_class_outcomes_summed_over_replicas() -> None:
+    fake = FakePrometheus()
+    # Two replicas' counts of one model; summed: cat (8, 2, 4), dog (5, 4, 1), bird (2, 1, 2), __other__ 0.
+    add_class_outcomes(fake, "v1", cat=(5, 1, 2), dog=(3, 2, 1), bird=(2, 1, 1), __other__=(0, 0, 0))
+    add_class_outcomes(fake, "v2", cat=(3, 1, 2), dog=(2, 2, 0), bird=(0, 0, 1), __other__=(0, 0, 0))
+    accuracy, f1 = request("multiclassAccuracy", ns="a", model="m"), request("macroF1", ns="a", model="m")
+    cycle = measure([accuracy, f1], fake, at=AT)
+    assert cycle.batched_queries == 1
+    labeled = (8 + 4) + (5 + 1) + (2 + 2)
+    assert numbers(cycle.results[accuracy]) == (pytest.approx(15 / labeled),)
+    assert samples_of(cycle.results[accuracy]) == labeled
+    expected_f1 = np.mean([2 * 8 / (16 + 2 + 4), 2 * 5 / (10 + 4 + 1), 2 * 2 / (4 + 1 + 2)])
+    assert numbers(cycle.results[f1]) == (pytest.approx(expected_f1),)
+    assert "mean F1 of 3 classes" in said(cycle.results[f1])  # __other__ never occurred: not averaged
+
+
+def test_multiclass_without_labels_is_no_data() -> None:
+    fake = FakePrometheus()
+    add_class_outcomes(fake, "v1", cat=(0, 0, 0))
+    item = request("macroF1", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no labeled predictions" in said(result)
+
+
+def test_mae_and_rmse_from_error_sums_and_counts() -> None:
+    fake = FakePrometheus()
+    for version, absolute, squared, labeled in (("v1", 30.0, 200.0, 10), ("v2", 10.0, 40.0, 10)):
+        labels = {"namespace": "a", "model": "m", "version": version}
+        fake.add("modelmonitor_regression_absolute_error_total", absolute, **labels)
+        fake.add("modelmonitor_regression_squared_error_total", squared, **labels)
+        fake.add("modelmonitor_regression_labeled_predictions_total", labeled, **labels)
+    mae, rmse = request("mae", ns="a", model="m"), request("rmse", ns="a", model="m")
+    results = measure([mae, rmse], fake, at=AT).results
+    assert numbers(results[mae]) == (pytest.approx(40 / 20),)
+    assert numbers(results[rmse]) == (pytest.approx(math.sqrt(240 / 20)),)
+    assert samples_of(results[rmse]) == 20
+
+
+def test_estimated_accuracy_is_summed_probabilities_over_scored_predictions() -> None:
+    fake = FakePrometheus()
+    for version, correct, predictions in (("v1", 80.5, 100), ("v2", 150.0, 200)):
+        labels = {"namespace": "a", "model": "m", "version": version}
+        fake.add("modelmonitor_estimated_correct_total", correct, **labels)
+        fake.add("modelmonitor_estimated_predictions_total", predictions, **labels)
+    item = request("estimatedAccuracy", ns="a", model="m")
+    result = measure([item], fake, at=AT).results[item]
+    assert numbers(result) == (pytest.approx(230.5 / 300),)
+    assert samples_of(result) == 300
+    assert "covariate shift" in said(result)
+    fake.add("modelmonitor_estimated_predictions_total", 0, namespace="a", model="idle", version="v1")
+    idle = request("estimatedAccuracy", ns="a", model="idle")
+    assert "score calibration" in said(measure([idle], fake, at=AT).results[idle])
+
+
+def test_estimated_precision_and_recall_share_the_expected_true_positives() -> None:
+    fake = FakePrometheus()
+    labels = {"namespace": "a", "model": "m", "version": "v1"}
+    fake.add("modelmonitor_estimated_true_positives_total", 36.0, **labels)
+    fake.add("modelmonitor_estimated_positive_predictions_total", 40, **labels)
+    fake.add("modelmonitor_estimated_positives_total", 45.0, **labels)
+    precision, recall = request("estimatedPrecision", ns="a", model="m"), request("estimatedRecall", ns="a", model="m")
+    cycle = measure([precision, recall], fake, at=AT)
+    assert cycle.batched_queries == 3  # the expected true positives are asked once
+    assert numbers(cycle.results[precision]) == (pytest.approx(0.9),)
+    assert samples_of(cycle.results[precision]) == 40
+    assert numbers(cycle.results[recall]) == (pytest.approx(0.8),)
+    assert "positive predictions" in said(cycle.results[precision])

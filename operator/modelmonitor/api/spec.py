@@ -43,9 +43,20 @@ Signal = Literal[
     "schemaViolationRate",
     "cpu",
     "memory",
+    "labelCoverage",
+    "multiclassAccuracy",
+    "macroF1",
+    "mae",
+    "rmse",
+    "estimatedAccuracy",
+    "estimatedPrecision",
+    "estimatedRecall",
 ]
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
 DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
+# Signals that take labelDelay: the share of predictions that got their label, judged on predictions made
+# labelDelay earlier.
+LABEL_DELAY_SIGNALS: tuple[Signal, ...] = ("labelCoverage",)
 
 # Drift methods the fleet's summed counts support (current counts against the reference proportions the sidecar
 # exports); psi when a drift policy names none.
@@ -421,6 +432,11 @@ class Policy(ApiModel):
                     "method is only available for the dataDrift and predictionDrift signals",
                     field_path=".method",
                 ),
+                cel(
+                    "!has(self.labelDelay) || (has(self.signal) && self.signal in ['labelCoverage'])",
+                    "labelDelay is only available for the labelCoverage signal",
+                    field_path=".labelDelay",
+                ),
             ]
         )
     )
@@ -440,7 +456,13 @@ class Policy(ApiModel):
             "difference: highest minus lowest positive-prediction rate, no labels needed), disparateImpact "
             "(lowest over highest positive-prediction rate; 1 is parity, below 0.8 fails the four-fifths rule), "
             "equalOpportunityGap (highest minus lowest true-positive rate, from joined labels); groups with fewer "
-            "than minSamples are left out. Exactly one of signal or query."
+            "than minSamples are left out. Labels: labelCoverage (labels joined over the window / predictions "
+            "that waited for one, see labelDelay); multiclassAccuracy and macroF1 (multiclass models, from "
+            "per-class tp/fp/fn of joined labels); mae and rmse (regression models, in the label's unit); "
+            "estimatedAccuracy, estimatedPrecision, estimatedRecall (before labels arrive, from the profile's "
+            "score calibration: the mean calibrated probability that a prediction is correct; expected true "
+            "positives over positive predictions; over expected positives; they assume covariate shift only). "
+            "Exactly one of signal or query."
         ),
     )
     method: DriftMethodName | None = Field(
@@ -450,6 +472,15 @@ class Policy(ApiModel):
             "jensen_shannon (distance, log base 2), hellinger or linf (largest change in one bucket's or "
             "category's share); all are high under drift. With condition.autoThreshold the threshold calibrated "
             "for this method is used."
+        ),
+    )
+    label_delay: PositiveDuration | None = Field(
+        default=None,
+        description=(
+            "The maturity delay of a labelCoverage policy (only that signal): labels joined over the window are "
+            "set against the predictions made over a window of the same length that ended labelDelay ago "
+            "(PromQL offset), so predictions younger than the time their labels take are not counted as "
+            "unlabeled, e.g. 1h when labels arrive within an hour. Unset: the same window."
         ),
     )
     query: str | None = Field(
@@ -536,6 +567,8 @@ class Policy(ApiModel):
             )
         if self.method is not None and self.signal not in DRIFT_SIGNALS:
             raise field_error("method", "is only available for the dataDrift and predictionDrift signals")
+        if self.label_delay is not None and self.signal not in LABEL_DELAY_SIGNALS:
+            raise field_error("labelDelay", "is only available for the labelCoverage signal")
         return self
 
 

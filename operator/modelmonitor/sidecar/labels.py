@@ -7,6 +7,7 @@ of predictions that did get a label (the label coverage) is itself a signal.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class Join:
     """Confusion outcome code (index into ``OUTCOMES``) when joined and both sides were known."""
     group: int | None = None
     predicted_positive: int | None = None
+    predicted_value: float | None = None
+    """The predicted class code (multiclass) or value (regression) stored with the prediction; NaN: none."""
 
 
 class LabelStore:
@@ -45,7 +48,7 @@ class LabelStore:
         self.capacity = capacity
         self._clock = clock
         # Insertion order is time order, so the oldest entries are always at the front.
-        self._pending: OrderedDict[str, tuple[float, int, int]] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[float, int, int, float]] = OrderedDict()
         # Request ids already joined (bounded the same way), to tell a duplicate label from an unknown one.
         self._joined: OrderedDict[str, float] = OrderedDict()
         self.expired = 0
@@ -56,15 +59,27 @@ class LabelStore:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, request_ids: Sequence[str], predicted_positive: Sequence[int], groups: Sequence[int]) -> None:
-        """Store a batch of predictions (same length sequences). A repeated request id replaces the older one."""
+    def add(
+        self,
+        request_ids: Sequence[str],
+        predicted_positive: Sequence[int],
+        groups: Sequence[int],
+        predicted_values: Sequence[float] | None = None,
+    ) -> None:
+        """Store a batch of predictions (same length sequences). A repeated request id replaces the older one.
+
+        ``predicted_values``: the predicted class code or regression value per prediction (NaN: none).
+        """
         now = self._clock()
+        values = repeat(math.nan) if predicted_values is None else predicted_values
         pending = self._pending
         for request_id in request_ids:
             # A retried request id: the newer prediction is the one the label will be about.
             if request_id in pending:
                 del pending[request_id]
-        pending.update(zip(request_ids, zip(repeat(now), predicted_positive, groups, strict=False), strict=False))
+        pending.update(
+            zip(request_ids, zip(repeat(now), predicted_positive, groups, values, strict=False), strict=False)
+        )
         self._evict(now)
 
     def offer(self, request_id: str, label_positive: int) -> Join:
@@ -74,7 +89,7 @@ class LabelStore:
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return Join("duplicate" if request_id in self._joined else "unmatched")
-        _, predicted, group = entry
+        _, predicted, group, value = entry
         self.joined += 1
         self._joined[request_id] = now
         while len(self._joined) > self.capacity:
@@ -83,7 +98,7 @@ class LabelStore:
         if predicted >= 0 and label_positive >= 0:
             # tp: predicted 1, label 1; fp: 1, 0; tn: 0, 0; fn: 0, 1
             outcome = {(1, 1): 0, (1, 0): 1, (0, 0): 2, (0, 1): 3}[(predicted, label_positive)]
-        return Join("joined", outcome=outcome, group=group, predicted_positive=predicted)
+        return Join("joined", outcome=outcome, group=group, predicted_positive=predicted, predicted_value=value)
 
     def expire(self) -> None:
         """Drop what the TTL says is too old (also done on every add and offer)."""

@@ -25,7 +25,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from modelmonitor import metricnames as names
-from modelmonitor.metricnames import PREDICTED_NEGATIVE, PREDICTED_POSITIVE, PREDICTION_FEATURE, UNKNOWN_FEATURE
+from modelmonitor.metricnames import (
+    CLASS_OUTCOME_NAMES,
+    PREDICTED_NEGATIVE,
+    PREDICTED_POSITIVE,
+    PREDICTION_FEATURE,
+    UNKNOWN_FEATURE,
+)
 from modelmonitor.sidecar.events import REJECT_REASONS
 from modelmonitor.sidecar.labels import OUTCOMES
 from modelmonitor.sidecar.profile import OTHER, NumericalReference
@@ -190,6 +196,36 @@ class MonitorCollector(Collector):
             ),
             "labels": counter(names.LABELS_RECEIVED, "Labels received, by result of the join.", ["result"]),
             "expired": counter(names.PREDICTIONS_EXPIRED, "Predictions that left the label store unlabeled."),
+            "label_predictions": counter(
+                names.LABEL_PREDICTIONS, "Predictions stored to wait for a label (they carried a request id)."
+            ),
+            "class_outcomes": counter(
+                names.CLASS_OUTCOMES,
+                "Multiclass: joined labels per class, one-vs-rest tp / fp / fn.",
+                ["class", "outcome"],
+            ),
+            "regression_absolute": counter(
+                names.REGRESSION_ABSOLUTE_ERROR, "Regression: sum of |prediction - label| over joined labels."
+            ),
+            "regression_squared": counter(
+                names.REGRESSION_SQUARED_ERROR, "Regression: sum of (prediction - label)^2 over joined labels."
+            ),
+            "regression_labeled": counter(names.REGRESSION_LABELED, "Regression: joined labels with a numeric error."),
+            "estimated_correct": counter(
+                names.ESTIMATED_CORRECT, "Sum of the calibrated probabilities that scored predictions are correct."
+            ),
+            "estimated_predictions": counter(
+                names.ESTIMATED_PREDICTIONS, "Scored predictions behind modelmonitor_estimated_correct_total."
+            ),
+            "estimated_positive_predictions": counter(
+                names.ESTIMATED_POSITIVE_PREDICTIONS, "Scored predictions that said positive."
+            ),
+            "estimated_true_positives": counter(
+                names.ESTIMATED_TRUE_POSITIVES, "Sum of the calibrated P(positive) over positive predictions."
+            ),
+            "estimated_positives": counter(
+                names.ESTIMATED_POSITIVES, "Sum of the calibrated P(positive) over scored predictions."
+            ),
             "pending": gauge(names.LABELS_PENDING, "Predictions waiting in the label store (per replica)."),
             "coverage": gauge(names.LABEL_COVERAGE, "Joined labels / predictions that left the label store."),
             "drift": gauge(
@@ -226,6 +262,27 @@ class MonitorCollector(Collector):
         self._fill(families, base)
         yield from families.values()
 
+    def _fill_label_kinds(
+        self,
+        f: dict[str, Any],
+        base: list[str],
+        class_names: list[str],
+        class_outcomes: np.ndarray,
+        regression: tuple[float, float, int],
+    ) -> None:
+        """The task's own label counters, from the first scrape at 0 so increase() counts the first labels."""
+        m = self.monitor
+        if m.profile.task == "multiclass":
+            codes = [*range(len(class_names) - 1), m.classes.other]
+            for code, name in zip(codes, class_names, strict=True):
+                if class_outcomes[code].sum() or code != m.classes.other:
+                    for index, outcome in enumerate(CLASS_OUTCOME_NAMES):
+                        f["class_outcomes"].add_metric([*base, name, outcome], int(class_outcomes[code, index]))
+        elif m.profile.task == "regression":
+            f["regression_absolute"].add_metric(base, regression[0])
+            f["regression_squared"].add_metric(base, regression[1])
+            f["regression_labeled"].add_metric(base, regression[2])
+
     def _fill(self, f: dict[str, Any], base: list[str]) -> None:
         m = self.monitor
         scores = self._scores()
@@ -248,6 +305,10 @@ class MonitorCollector(Collector):
             group_names = [m.groups.label(i) for i in range(len(m.groups.names))] + [OTHER]
             group_predictions = c.group_predictions.copy()
             confusion = c.confusion.copy()
+            label_predictions = c.label_predictions
+            class_outcomes = c.class_outcomes.copy()
+            regression = c.regression_absolute_error, c.regression_squared_error, c.regression_labeled
+            estimated = c.estimated
             received = dict(c.labels_received)
             rejected = dict(c.rejected)
             expired = m.labels.expired
@@ -308,6 +369,14 @@ class MonitorCollector(Collector):
         for result in ("joined", "unmatched", "duplicate"):
             f["labels"].add_metric([*base, result], received.get(result, 0))
         f["expired"].add_metric(base, expired)
+        f["label_predictions"].add_metric(base, label_predictions)
+        self._fill_label_kinds(f, base, class_names, class_outcomes, regression)
+        if profile.calibration is not None:
+            f["estimated_correct"].add_metric(base, estimated.correct)
+            f["estimated_predictions"].add_metric(base, estimated.predictions)
+            f["estimated_positive_predictions"].add_metric(base, estimated.positive_predictions)
+            f["estimated_true_positives"].add_metric(base, estimated.true_positives)
+            f["estimated_positives"].add_metric(base, estimated.positives)
         f["pending"].add_metric(base, pending)
         if coverage is not None:
             f["coverage"].add_metric(base, coverage)

@@ -29,6 +29,7 @@ from modelmonitor.sidecar.datafiles import canonical_category
 from modelmonitor.sidecar.encode import BatchError, FeatureColumns, FeatureEncoder
 from modelmonitor.sidecar.labels import LabelStore
 from modelmonitor.sidecar.profile import OTHER, NumericalReference, Profile
+from modelmonitor.stats.probability import calibrated, probability_correct
 
 NO_GROUP = "__none__"
 """Group label of a prediction that came without a group attribute."""
@@ -146,6 +147,33 @@ class _Ring:
         return self.data if self.filled == self.size else self.data[: self.filled]
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """Sums over scored predictions of their calibrated probability p of a positive label: performance before
+    labels arrive (CBPE). Each is a counter, so the fleet's estimates are ratios of sums over replicas."""
+
+    correct: float = 0.0
+    """Sum of the probability of being right: p for a positive prediction, 1 - p for a negative one."""
+    predictions: int = 0
+    """Scored predictions (the estimated accuracy's denominator)."""
+    positive_predictions: int = 0
+    """Scored predictions that said positive (the estimated precision's denominator)."""
+    true_positives: float = 0.0
+    """Sum of p over positive predictions: the expected true positives."""
+    positives: float = 0.0
+    """Sum of p over all scored predictions: the expected positives (the estimated recall's denominator)."""
+
+    def plus(self, other: Estimate) -> Estimate:
+        """Both sums added."""
+        return Estimate(
+            self.correct + other.correct,
+            self.predictions + other.predictions,
+            self.positive_predictions + other.positive_predictions,
+            self.true_positives + other.true_positives,
+            self.positives + other.positives,
+        )
+
+
 @dataclass
 class Counters:
     """The monotonically growing counts (exported as Prometheus counters and histograms)."""
@@ -166,6 +194,15 @@ class Counters:
     class_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     group_predictions: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     confusion: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    label_predictions: int = 0
+    """Predictions stored to wait for a label (they carried a request id)."""
+    class_outcomes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    """Multiclass: per class code, joined labels as tp / fp / fn (one-vs-rest)."""
+    regression_absolute_error: float = 0.0
+    regression_squared_error: float = 0.0
+    regression_labeled: int = 0
+    estimated: Estimate = field(default_factory=lambda: Estimate())
+    """Sums of calibrated probabilities over scored predictions (estimated accuracy, precision, recall)."""
     labels_received: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -227,6 +264,7 @@ class Monitor:
             class_counts=np.zeros(self.classes.size, dtype=np.int64),
             group_predictions=np.zeros((self.groups.size, 2), dtype=np.int64),
             confusion=np.zeros((self.groups.size, 4), dtype=np.int64),
+            class_outcomes=np.zeros((self.classes.size, 3), dtype=np.int64),
         )
         self._latency_bounds = np.asarray(settings.latency_buckets, dtype=np.float64)
         self._latency_list = list(settings.latency_buckets)
@@ -318,11 +356,34 @@ class Monitor:
                 if join.outcome is not None and join.group is not None:
                     self.counters.confusion[join.group, join.outcome] += 1
                     self.quality_window.push(np.array([[join.outcome, join.group]], dtype=np.int32))
+                if join.predicted_value is not None and math.isfinite(join.predicted_value) and label is not None:
+                    self._count_labeled_value(join.predicted_value, label)
             received = self.counters.labels_received
             for result, count in results.items():
                 received[result] = received.get(result, 0) + count
             self.generation += 1
         return results
+
+    def _count_labeled_value(self, predicted: float, label: Any) -> None:
+        """Multiclass outcomes or regression errors of one joined label (the caller holds the lock)."""
+        c = self.counters
+        if self.profile.task == "multiclass":
+            true_class = self.classes.code(canonical_category(label))
+            predicted_class = int(predicted)
+            if predicted_class == true_class:
+                c.class_outcomes[true_class, 0] += 1
+            else:
+                c.class_outcomes[predicted_class, 1] += 1
+                c.class_outcomes[true_class, 2] += 1
+        elif self.profile.task == "regression":
+            try:
+                error = predicted - float(label)
+            except (TypeError, ValueError):
+                return  # not a number: no error to count (the join itself is counted)
+            if math.isfinite(error):
+                c.regression_absolute_error += abs(error)
+                c.regression_squared_error += error * error
+                c.regression_labeled += 1
 
     def reject(self, reason: str) -> None:
         """Count a refused payload under ``reason`` (the server calls this; so may an in-process caller)."""
@@ -363,6 +424,8 @@ class Monitor:
             return
         classes, scores = self._prediction_columns(batch)
         predicted_positive = self._predicted_positive(classes, scores, n)
+        predicted_values = self._predicted_values(classes, scores)
+        estimate = self._estimate(scores, predicted_positive)
         with self.lock:
             group_codes = self._group_codes(batch, n)
             if count_requests:
@@ -373,15 +436,20 @@ class Monitor:
             valid = predicted_positive >= 0
             np.add.at(c.group_predictions, (group_codes[valid], predicted_positive[valid]), 1)
             self.prediction_group_window.push(np.column_stack([predicted_positive, group_codes]).astype(np.int32))
+            if estimate is not None:
+                c.estimated = c.estimated.plus(estimate)
             if batch.request_ids is not None:
                 ids = batch.request_ids
                 keep = [i for i, r in enumerate(ids) if r is not None]
-                if len(keep) == n:
-                    self.labels.add([str(r) for r in ids], predicted_positive.tolist(), group_codes.tolist())
-                elif keep:
+                values = None if predicted_values is None else predicted_values[keep].tolist()
+                if keep:
                     self.labels.add(
-                        [str(ids[i]) for i in keep], predicted_positive[keep].tolist(), group_codes[keep].tolist()
+                        [str(ids[i]) for i in keep],
+                        predicted_positive[keep].tolist(),
+                        group_codes[keep].tolist(),
+                        values,
                     )
+                c.label_predictions += len(keep)
             self.generation += 1
 
     def _count_requests(self, batch: EventBatch, n: int) -> None:
@@ -483,6 +551,38 @@ class Monitor:
             known = classes >= 0
             positive[known] = (classes[known] == self.positive_code).astype(np.int64)
         return positive
+
+    def _predicted_values(
+        self, classes: npt.NDArray[np.int32] | None, scores: npt.NDArray[np.float64] | None
+    ) -> npt.NDArray[np.float64] | None:
+        """What a label is compared with beyond the positive class: the class code of a multiclass prediction
+        (NaN where none), the value of a regression prediction; None for binary models."""
+        if self.profile.task == "multiclass" and classes is not None:
+            return np.where(classes >= 0, classes, np.nan).astype(np.float64)
+        if self.profile.task == "regression" and scores is not None:
+            return scores.astype(np.float64)
+        return None
+
+    def _estimate(
+        self, scores: npt.NDArray[np.float64] | None, predicted_positive: npt.NDArray[np.int64]
+    ) -> Estimate | None:
+        """The batch's sums of calibrated probabilities (None without a calibration or a scored prediction)."""
+        calibration = self.profile.calibration
+        if calibration is None or scores is None:
+            return None
+        usable = np.isfinite(scores) & (predicted_positive >= 0)
+        if not usable.any():
+            return None
+        positive = calibrated(calibration.scores, calibration.probabilities, scores[usable])
+        predicted = predicted_positive[usable]
+        said_positive = predicted == 1
+        return Estimate(
+            correct=float(probability_correct(positive, predicted).sum()),
+            predictions=int(positive.size),
+            positive_predictions=int(np.count_nonzero(said_positive)),
+            true_positives=float(positive[said_positive].sum()),
+            positives=float(positive.sum()),
+        )
 
     def _group_codes(self, batch: EventBatch, n: int) -> npt.NDArray[np.int64]:
         raw: Sequence[Any] | None = batch.groups

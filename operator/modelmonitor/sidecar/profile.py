@@ -28,6 +28,9 @@ RESERVED_FEATURE_NAMES = frozenset({"__prediction__", "__unknown__"})
 """``feature`` label values the sidecar uses itself (the prediction's thresholds, unknown features)."""
 
 FeatureType = Literal["numerical", "categorical"]
+Task = Literal["binary", "multiclass", "regression"]
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
+"""Which kind of model the profile describes, and so which label-based counters the sidecar keeps."""
 
 
 class ProfileError(ValueError):
@@ -112,6 +115,18 @@ class PredictionProfile:
 
 
 @dataclass(frozen=True)
+class ScoreCalibration:
+    """P(positive | score) fitted on the reference labels (isotonic regression): linear between the knots,
+    flat beyond them. The sidecar's estimated accuracy rests on it."""
+
+    scores: npt.NDArray[np.float64]
+    """Knots: strictly increasing scores."""
+    probabilities: npt.NDArray[np.float64]
+    """P(positive) at each knot, non-decreasing, in [0, 1]."""
+    method: str = "isotonic"
+
+
+@dataclass(frozen=True)
 class Profile:
     """A complete reference profile. Build with :mod:`modelmonitor.sidecar.profile_build`, load with :func:`load`."""
 
@@ -131,6 +146,10 @@ class Profile:
     """Known group values (capped); others fall into ``__other__``. Empty: learned first-come up to the cap."""
     source: dict[str, Any] = field(default_factory=dict)
     """Where the profile came from: file name, rows, build time."""
+    task: Task = "binary"
+    """binary (confusion counts of the positive class), multiclass (per-class outcomes) or regression (errors)."""
+    calibration: ScoreCalibration | None = None
+    """The score calibration for estimated accuracy (binary models with a score and reference labels)."""
 
     def feature(self, name: str) -> FeatureProfile:
         """The feature called ``name``; ``KeyError`` naming it if there is none."""
@@ -206,6 +225,15 @@ def to_json(profile: Profile) -> dict[str, Any]:
         "groups": list(profile.groups),
         "features": features,
         "prediction": prediction,
+        "task": profile.task,
+        "calibration": None
+        if profile.calibration is None
+        else {
+            "method": profile.calibration.method,
+            # Not rounded: two close knots must stay distinct.
+            "scores": [float(v) for v in profile.calibration.scores],
+            "probabilities": [float(v) for v in profile.calibration.probabilities],
+        },
     }
 
 
@@ -389,6 +417,11 @@ def from_json(document: Any) -> Profile:
     if not all(isinstance(g, str) for g in groups):
         raise ProfileError("groups: expected a list of strings")
     positive = top.get("positive_class", (str, int), optional=True)
+    task = top.get("task", str, optional=True) or "binary"
+    if task not in TASKS:
+        raise ProfileError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    raw_calibration = top.get("calibration", dict, optional=True)
+    calibration = None if raw_calibration is None else _calibration_from_json(_Reader(raw_calibration, "calibration"))
     return Profile(
         features=tuple(features),
         prediction=prediction,
@@ -399,4 +432,21 @@ def from_json(document: Any) -> Profile:
         group_attribute=top.get("group_attribute", str, optional=True),
         groups=tuple(groups),
         source=top.get("source", dict, optional=True) or {},
+        task=task,
+        calibration=calibration,
     )
+
+
+def _calibration_from_json(r: _Reader) -> ScoreCalibration:
+    method = r.get("method", str)
+    if method != "isotonic":
+        raise ProfileError(f"calibration.method: expected 'isotonic', got {method!r}")
+    scores = r.numbers("scores")
+    probabilities = r.numbers("probabilities")
+    if scores.size == 0 or scores.size != probabilities.size:
+        raise ProfileError("calibration: expected as many probabilities as scores, at least one")
+    if scores.size > 1 and not (np.diff(scores) > 0).all():
+        raise ProfileError("calibration.scores: must be strictly increasing")
+    if (np.diff(probabilities) < 0).any() or probabilities.min() < 0 or probabilities.max() > 1:
+        raise ProfileError("calibration.probabilities: must be non-decreasing and within [0, 1]")
+    return ScoreCalibration(scores=scores, probabilities=probabilities, method=method)

@@ -27,10 +27,13 @@ from modelmonitor.sidecar.profile import (
     NumericalReference,
     PredictionProfile,
     Profile,
+    ScoreCalibration,
+    Task,
 )
 from modelmonitor.stats.binning import quantile_edges
 from modelmonitor.stats.calibration import calibrate_threshold
 from modelmonitor.stats.drift import METHODS
+from modelmonitor.stats.probability import fit_isotonic
 
 NUMERICAL_METHODS = ("psi", "jensen_shannon", "hellinger", "linf", "ks", "ks_statistic", "wasserstein_normalized")
 """Drift methods scored for numerical features (and the prediction score) unless told otherwise."""
@@ -84,6 +87,10 @@ class BuildOptions:
     """Reference rows the bootstrap draws from (a random subset of bigger tables)."""
     numerical_methods: tuple[str, ...] = NUMERICAL_METHODS
     categorical_methods: tuple[str, ...] = CATEGORICAL_METHODS
+    task: Task | None = None
+    """binary, multiclass or regression; default: regression for a numeric label (or prediction) with more
+    distinct values than max_categories, multiclass for more than two classes and no positive class given,
+    else binary."""
     seed: int = 0
     """Seed of the random generator for subsampling and the bootstrap: the same data gives the same profile."""
 
@@ -134,7 +141,9 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
             FeatureProfile(name=name, type=kind, reference=reference, missing_ratio=missing, thresholds=thresholds)
         )
 
-    prediction, positive = _prediction_profile(table, options, rng, notes)
+    task = _task(table, options)
+    prediction, positive = _prediction_profile(table, options, task, rng, notes)
+    calibration = _calibration(table, options, task, positive, notes)
     groups: tuple[str, ...] = ()
     if options.group_column:
         counts = Counter(s for s in _as_categories(table.columns[options.group_column]) if s is not None)
@@ -153,6 +162,8 @@ def build_profile(table: Table, options: BuildOptions) -> tuple[Profile, list[st
         decision_threshold=options.decision_threshold,
         group_attribute=options.group_column,
         groups=groups,
+        task=task,
+        calibration=calibration,
         source={
             "file": table.path.rsplit("/", 1)[-1],
             "rows": table.rows,
@@ -337,8 +348,53 @@ def _category_thresholds(
     return thresholds
 
 
+def _regression_values(values: npt.NDArray[Any], options: BuildOptions) -> bool:
+    """Numbers with more distinct values than categories are kept: a regression target, not classes."""
+    return values.dtype.kind == "f" and np.unique(values[~np.isnan(values)]).size > options.max_categories
+
+
+def _task(table: Table, options: BuildOptions) -> Task:
+    """The kind of model: the option when given, else from the label (or prediction) column."""
+    if options.task is not None:
+        if options.task not in ("binary", "multiclass", "regression"):
+            raise BuildError(f"task {options.task!r}: expected binary, multiclass or regression")
+        if options.task != "binary" and options.positive_class is not None:
+            raise BuildError(f"--positive-class is for binary models, not {options.task}")
+        return options.task
+    column = options.label_column or options.prediction_column
+    if column is None:
+        return "binary"
+    values = table.columns[column]
+    if _regression_values(values, options):
+        return "regression"
+    classes = {s for s in _as_categories(values) if s is not None}
+    return "multiclass" if len(classes) > 2 and options.positive_class is None else "binary"
+
+
+def _calibration(
+    table: Table, options: BuildOptions, task: Task, positive: str | None, notes: list[str]
+) -> ScoreCalibration | None:
+    """The score calibration for estimated accuracy: binary models with a score, a label and a positive class."""
+    if task != "binary" or options.score_column is None or options.label_column is None or positive is None:
+        if options.score_column is not None and task == "binary":
+            notes.append("no score calibration (estimated accuracy needs --score, --label and a positive class)")
+        return None
+    scores = np.asarray(table.columns[options.score_column], dtype=np.float64)
+    labels = _as_categories(table.columns[options.label_column])
+    usable = np.array([label is not None for label in labels]) & np.isfinite(scores)
+    positives = np.array([label == positive for label in labels], dtype=np.float64)
+    try:
+        knots, probabilities = fit_isotonic(scores[usable], positives[usable])
+    except ValueError as error:
+        raise BuildError(
+            f"--score {options.score_column!r} calibration on --label {options.label_column!r}: {error}"
+        ) from None
+    notes.append(f"score calibration: isotonic, {knots.size} knots from {int(usable.sum())} labeled rows")
+    return ScoreCalibration(scores=knots, probabilities=probabilities)
+
+
 def _prediction_profile(
-    table: Table, options: BuildOptions, rng: np.random.Generator, notes: list[str]
+    table: Table, options: BuildOptions, task: Task, rng: np.random.Generator, notes: list[str]
 ) -> tuple[PredictionProfile | None, str | None]:
     score = None
     score_thresholds: dict[str, float] = {}
@@ -363,7 +419,9 @@ def _prediction_profile(
     positive = options.positive_class
     if class_column:
         values = table.columns[class_column]
-        is_regression = values.dtype.kind == "f" and np.unique(values[~np.isnan(values)]).size > options.max_categories
+        if task == "regression" and values.dtype.kind != "f":
+            raise BuildError(f"--task regression: column {class_column!r} must hold numbers")
+        is_regression = task == "regression" or _regression_values(values, options)
         if is_regression and options.prediction_column and score is None:
             # A regression model: its predictions are a numerical distribution, not classes.
             present = np.asarray(values, dtype=np.float64)
@@ -384,9 +442,9 @@ def _prediction_profile(
             )
             if class_column == options.label_column and not options.prediction_column:
                 notes.append(f"prediction classes: the label column {class_column!r} stands in for predictions")
-            if positive is None:
+            if positive is None and task == "binary":  # multiclass: per-class outcomes, no positive class
                 positive = _default_positive(classes, notes)
-            elif positive not in (classes.allowed or classes.categories):
+            elif positive is not None and positive not in (classes.allowed or classes.categories):
                 raise BuildError(
                     f"--positive-class {positive!r}: not a class of column {class_column!r} "
                     f"(classes: {', '.join(classes.categories[:10])})"

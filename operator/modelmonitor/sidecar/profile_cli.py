@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     build.add_argument("--numerical", type=_columns, default=(), help="comma-separated columns that must be numbers")
     build.add_argument("--columns", type=_columns, help="column names for a plain 2-D .npy array")
+    build.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "regression"),
+        help="the kind of model (default: from the label column: many numbers = regression, more than two "
+        "classes = multiclass, else binary)",
+    )
     build.add_argument("--positive-class", help="the positive class (default: 1/true if present, else the rarer)")
     build.add_argument("--decision-threshold", type=float, default=0.5, help="score at or above = positive")
     build.add_argument("--bins", type=int, default=10, help="buckets per numerical feature (default 10)")
@@ -95,6 +101,7 @@ def _build(args: argparse.Namespace) -> int:
         numerical_methods=args.numerical_methods or NUMERICAL_METHODS,
         categorical_methods=args.categorical_methods or CATEGORICAL_METHODS,
         seed=args.seed,
+        task=args.task,
     )
     profile, notes = build_profile(table, options)
     profile_io.save(profile, args.output)
@@ -155,9 +162,15 @@ def describe(profile: Profile) -> str:
                 f"{c} {r:.1%}" for c, r in zip(prediction.classes.labels, prediction.classes.ratios, strict=True)
             )
             lines.append(f"prediction classes: {shares}")
+    lines.append(f"task: {profile.task}")
     lines.append(
         f"positive class: {profile.positive_class or 'none'} (decision threshold {profile.decision_threshold:g})"
     )
+    if profile.calibration is not None:
+        lines.append(
+            f"score calibration: {profile.calibration.method}, {profile.calibration.scores.size} knots "
+            "(estimatedAccuracy)"
+        )
     groups = ", ".join(profile.groups) if profile.groups else "learned from traffic"
     lines.append(f"group attribute: {profile.group_attribute or 'none'} (groups: {groups})")
     return "\n".join(lines)

@@ -26,7 +26,8 @@ The metric names come from `modelmonitor.metricnames`, which the sidecar exports
 
 Modules: `request` (what is asked, what a cycle returns), `planning` (which queries), `answers` (splitting per
 monitor), `measure` (the cycle), and one module per family of signals: `quality`, `fairness`, `traffic`,
-`dataquality`, `drift`, `resources`, `template`.
+`dataquality`, `drift`, `resources`, `template`, `coverage` (labelCoverage), `multiclass`, `regression`,
+`estimated` (estimatedAccuracy, estimatedPrecision, estimatedRecall).
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ def measure(
                 request.auto_threshold,
                 request.drift_method,
                 request.min_samples < 0,
+                request.label_delay,
             )
             known = shared.get(key)
             planned = known if known is not None else shared.setdefault(key, plan(request, extra))

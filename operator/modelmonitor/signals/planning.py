@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modelmonitor.api.spec import DRIFT_SIGNALS
+from modelmonitor.api.spec import DRIFT_SIGNALS, LABEL_DELAY_SIGNALS
 from modelmonitor.policy.model import Measurement
 from modelmonitor.promql import validate_window
-from modelmonitor.signals import dataquality, drift, fairness, quality, resources, template, traffic
+from modelmonitor.signals import (
+    coverage,
+    dataquality,
+    drift,
+    estimated,
+    fairness,
+    multiclass,
+    quality,
+    regression,
+    resources,
+    template,
+    traffic,
+)
 from modelmonitor.signals.answers import Grouping, Plan
 from modelmonitor.signals.request import BUILTIN_SIGNALS, SignalRequest
 
@@ -18,6 +30,10 @@ _PLANNERS = {
     **dict.fromkeys(dataquality.SIGNALS, dataquality.plan),
     **dict.fromkeys(resources.SIGNALS, resources.plan),
     **dict.fromkeys(drift.SIGNALS, drift.plan),
+    **dict.fromkeys(coverage.SIGNALS, coverage.plan),
+    **dict.fromkeys(multiclass.SIGNALS, multiclass.plan),
+    **dict.fromkeys(regression.SIGNALS, regression.plan),
+    **dict.fromkeys(estimated.SIGNALS, estimated.plan),
 }
 
 
@@ -44,6 +60,13 @@ def plan(request: SignalRequest, extra: Sequence[str]) -> Plan | Measurement:
     planner = _PLANNERS.get(signal or "")
     if planner is None:
         return Measurement.invalid(f"signal {signal!r}: expected one of {', '.join(BUILTIN_SIGNALS)}")
+    if request.label_delay is not None:
+        if signal not in LABEL_DELAY_SIGNALS:
+            return Measurement.invalid(f"labelDelay: only {', '.join(LABEL_DELAY_SIGNALS)} takes a label delay")
+        try:
+            validate_window(request.label_delay)
+        except ValueError as problem:
+            return Measurement.invalid(f"labelDelay: {problem}")
     if request.auto_threshold and signal not in DRIFT_SIGNALS:
         return Measurement.invalid(f"threshold auto: only {' and '.join(DRIFT_SIGNALS)} have a calibrated threshold")
     return planner(request, Grouping.of(request, extra, version=signal in DRIFT_SIGNALS), window)

@@ -6,10 +6,11 @@ Methods, formulas, log bases, directions and the false-alarm calibration are des
 Modules: :mod:`~modelmonitor.stats.binning` (reference-quantile bins, Prometheus ``le`` semantics),
 :mod:`~modelmonitor.stats.drift` (drift methods and the ``METHODS`` registry),
 :mod:`~modelmonitor.stats.quality` (accuracy, precision, recall, F1, fairness gaps),
-:mod:`~modelmonitor.stats.calibration` (thresholds for the live window size, the large-sample guard).
+:mod:`~modelmonitor.stats.calibration` (thresholds for the live window size, the large-sample guard),
+:mod:`~modelmonitor.stats.probability` (calibrated probabilities from scores, for estimated accuracy).
 """
 
-from modelmonitor.stats import binning, calibration, drift, quality
+from modelmonitor.stats import binning, calibration, drift, probability, quality
 from modelmonitor.stats.drift import METHODS, DriftMethod
 
-__all__ = ["METHODS", "DriftMethod", "binning", "calibration", "drift", "quality"]
+__all__ = ["METHODS", "DriftMethod", "binning", "calibration", "drift", "probability", "quality"]

@@ -110,6 +110,16 @@ def test_auto_threshold_reaches_the_engine_as_auto() -> None:
     assert parse_monitor(body).policies[0].condition.threshold_setting == "auto"
 
 
+def test_label_delay_reaches_the_signal_request() -> None:
+    from modelmonitor.reconcile import monitor_from_body
+
+    body = minimal()
+    body["metadata"].setdefault("namespace", "ml")
+    body["spec"]["policies"][0] |= {"signal": "labelCoverage", "labelDelay": "2h"}
+    assert parse_monitor(body).policies[0].label_delay == "2h"
+    assert monitor_from_body(body).requests[0].label_delay == "2h"
+
+
 def test_snake_case_names_are_not_accepted_from_users() -> None:
     body = minimal()
     body["spec"]["dry_run"] = True
@@ -160,6 +170,18 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         lambda s: _policy(s).update(condition={"op": "<", "autoThreshold": True}),
         "spec.policies[0].condition.autoThreshold",
         "dataDrift and predictionDrift",
+    ),
+    (
+        "a label delay on a signal other than labelCoverage",
+        lambda s: _policy(s).update(labelDelay="1h"),
+        "spec.policies[0].labelDelay",
+        "only available for the labelCoverage signal",
+    ),
+    (
+        "a label delay that is not a duration",
+        lambda s: _policy(s).update(signal="labelCoverage", labelDelay="soon"),
+        "spec.policies[0].labelDelay",
+        "duration",
     ),
     (
         "drift method on a non-drift signal",
