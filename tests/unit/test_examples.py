@@ -174,12 +174,15 @@ def test_the_example_model_sidecar_and_traffic_run_together(tmp_path: Path) -> N
             "labels joined in the sidecar",
             lambda: (
                 (m := (http_get(f"{sidecar}/metrics") or b"").decode())
-                and _sample(m, "modelmonitor_labeled_predictions_total") >= 120
+                and _sample(m, "modelmonitor_labeled_predictions_total") >= 20
                 and m
             ),
             timeout=60,
         )
-        assert _sample(metrics, "modelmonitor_requests_total", code="2xx") >= 120
+        # Traffic posts every call's label before it exits (how many calls fit in 2 s depends on the machine):
+        # all of them joined, only the first hand-made call (no request id) has none.
+        calls = _sample(metrics, "modelmonitor_requests_total", code="2xx")
+        assert _sample(metrics, "modelmonitor_labeled_predictions_total") >= calls - 1
         assert _sample(metrics, "modelmonitor_proxy_unmonitored_total") == 0
         right = _sample(metrics, "modelmonitor_labeled_predictions_total", outcome="tp")
         right += _sample(metrics, "modelmonitor_labeled_predictions_total", outcome="tn")

@@ -192,6 +192,9 @@ class SidecarServer:
             pairs = parse_label_document(decode_json(body), max_labels=self.settings.max_events)
         except (BatchError, PayloadTooLarge) as error:
             return self._refuse(error)
+        # Proxied predictions wait up to flush_seconds for their batched ingest: a label that follows its
+        # prediction closely must still find it.
+        self.flush()
         results = self.monitor.log_labels(pairs)
         return web.json_response({k: results.get(k, 0) for k in ("joined", "unmatched", "duplicate")})
 
