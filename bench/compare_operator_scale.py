@@ -4,7 +4,8 @@ load, and the ratios of the medians of what matters (cycle time, CPU, memory, st
 
 Each side runs its own copy of ``bench/bench_operator_scale.py`` against its own code: the baseline from a
 ``git archive`` snapshot (``operator/``, ``bench/`` and ``crds/``) with ``PYTHONPATH`` pointing at the snapshot, so
-both the benchmark and the operator process it starts import the baseline. A ratio above 1 means the work tree is
+both the benchmark and the operator process it starts import the baseline (and the work tree likewise its own
+``operator/``, whatever is installed in the environment). A ratio above 1 means the work tree is
 slower (or bigger) than the baseline.
 
 Usage (the sandbox must be running: ``modelmonitor cluster up``)::
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for side, bench_dir, pythonpath in (
                 ("base", root / "base" / "bench", root / "base" / "operator"),
-                ("head", REPO / "bench", None),
+                ("head", REPO / "bench", REPO / "operator"),
             ):
                 output = root / f"{side}-{round_}.md"
                 run(bench_dir, pythonpath, args.monitors, output, extra)
