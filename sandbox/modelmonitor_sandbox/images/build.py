@@ -191,6 +191,9 @@ def debian_base(kind: str, progress: Progress = _stderr_progress) -> str:
             progress=progress,
         )
         partial.replace(tarball)  # only a complete root filesystem is ever cached
+        for stale in folder.glob(f"python-base-{SUITE}-{kind}-*.tar"):
+            if stale != tarball:  # a base of an earlier recipe: never used again
+                stale.unlink()
     progress(f"importing {tarball.name} as {name}")
     changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
     imported = _podman("import", *changes, str(tarball), name)
