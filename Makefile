@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup venv binaries lint unit test demo clean-cluster crds generate
+.PHONY: setup venv binaries images lint unit test demo clean-cluster crds generate
 
 venv: $(BIN)/.installed
 
@@ -25,6 +25,13 @@ binaries: venv
 
 setup: venv binaries
 
+# The operator and sidecar images (modelmonitor/operator, modelmonitor/sidecar, tagged with the version) from
+# docker/Dockerfile, with podman: no Docker daemon. Installs Debian's podman (and mmdebstrap, when the
+# python:3.11-slim base cannot be pulled and a base is bootstrapped from Debian's packages) when missing; the
+# bases are cached in ~/.cache/modelmonitor/images and unchanged layers are reused (docs/install.md).
+images: venv
+	$(BIN)/modelmonitor images build
+
 lint: venv
 	$(BIN)/ruff check operator sandbox tests bench
 	$(BIN)/ruff format --check operator sandbox tests bench
@@ -35,8 +42,9 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -m "not cluster and not e2e" -q $(PYTEST_ARGS)
 
-# Everything CI runs: lint, unit, integration and end-to-end tests on the real local sandbox.
-test: setup lint
+# Everything CI runs: lint, unit, integration and end-to-end tests on the real local sandbox, and the images run
+# with podman (tests/integration/test_images.py).
+test: setup images lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 demo: setup

@@ -39,7 +39,7 @@ COMMAND_GROUP = "modelmonitor.commands"
 # The tooling's subcommands are named here only so that, without the tooling, they are refused with what to
 # install rather than argparse's "invalid choice".
 TOOLING_DISTRIBUTION = "modelmonitor-sandbox"
-TOOLING_COMMANDS = ("cluster", "demo")
+TOOLING_COMMANDS = ("cluster", "demo", "images")
 
 
 def _added_commands() -> dict[str, ModuleType]:

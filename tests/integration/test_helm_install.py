@@ -3,11 +3,12 @@ chart creates.
 
 Why the operator runs as a local process and not in the chart's pod: the sandbox's nodes are kwok's simulated
 nodes. The chart's Deployment is scheduled and its pod reported Running, but no container is ever started (kwok
-simulates pod status, it runs no processes), and there is no container engine here to build the operator image.
-So the test installs the chart for real (CRD, ServiceAccount, Role and RoleBinding, Deployment, Service) and then
-runs `modelmonitor run` on this machine with exactly what the pod would have: the environment of the installed
-Deployment and a token of the chart's ServiceAccount (`kubectl create token`) in a kubeconfig holding only that
-token and the sandbox's CA. Every API call the operator makes is then authorized by the chart's RBAC and
+simulates pod status, it runs no processes). So this test installs the chart for real (CRD, ServiceAccount,
+Role and RoleBinding, Deployment, Service) and then runs `modelmonitor run` on this machine with exactly what
+the pod would have: the environment of the installed Deployment and a token of the chart's ServiceAccount
+(`kubectl create token`) in a kubeconfig holding only that token and the sandbox's CA; tests/integration/
+test_images.py runs the operator's image with podman instead, with the same checks
+(`the_operator_evaluates_and_acts`). Every API call the operator makes is then authorized by the chart's RBAC and
 nothing else. The `helm test` hook pod is not run for the same reason (kwok never runs its curl); its rendering
 is checked in tests/unit/test_chart.py.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,53 @@ MONITOR = {
 }
 
 
+def the_operator_evaluates_and_acts(
+    release: Release, exporter: ExporterProcess, metrics_port: int, running: Callable[[], bool], log: Callable[[], str]
+) -> None:
+    """What a user sees of an operator running under the chart's identity (as a process here, as its image in
+    tests/integration/test_images.py): /healthz answers, a monitor's status is written, and a breach scales the
+    target through the chart's RBAC, with nothing forbidden in the operator's `log()`."""
+    cluster = release.cluster
+    exporter.set(labeled(good=20, bad=1))
+    wait_for(
+        "the operator's /healthz",
+        lambda: http_get(f"http://127.0.0.1:{metrics_port}/healthz") or not running(),
+        timeout=60,
+    )
+    assert running(), log()[-3000:]
+    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
+    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
+
+    def status() -> dict[str, Any]:
+        return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
+
+    # A status written by the operator under the chart's identity.
+    healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
+    assert healthy["policies"][0]["value"] > 0.8
+
+    # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
+    exporter.set(labeled(good=2, bad=20))
+    wait_for(
+        "the scale action to add a replica",
+        lambda: cluster.kubectl_json("get", "deployment", "fraud", "-n", release.watched)["spec"]["replicas"] == 2,
+        timeout=120,
+    )
+    records = wait_for(
+        "a Succeeded scale record",
+        lambda: [a for a in status().get("actions") or [] if a["name"] == "scale-up" and a["result"] == "Succeeded"],
+        timeout=30,
+    )
+    assert records[0]["type"] == "scale"
+    reasons = {
+        e["reason"]
+        for e in cluster.kubectl_json("get", "events", "-n", release.watched)["items"]
+        if e["involvedObject"]["name"] == "fraud"
+    }
+    assert "PolicyFiring" in reasons, reasons
+    text = log()
+    assert "forbidden" not in text.lower(), text[-3000:]
+
+
 def test_the_chart_installs_and_its_service_account_runs_the_operator(
     cluster: Cluster, release: Release, tmp_path: Path
 ) -> None:
@@ -186,46 +234,9 @@ def test_the_chart_installs_and_its_service_account_runs_the_operator(
             stderr=subprocess.STDOUT,
         )
     try:
-        exporter.set(labeled(good=20, bad=1))
-        wait_for(
-            "the operator's /healthz",
-            lambda: http_get(f"http://127.0.0.1:{metrics_port}/healthz") or process.poll() is not None,
-            timeout=60,
+        the_operator_evaluates_and_acts(
+            release, exporter, metrics_port, running=lambda: process.poll() is None, log=log.read_text
         )
-        assert process.poll() is None, log.read_text()[-3000:]
-        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
-        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
-
-        def status() -> dict[str, Any]:
-            return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
-
-        # A status written by the operator under the chart's identity.
-        healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
-        assert healthy["policies"][0]["value"] > 0.8
-
-        # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
-        exporter.set(labeled(good=2, bad=20))
-        wait_for(
-            "the scale action to add a replica",
-            lambda: cluster.kubectl_json("get", "deployment", "fraud", "-n", release.watched)["spec"]["replicas"] == 2,
-            timeout=120,
-        )
-        records = wait_for(
-            "a Succeeded scale record",
-            lambda: [
-                a for a in status().get("actions") or [] if a["name"] == "scale-up" and a["result"] == "Succeeded"
-            ],
-            timeout=30,
-        )
-        assert records[0]["type"] == "scale"
-        reasons = {
-            e["reason"]
-            for e in cluster.kubectl_json("get", "events", "-n", release.watched)["items"]
-            if e["involvedObject"]["name"] == "fraud"
-        }
-        assert "PolicyFiring" in reasons, reasons
-        text = log.read_text()
-        assert "forbidden" not in text.lower(), text[-3000:]
     finally:
         process.terminate()
         try:

@@ -1,6 +1,6 @@
 """The split between the runtime and the development tooling, as a user meets it.
 
-The runtime wheel is built the way the images build it (docker/Dockerfile.*: pyproject.toml, README.md and
+The runtime wheel is built the way the images build it (docker/Dockerfile: pyproject.toml, README.md and
 operator/, nothing else) and must carry neither the local sandbox nor the demo, nor require what only they need.
 The tooling (sandbox/, distribution modelmonitor-sandbox) adds `modelmonitor cluster` and `modelmonitor demo`
 through an entry-point group; without it, the runtime's command line says what to install.
@@ -72,7 +72,7 @@ def test_without_the_tooling_cluster_and_demo_name_what_to_install(runtime_wheel
     # points); the command line needs nothing beyond the standard library to refuse.
     zipfile.ZipFile(runtime_wheel).extractall(tmp_path)
     cli = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from modelmonitor.cli import main; sys.exit(main())"
-    for command in ("cluster", "demo"):
+    for command in ("cluster", "demo", "images"):
         refused = subprocess.run(
             [sys.executable, "-I", "-S", "-c", cli, command, "status"], capture_output=True, text=True, timeout=60
         )
@@ -81,7 +81,7 @@ def test_without_the_tooling_cluster_and_demo_name_what_to_install(runtime_wheel
         assert "modelmonitor-sandbox" in refused.stderr and "pip install" in refused.stderr, refused.stderr
     listed = subprocess.run([sys.executable, "-I", "-S", "-c", cli, "--help"], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
-    assert "cluster, demo: need modelmonitor-sandbox (not installed)" in listed.stdout
+    assert "cluster, demo, images: need modelmonitor-sandbox (not installed)" in listed.stdout
     assert re.search(r"^\s+run\s", listed.stdout, re.M) and not re.search(r"^\s+cluster\s", listed.stdout, re.M)
 
 
@@ -95,8 +95,9 @@ def test_with_the_tooling_installed_cluster_and_demo_are_subcommands(
     out = capsys.readouterr().out
     assert re.search(r"^\s+cluster\s+build, start, stop and inspect the local Kubernetes sandbox$", out, re.M), out
     assert re.search(r"^\s+demo\s+run the narrated demo on the local sandbox", out, re.M), out
+    assert re.search(r"^\s+images\s+build the operator and sidecar images with podman", out, re.M), out
     assert "not installed" not in out
-    for command, option in (("cluster", "status"), ("demo", "--quick")):
+    for command, option in (("cluster", "status"), ("demo", "--quick"), ("images", "build")):
         with pytest.raises(SystemExit) as helped:
             main([command, "--help"])
         assert helped.value.code == 0
