@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,9 +208,12 @@ def ensure_bases(progress: Progress = _stderr_progress, use_upstream: bool = Tru
     pulled = _pulled_base(progress) if use_upstream else None
     if pulled is not None:
         return Bases(runtime=pulled, builder=pulled, origin="python:3.11-slim")
-    return Bases(
-        runtime=debian_base("runtime", progress), builder=debian_base("builder", progress), origin="mmdebstrap"
-    )
+    # Both bootstraps mostly wait on downloads and dpkg: side by side they take little longer than one. The
+    # tool is installed first, so the two never run apt-get at the same time.
+    _debian_binary("mmdebstrap", "mmdebstrap", progress)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runtime, builder = pool.map(lambda kind: debian_base(kind, progress), ("runtime", "builder"))
+    return Bases(runtime=runtime, builder=builder, origin="mmdebstrap")
 
 
 def inspect(name: str) -> Image:
