@@ -230,7 +230,9 @@ class MlflowProcess:
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        wait_for("the MLflow server to be ready", lambda: http_get(f"{self.url}/health") is not None, timeout=120)
+        # Two imports of mlflow (its CLI, then the uvicorn worker) and the sqlite schema: slow to start, minutes on
+        # a loaded machine.
+        wait_for("the MLflow server to be ready", lambda: http_get(f"{self.url}/health") is not None, timeout=400)
 
     def stop(self) -> None:
         if self.process is not None:

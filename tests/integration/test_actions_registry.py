@@ -2,17 +2,24 @@
 registered version is pinned into the workload by its immutable source URI and made champion once it proved
 itself; a bad release is rolled back and the alias moved back, the bad version tagged; and with the registry
 stopped (its processes frozen, so every call times out) during a rollback, serving is restored at once and the
-alias move waits, said so in status and Events, and is done exactly once when the registry is back."""
+alias move waits, said so in status and Events, and is done exactly once when the registry is back. And the
+reference profile belongs to the version: stored with it by `profile build`, loaded by the sidecar serving it."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from actions_rig import Rig, crd_fixture, deployment, monitor, operator_account_fixture, rig_fixture  # noqa: F401 - fixtures
 
-from support import MlflowProcess, wait_for
+from modelmonitor_sandbox.devcluster.processes import free_port
+from support import MlflowProcess, http_get, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -20,10 +27,13 @@ ALIAS = "champion"
 
 
 @pytest.fixture(scope="module")
-def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProcess]:
-    server = MlflowProcess(tmp_path_factory.mktemp("mlflow"))
+def mlflow() -> Iterator[MlflowProcess]:
+    # Not under pytest's basetemp: a concurrent pytest run of the same user may prune it while the server runs.
+    directory = Path(tempfile.mkdtemp(prefix="modelmonitor-mlflow-"))
+    server = MlflowProcess(directory)
     yield server
     server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def source(model: str, n: int) -> str:
@@ -177,3 +187,50 @@ def test_the_registry_down_during_a_rollback_does_no_harm(rig: Rig, mlflow: Mlfl
     assert status.get("pending") is None
     assert [e["version"] for e in status["history"] if e["event"] == "RolledBack"] == [v1], "done exactly once"
     assert len(rig.events("RegistryUpdatePending")) == 1, "said once, not every retry"
+
+
+FRAUD = Path(__file__).resolve().parents[2] / "examples" / "fraud-model"
+
+
+def test_a_versions_profile_is_stored_with_it_and_the_sidecar_serving_it_loads_it(
+    mlflow: MlflowProcess, tmp_path: Path
+) -> None:
+    model = f"profiles-{tmp_path.name}"
+    v1 = mlflow.register(model, source(model, 1))
+    v2 = mlflow.register(model, source(model, 2))
+    python = sys.executable
+    train = tmp_path / "train.csv"
+    with train.open("w") as out:
+        subprocess.run([python, str(FRAUD / "training_data.py"), "--rows", "500"], stdout=out, check=True)
+    profile = tmp_path / "profile.json"
+    subprocess.run(
+        [python, "-m", "modelmonitor", "profile", "build", str(train), "-o", str(profile), "--label", "label",
+         "--prediction", "prediction", "--score", "score", "--n-boot", "20", "--window-size", "100",
+         "--registry", mlflow.url, "--registered-model", model, "--registered-version", v1],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    uri = mlflow.tags(model, v1)["modelmonitor.dev/profile"]
+    stored = http_get(f"{mlflow.url}/api/2.0/mlflow-artifacts/artifacts/{uri.removeprefix('mlflow-artifacts:/')}")
+    assert stored == profile.read_bytes()
+
+    port = free_port()
+    log = tmp_path / "sidecar.log"
+    sidecar = subprocess.Popen(
+        [python, "-m", "modelmonitor", "sidecar", "--profile-from-registry", mlflow.url, "--registered-model", model,
+         "--model-uri", source(model, 1), f"--listen=127.0.0.1:{port}", "--model=fraud", "--version=v1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for("the sidecar", lambda: http_get(f"http://127.0.0.1:{port}/healthz") is not None, timeout=60)
+        assert f"reference profile of version {v1} of {model}" in log.read_text()
+    finally:
+        sidecar.terminate()
+        sidecar.wait(timeout=30)
+
+    refused = subprocess.run(
+        [python, "-m", "modelmonitor", "sidecar", "--profile-from-registry", mlflow.url, "--registered-model", model,
+         "--registered-version", v2, "--listen=127.0.0.1:1", "--model=fraud", "--version=v2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert f"version {v2} of {model} has no modelmonitor.dev/profile tag" in refused.stderr

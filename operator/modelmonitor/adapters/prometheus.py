@@ -37,7 +37,7 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from modelmonitor.adapters.tlsfiles import TlsFiles
+from modelmonitor.tlsfiles import TlsFiles
 
 __all__ = [
     "ErrorKind",
