@@ -239,7 +239,11 @@ class MlflowProcess:
             # mlflow server runs uvicorn/gunicorn workers in its session: end them all.
             os.killpg(self.process.pid, signal.SIGCONT)  # if frozen
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # its job runner may not heed SIGTERM
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=15)
             self.process = None
 
     def freeze(self) -> None:

@@ -78,6 +78,8 @@ class RegistryHandler:
         # When each monitor last read the registry: at rest, every OBSERVE_SECONDS (in memory: after a restart
         # the first cycle reads it).
         self._checked: dict[tuple[str, str], datetime] = {}
+        # The last registry error each monitor reported with an Event (said once, not every read).
+        self._failed: dict[tuple[str, str], str] = {}
 
     def client(self, ctx: MonitorContext, spec: RegistrySpec) -> ModelRegistry:
         return self.connections.client(ctx.namespace, ctx.name, spec.mlflow)
@@ -120,31 +122,37 @@ class RegistryHandler:
             or (now - last).total_seconds() >= OBSERVE_SECONDS
             or any(r.type in ("rollback", "retrain") for r in records)
         )
-        if not due:
-            return None, []
-        self._checked[slot] = now
-        try:
-            client = self.client(ctx, spec)
-            versions = client.versions(spec.model)
-            if state.pending is not None:
-                events += self._move(ctx, spec, client, versions, state, now)
-            self._observe(ctx, spec, client, versions, state, now)
-        except RegistryError as exc:
-            log.warning("%s/%s: registry: %s", ctx.namespace, ctx.name, exc)
-            if state.pending is not None:
-                error = str(exc)[:1024]
-                first = state.pending.last_error != error
-                state.pending.attempts += 1
-                state.pending.last_error = error
-                if first:
+        if due:
+            self._checked[slot] = now
+            try:
+                client = self.client(ctx, spec)
+                versions = client.versions(spec.model)
+                if state.pending is not None:
+                    events += self._move(ctx, spec, client, versions, state, now)
+                self._observe(ctx, spec, client, versions, state, now)
+            except RegistryError as exc:
+                log.warning("%s/%s: registry: %s", ctx.namespace, ctx.name, exc)
+                if state.pending is None and self._failed.get(slot) != str(exc):
                     events.append(
-                        Event(
-                            "Warning",
-                            "RegistryUpdatePending",
-                            f"moving alias {spec.alias} of {spec.model} ({state.pending.why}) is pending, retried "
-                            f"every cycle: {exc}",
-                        )
+                        Event("Warning", "RegistryReadFailed", f"reading {spec.model} from the registry: {exc}")
                     )
+                self._failed[slot] = str(exc)
+                if state.pending is not None:
+                    error = str(exc)[:1024]
+                    first = state.pending.last_error != error
+                    state.pending.attempts += 1
+                    state.pending.last_error = error
+                    if first:
+                        events.append(
+                            Event(
+                                "Warning",
+                                "RegistryUpdatePending",
+                                f"moving alias {spec.alias} of {spec.model} ({state.pending.why}) is pending, retried "
+                                f"every cycle: {exc}",
+                            )
+                        )
+            else:
+                self._failed.pop(slot, None)
         if state == prior:
             return None, events  # nothing to write: a monitor at rest costs no status write
         written = status_to_dict(state)
@@ -173,7 +181,10 @@ class RegistryHandler:
             and r.key not in handled
         ]
         if rollbacks and ctx.target == DEPLOYMENT:
-            move = self._rollback_move(ctx, rollbacks, now)
+            move, superseded = self._rollback_move(ctx, rollbacks, now)
+            # Finished rollbacks the Deployment's ledger no longer names (a later one replaced them): nothing to
+            # move for them, and not read for again.
+            state.decided = [*state.decided, *superseded][-MAX_REGISTRY_HISTORY:]
             if move is not None:
                 self._pend(state, move)
                 return True
@@ -198,13 +209,16 @@ class RegistryHandler:
 
     def _rollback_move(
         self, ctx: MonitorContext, rollbacks: Sequence[ActionRecord], now: datetime
-    ) -> RegistryMove | None:
+    ) -> tuple[RegistryMove | None, list[str]]:
+        """The alias move after the rollback the Deployment's ledger names (None while it has not acted), and
+        the keys of finished rollbacks it does not name."""
         deployment = self.workloads.get(DEPLOYMENT, ctx.namespace, ctx.target_name)
         ledger = read_json_annotation(deployment, LEDGER_ANNOTATION)
+        superseded = [r.key for r in rollbacks if r.result is ActionResult.SUCCEEDED and r.key != ledger.get("key")]
         done = next((r for r in reversed(rollbacks) if r.key == ledger.get("key")), None)
         if done is None:
-            return None  # not rolled back yet (or superseded): nothing for the registry
-        return RegistryMove(
+            return None, superseded  # not rolled back yet: nothing for the registry
+        move = RegistryMove(
             kind="Rollback",
             key=done.key,
             to_template_hash=str(ledger.get("to", "")),
@@ -212,6 +226,7 @@ class RegistryHandler:
             why=f"rollback {done.name} for policy {done.policy}",
             since=format_time(now),
         )
+        return move, superseded
 
     def _templates(self, ctx: MonitorContext) -> dict[str, Mapping[str, Any]]:
         """The pod templates of the Deployment's revisions, by pod-template-hash."""

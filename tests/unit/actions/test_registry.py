@@ -270,3 +270,16 @@ def test_a_registry_promotion_needs_spec_registry_and_aliases_mlflow_accepts() -
         parse_spec(monitor_spec({"retrain": RETRAIN}))
     with pytest.raises(SpecError, match="alias"):
         parse_spec(monitor_spec({}, policy_actions=[], registry={**registry_spec(), "alias": "v3"}))
+
+
+def test_a_registry_that_cannot_be_read_at_rest_is_said_once_and_changes_nothing() -> None:
+    s, registry = scenario({"rollback": ROLLBACK}, ["rollback"])
+    settle(s)
+    before = dict(s.status["registry"])
+    registry.down = True
+    settle(s, 200)  # several reads, every 30 s
+    assert len(events(s, "RegistryReadFailed")) == 1
+    assert s.status["registry"] == before, "what was known is kept, not blanked"
+    registry.down = False
+    settle(s, 40)
+    assert s.status["registry"]["servedVersion"] == "1"
