@@ -375,7 +375,7 @@ class RetrainHandler:
             return None, missing
         if not version.source or len(version.source) > MAX_SOURCE_LENGTH or any(c.isspace() for c in version.source):
             return None, f"version {version.version} of {registry.model} has no usable source URI: {version.source!r}"
-        return version.source, f"registered version {version.version} of {registry.model}, source {version.source}"
+        return version.source, f"registered version {version.version} of {registry.model}"
 
     def _finish(
         self, ctx: MonitorContext, job: dict[str, Any], finished: tuple[str, str], now: datetime
