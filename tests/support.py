@@ -229,10 +229,16 @@ class MlflowProcess:
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # The registry needs none of MLflow's job runner (a handful of huey consumer processes).
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )  # fmt: skip
         # Two imports of mlflow (its CLI, then the uvicorn worker) and the sqlite schema: slow to start, minutes on
         # a loaded machine.
-        wait_for("the MLflow server to be ready", lambda: http_get(f"{self.url}/health") is not None, timeout=400)
+        try:
+            wait_for("the MLflow server to be ready", lambda: http_get(f"{self.url}/health") is not None, timeout=400)
+        except AssertionError:
+            self.stop()  # no server left behind when it never came up
+            raise
 
     def stop(self) -> None:
         if self.process is not None:
