@@ -20,6 +20,7 @@ from aiohttp import web
 from modelmonitor.actions import Actions, CrashHook, Remediator
 from modelmonitor.adapters.alertmanager import HttpAlertSender
 from modelmonitor.adapters.kubernetes import KubernetesClient, load_config
+from modelmonitor.adapters.registry import RegistryConnections
 from modelmonitor.api import GROUP, PLURAL, VERSION
 from modelmonitor.loop import Evaluator, Registry
 from modelmonitor.operator_metrics import OperatorMetrics, health_app
@@ -47,7 +48,8 @@ def build_runtime(settings: OperatorSettings, actions: Actions | None = None) ->
     metrics = OperatorMetrics(monitors=registry)  # /metrics mirrors each monitor's last status
     kube = KubernetesClient()
     if actions is None:
-        actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env())
+        registries = RegistryConnections(kube, secret_ttl_seconds=settings.secret_ttl_seconds)
+        actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env(), registries=registries)
     evaluator = Evaluator(settings, registry, kube, actions, metrics)
     return Runtime(settings, registry, evaluator, metrics)
 

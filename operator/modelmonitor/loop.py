@@ -298,7 +298,7 @@ class Evaluator:
     def _finish(self, entry: MonitorEntry, reconciled: Reconciled, now_epoch: float) -> bool:
         """Act, write status and post Events for one monitor. Returns False when the status write failed."""
         outcome, prior = self._act(entry, reconciled)
-        status = reconciled.with_actions(prior, outcome.records, outcome.last_known_good)
+        status = reconciled.with_actions(prior, outcome.records, outcome.last_known_good, outcome.registry)
         next_due = next_aligned(now_epoch, entry.interval_seconds)
         events = [*reconciled.events(outcome.records), *outcome.events]
         if not events and not status_write_due(

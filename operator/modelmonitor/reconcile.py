@@ -150,9 +150,10 @@ class Reconciled:
         prior: Mapping[str, Any],
         records: Sequence[ActionRecord],
         last_known_good: Mapping[str, Any] | None = None,
+        registry: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The status after this cycle's actions: ``records`` merged into the history of ``prior`` (the prior
-        status, or the one persisted by `with_pending`)."""
+        status, or the one persisted by `with_pending`); ``registry`` replaces ``status.registry`` when given."""
         return render_status(
             self.monitor.engine,
             self.evaluation,
@@ -161,6 +162,7 @@ class Reconciled:
             action_records=records,
             last_known_good=last_known_good,
             conflict_with=self.conflict_with,
+            registry=registry,
         )
 
     @property

@@ -95,6 +95,15 @@ def test_short_name_and_category_list_monitors(cluster: Cluster, crd: str, names
 
 
 Mutation = Callable[[dict[str, Any]], object]
+_REGISTRY = {"mlflow": {"trackingUri": "http://mlflow:5000"}, "model": "fraud"}
+_REGISTRY_RETRAIN = {
+    "type": "retrain",
+    "serviceAccountName": "trainer",
+    "jobTemplate": {
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "t"}]}}}
+    },
+    "promote": {"from": "registry", "to": {"env": {"container": "model", "name": "MODEL_URI"}}},
+}
 
 
 def _policy(spec: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +216,29 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         lambda s: s["target"].update(kind="Rollout"),
         "spec.target.apiVersion",
         "apiVersion is required",
+    ),
+    (
+        "registry promotion without spec.registry",
+        lambda s: s["actions"].update(retrain=_REGISTRY_RETRAIN),
+        "spec.registry",
+        "promote.from: registry needs spec.registry",
+    ),
+    (
+        "registry promotion into an image tag",
+        lambda s: (
+            s.update(registry=_REGISTRY)
+            or s["actions"].update(
+                retrain={**_REGISTRY_RETRAIN, "promote": {"from": "registry", "to": {"image": {"container": "model"}}}}
+            )
+        ),
+        "spec.actions[retrain].promote.to",
+        "no image tag",
+    ),
+    (
+        "an alias MLflow refuses",
+        lambda s: s.update(registry={**_REGISTRY, "alias": "v3"}),
+        "spec.registry.alias",
+        "MLflow refuses such aliases",
     ),
 ]
 

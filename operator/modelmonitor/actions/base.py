@@ -28,6 +28,8 @@ from modelmonitor.policy import ActionRecord, ActionResult, Decision, Evaluation
 PREFIX = "modelmonitor.dev/"
 #: On a ModelMonitor: the idempotency keys (comma- or space-separated) of pending actions a person approves.
 APPROVE_ANNOTATION = PREFIX + "approve"
+#: On a workload: the ledger of the last promotion (Job, version, key), written with the change itself.
+PROMOTED_ANNOTATION = PREFIX + "promoted"
 #: Kubernetes' own convention, shown by ``kubectl rollout history``.
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 
@@ -112,11 +114,13 @@ class Notice:
 
 @dataclass
 class ActionsOutcome:
-    """What one cycle of actions produced: records for ``status.actions``, Events, and a new lastKnownGood."""
+    """What one cycle of actions produced: records for ``status.actions``, Events, a new lastKnownGood, and a new
+    ``status.registry`` (None: unchanged; {}: removed)."""
 
     records: list[ActionRecord] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     last_known_good: dict[str, Any] | None = None
+    registry: dict[str, Any] | None = None
 
 
 #: Persists Pending records in the monitor's status before acting; raises if it cannot (then nothing is done).

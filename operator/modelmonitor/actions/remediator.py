@@ -44,12 +44,14 @@ from modelmonitor.actions.base import (
     is_awaiting_approval,
     record,
 )
+from modelmonitor.actions.registry import RegistryHandler
 from modelmonitor.actions.retrain import RetrainHandler
 from modelmonitor.actions.rollback import RollbackHandler
 from modelmonitor.actions.scale import ScaleHandler, give_back_action
 from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertSender
 from modelmonitor.adapters.kubernetes import KubernetesError, Workloads
+from modelmonitor.adapters.registry import RegistryConnections
 from modelmonitor.api import Action, AlertAction, ScaleAction
 from modelmonitor.policy import (
     ActionRecord,
@@ -135,10 +137,13 @@ class Remediator:
         *,
         crash: CrashHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        registries: RegistryConnections | None = None,
     ) -> None:
         self.scale = ScaleHandler(workloads)
         self.rollback = RollbackHandler(workloads)
-        self.retrain = RetrainHandler(workloads)
+        # Without registry connections (unit tests of other actions) monitors with spec.registry are told so.
+        self.registry = RegistryHandler(registries, self.rollback) if registries is not None else None
+        self.retrain = RetrainHandler(workloads, self.registry)
         self.alert = AlertHandler(alerts, clock)
         self.handlers: Mapping[str, Any] = {
             "scale": self.scale,
@@ -209,6 +214,15 @@ class Remediator:
             out.events.extend(events)
 
         self._guarded(monitor, out, "tracking the last-known-good revision", track)
+
+        def sync_registry() -> None:
+            # After the rollback and the last-known-good: serving never waits for the registry.
+            if self.registry is None:
+                return
+            out.registry, events = self.registry.sync(monitor, out.records, out.last_known_good, now)
+            out.events.extend(events)
+
+        self._guarded(monitor, out, "updating the model registry", sync_registry)
         out.events.extend(conflict_events(monitor))
         out.events.extend(self.alert.degraded(monitor, evaluation, now))
         return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -29,6 +30,7 @@ from typing import Any
 from modelmonitor.actions.base import (
     CHANGE_CAUSE_ANNOTATION,
     PREFIX,
+    PROMOTED_ANNOTATION,
     Done,
     MonitorContext,
     Notice,
@@ -40,9 +42,14 @@ from modelmonitor.actions.base import (
     read_json_annotation,
     timestamp,
 )
+from modelmonitor.actions.registry import RegistryHandler
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, STATEFULSET, KubernetesError, Workloads
+from modelmonitor.adapters.registry import RegistryError
 from modelmonitor.api import API_VERSION, KIND, ActionType, Promotion, RetrainAction
+from modelmonitor.api.registry import JOB_TAG
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
+
+log = logging.getLogger("modelmonitor.actions")
 
 MONITOR_UID_LABEL = PREFIX + "monitor-uid"
 MONITOR_LABEL = PREFIX + "monitor"
@@ -50,11 +57,12 @@ ACTION_LABEL = PREFIX + "action"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelmonitor"}
 KEY_ANNOTATION = PREFIX + "key"
 OUTCOME_ANNOTATION = PREFIX + "outcome"
-PROMOTED_ANNOTATION = PREFIX + "promoted"
 #: After a Job completes, how long to wait for its model version to appear (a trainer may annotate its Job
 #: just as it exits) before the promotion is given up as failed.
 VERSION_GRACE_SECONDS = 60.0
 MAX_VERSION_LENGTH = 128
+#: A registered version's source URI is written whole (an env value or annotation, not an image tag).
+MAX_SOURCE_LENGTH = 2048
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -94,6 +102,9 @@ def build_job(ctx: MonitorContext, decision: Decision, action: RetrainAction, na
         "severity": decision.severity.value,
         "query": decision.query,
         "key": decision.key,
+        # The Job's own name (MODELMONITOR_JOB): a trainer tags the model version it registers with it
+        # (modelmonitor.dev/job=<name>), which is how promote.from: registry finds that version.
+        "job": name,
     }
     annotations = {PREFIX + k: v for k, v in evidence.items()}
     annotations[PREFIX + "action"] = decision.action
@@ -218,8 +229,9 @@ class RetrainHandler:
 
     type: ActionType = "retrain"
 
-    def __init__(self, workloads: Workloads) -> None:
+    def __init__(self, workloads: Workloads, registry: RegistryHandler | None = None) -> None:
         self.workloads = workloads
+        self.registry = registry
 
     def _jobs(self, ctx: MonitorContext) -> list[dict[str, Any]]:
         return self.workloads.list(JOB, ctx.namespace, label_selector=f"{MONITOR_UID_LABEL}={ctx.uid}")
@@ -344,6 +356,27 @@ class RetrainHandler:
                 )
         return records, notices
 
+    def _registered_version(self, ctx: MonitorContext, job: str) -> tuple[str | None, str] | None:
+        """The source URI of the version the Job registered and tagged with its name, and where it was found;
+        (None, why not) when there is none; None when the registry cannot be reached (retried next cycle)."""
+        registry = ctx.spec.registry
+        if self.registry is None or registry is None:
+            return None, "no model registry is configured (spec.registry)"
+        where = f"the version of registered model {registry.model} tagged {JOB_TAG}={job}"
+        missing = f"registered model {registry.model} has no version tagged {JOB_TAG}={job}"
+        try:
+            version = self.registry.job_version(ctx, job)
+        except RegistryError as exc:
+            if exc.unreachable:
+                log.warning("%s/%s: promotion of Job %s waits for the registry: %s", ctx.namespace, ctx.name, job, exc)
+                return None
+            return None, f"{where}: {exc}"
+        if version is None:
+            return None, missing
+        if not version.source or len(version.source) > MAX_SOURCE_LENGTH or any(c.isspace() for c in version.source):
+            return None, f"version {version.version} of {registry.model} has no usable source URI: {version.source!r}"
+        return version.source, f"registered version {version.version} of {registry.model}"
+
     def _finish(
         self, ctx: MonitorContext, job: dict[str, Any], finished: tuple[str, str], now: datetime
     ) -> tuple[ActionResult, str] | None:
@@ -358,10 +391,16 @@ class RetrainHandler:
         promote = action.promote if isinstance(action, RetrainAction) else None
         if promote is None:
             return ActionResult.SUCCEEDED, f"retraining Job {name} completed"
-        pods = []
-        if promote.from_ == "terminationMessage":
-            pods = self.workloads.list(POD, ctx.namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
-        version, where = read_version(job, pods, promote)
+        if promote.from_ == "registry":
+            found = self._registered_version(ctx, name)
+            if found is None:
+                return None  # the registry cannot be reached: asked again next cycle
+            version, where = found
+        else:
+            pods = []
+            if promote.from_ == "terminationMessage":
+                pods = self.workloads.list(POD, ctx.namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
+            version, where = read_version(job, pods, promote)
         if version is None:
             completed = timestamp((job.get("status") or {}).get("completionTime")) or now
             if (now - completed).total_seconds() < VERSION_GRACE_SECONDS:

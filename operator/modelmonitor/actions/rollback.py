@@ -166,7 +166,7 @@ class RollbackHandler:
         # its settle period, not every cycle (two API reads each), so a healthy fleet costs the API server little.
         self._checked: dict[tuple[str, str], datetime] = {}
 
-    def _history(self, ctx: MonitorContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def history(self, ctx: MonitorContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         deployment = self.workloads.get(DEPLOYMENT, ctx.namespace, ctx.target_name)
         replicasets = self.workloads.list(REPLICASET, ctx.namespace, label_selector=selector_of(deployment))
         return deployment, owned_replicasets(deployment, replicasets)
@@ -189,7 +189,7 @@ class RollbackHandler:
         if last is not None and (now - last).total_seconds() < settle / 4:
             return None, []
         self._checked[slot] = now
-        deployment, owned = self._history(ctx)
+        deployment, owned = self.history(ctx)
         done, _why = rollout_done(deployment)
         current = current_replicaset(deployment, owned)
         if not done or current is None or not template_hash(current):
@@ -221,7 +221,7 @@ class RollbackHandler:
         key = decision.key
         if ctx.target != DEPLOYMENT:
             return Settled(key, ActionResult.FAILED, f"rollback needs a Deployment; the target is {ctx.target_text}")
-        deployment, owned = self._history(ctx)
+        deployment, owned = self.history(ctx)
         ledger = read_json_annotation(deployment, LEDGER_ANNOTATION)
         if ledger.get("key") == key:
             return None  # done; the rollout is watched by `reconcile`

@@ -24,27 +24,95 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from modelmonitor.adapters.kubernetes import KubernetesError
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier, PrometheusSettings
 from modelmonitor.api import PrometheusConnection, duration_seconds
+from modelmonitor.api.auth import HttpAuth, HttpTLS
 
 __all__ = [
     "Connections",
+    "CredentialsError",
+    "HttpCredentials",
     "PrometheusConnectionError",
     "PrometheusFactory",
     "SecretCache",
     "SecretReader",
+    "read_credentials",
 ]
 
 MonitorKey = tuple[str, str]
 PrometheusFactory = Callable[[PrometheusSettings], PrometheusQuerier]
 
 
-class PrometheusConnectionError(ValueError):
+class CredentialsError(ValueError):
+    """A credential a monitor names cannot be read; the message names the field, Secret and key."""
+
+
+class PrometheusConnectionError(CredentialsError):
     """A monitor's Prometheus connection cannot be built; the message names the field, Secret and key."""
+
+
+@dataclass(frozen=True)
+class HttpCredentials:
+    """What ``auth`` and ``tls`` of a connection (`HttpAuth`, `HttpTLS`) resolve to, Secrets read."""
+
+    bearer_token: str | None = field(default=None, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    ca_pem: str | None = field(default=None, repr=False)
+    client_cert_pem: str | None = field(default=None, repr=False)
+    client_key_pem: str | None = field(default=None, repr=False)
+    insecure_skip_verify: bool = False
+
+
+def read_credentials(
+    secrets: SecretCache,
+    namespace: str,
+    where: str,
+    auth: HttpAuth | None,
+    tls: HttpTLS | None,
+    named: set[tuple[str, str]],
+) -> HttpCredentials:
+    """The credentials of a connection at ``where`` (``spec.prometheus``, ``spec.registry.mlflow``) in
+    ``namespace``. Every Secret named is added to ``named``, even when reading it fails. Raises
+    `CredentialsError` naming the field, the Secret and the key."""
+
+    def secret(field: str, name: str, key: str) -> str:
+        named.add((namespace, name))
+        try:
+            data = secrets.get(namespace, name)
+        except KubernetesError as exc:
+            raise CredentialsError(f"{field}: cannot read Secret {namespace}/{name}: {exc}") from exc
+        if key not in data:
+            raise CredentialsError(f"{field}: Secret {namespace}/{name} has no key {key!r}")
+        try:
+            return data[key].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CredentialsError(f"{field}: key {key!r} of Secret {namespace}/{name} is not UTF-8 text") from None
+
+    bearer = basic = ca = cert = key = None
+    if auth is not None:
+        if (ref := auth.bearer_token_secret_ref) is not None:
+            # A token file written with `echo` ends in a newline that must not reach the header.
+            bearer = secret(f"{where}.auth.bearerTokenSecretRef", ref.name, ref.key).strip()
+        if (basic_ref := auth.basic_auth_secret_ref) is not None:
+            field = f"{where}.auth.basicAuthSecretRef"
+            basic = (
+                secret(field, basic_ref.name, basic_ref.username_key),
+                secret(field, basic_ref.name, basic_ref.password_key),
+            )
+    insecure = False
+    if tls is not None:
+        insecure = tls.insecure_skip_verify
+        if (ca_ref := tls.ca_secret_ref) is not None:
+            ca = secret(f"{where}.tls.caSecretRef", ca_ref.name, ca_ref.key)
+        if (cert_ref := tls.cert_secret_ref) is not None:
+            field = f"{where}.tls.certSecretRef"
+            cert = secret(field, cert_ref.name, cert_ref.cert_key)
+            key = secret(field, cert_ref.name, cert_ref.key_key)
+    return HttpCredentials(bearer, basic, ca, cert, key, insecure)
 
 
 class SecretReader(Protocol):
@@ -236,51 +304,20 @@ class Connections:
                 "spec.prometheus.url is not set and the operator has no default (MODELMONITOR_PROMETHEUS_URL)"
             )
 
-        def secret(field: str, name: str, key: str) -> str:
-            named.add((namespace, name))
-            try:
-                data = self._secrets.get(namespace, name)
-            except KubernetesError as exc:
-                raise PrometheusConnectionError(f"{field}: cannot read Secret {namespace}/{name}: {exc}") from exc
-            if key not in data:
-                raise PrometheusConnectionError(f"{field}: Secret {namespace}/{name} has no key {key!r}")
-            try:
-                return data[key].decode("utf-8")
-            except UnicodeDecodeError:
-                raise PrometheusConnectionError(
-                    f"{field}: key {key!r} of Secret {namespace}/{name} is not UTF-8 text"
-                ) from None
-
-        bearer = basic = ca = cert = key = None
-        if conn.auth is not None:
-            if (ref := conn.auth.bearer_token_secret_ref) is not None:
-                # A token file written with `echo` ends in a newline that must not reach the header.
-                bearer = secret("spec.prometheus.auth.bearerTokenSecretRef", ref.name, ref.key).strip()
-            if (basic_ref := conn.auth.basic_auth_secret_ref) is not None:
-                field = "spec.prometheus.auth.basicAuthSecretRef"
-                basic = (
-                    secret(field, basic_ref.name, basic_ref.username_key),
-                    secret(field, basic_ref.name, basic_ref.password_key),
-                )
-        insecure = False
-        if conn.tls is not None:
-            insecure = conn.tls.insecure_skip_verify
-            if (ca_ref := conn.tls.ca_secret_ref) is not None:
-                ca = secret("spec.prometheus.tls.caSecretRef", ca_ref.name, ca_ref.key)
-            if (cert_ref := conn.tls.cert_secret_ref) is not None:
-                field = "spec.prometheus.tls.certSecretRef"
-                cert = secret(field, cert_ref.name, cert_ref.cert_key)
-                key = secret(field, cert_ref.name, cert_ref.key_key)
+        try:
+            creds = read_credentials(self._secrets, namespace, "spec.prometheus", conn.auth, conn.tls, named)
+        except CredentialsError as exc:
+            raise PrometheusConnectionError(str(exc)) from exc
         try:
             return PrometheusSettings(
                 url=url,
                 headers=dict(conn.headers),
-                bearer_token=bearer,
-                basic_auth=basic,
-                ca_pem=ca,
-                client_cert_pem=cert,
-                client_key_pem=key,
-                insecure_skip_verify=insecure,
+                bearer_token=creds.bearer_token,
+                basic_auth=creds.basic_auth,
+                ca_pem=creds.ca_pem,
+                client_cert_pem=creds.client_cert_pem,
+                client_key_pem=creds.client_key_pem,
+                insecure_skip_verify=creds.insecure_skip_verify,
                 timeout_seconds=duration_seconds(conn.timeout),
             )
         except ValueError as exc:

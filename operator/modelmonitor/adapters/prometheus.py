@@ -25,10 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import stat
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +36,8 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
+
+from modelmonitor.tlsfiles import TlsFiles
 
 __all__ = [
     "ErrorKind",
@@ -364,10 +362,17 @@ class PrometheusClient:
     def __init__(self, settings: PrometheusSettings, *, session: requests.Session | None = None) -> None:
         self.settings = settings
         self._base = settings.url.rstrip("/")
-        self._tempdir: str | None = None
+        self._tls = TlsFiles("modelmonitor-prometheus-")
         session = session if session is not None else requests.Session()
-        session.verify = self._verify()
-        session.cert = self._client_cert()
+        session.verify = self._tls.verify(
+            insecure_skip_verify=settings.insecure_skip_verify, ca_pem=settings.ca_pem, ca_file=settings.ca_file
+        )
+        session.cert = self._tls.client_cert(
+            cert_pem=settings.client_cert_pem,
+            key_pem=settings.client_key_pem,
+            cert_file=settings.client_cert_file,
+            key_file=settings.client_key_file,
+        )
         headers = dict(settings.headers)
         if settings.bearer_token is not None:
             headers["Authorization"] = f"Bearer {settings.bearer_token}"
@@ -443,9 +448,7 @@ class PrometheusClient:
     def close(self) -> None:
         """Close the HTTP session and delete temporary PEM files."""
         self.connection.close()
-        if self._tempdir is not None:
-            shutil.rmtree(self._tempdir, ignore_errors=True)
-            self._tempdir = None
+        self._tls.remove()
 
     def __enter__(self) -> PrometheusClient:
         return self
@@ -473,35 +476,6 @@ class PrometheusClient:
         if isinstance(failure, requests.exceptions.RetryError):
             return QueryError(ErrorKind.HTTP, f"{where} kept failing after retries: {_reason(failure)}")
         return QueryError(ErrorKind.CONNECTION, f"request to {where} failed: {_reason(failure)}")
-
-    def _verify(self) -> bool | str:
-        if self.settings.insecure_skip_verify:
-            return False
-        if self.settings.ca_pem is not None:
-            return self._write_private("ca.pem", self.settings.ca_pem)
-        if self.settings.ca_file is not None:
-            return self.settings.ca_file
-        return True
-
-    def _client_cert(self) -> tuple[str, str] | None:
-        if self.settings.client_cert_pem is not None and self.settings.client_key_pem is not None:
-            return (
-                self._write_private("client.crt", self.settings.client_cert_pem),
-                self._write_private("client.key", self.settings.client_key_pem),
-            )
-        if self.settings.client_cert_file is not None and self.settings.client_key_file is not None:
-            return (self.settings.client_cert_file, self.settings.client_key_file)
-        return None
-
-    def _write_private(self, name: str, pem: str) -> str:
-        # requests (and OpenSSL under it) read certificates from files only; keep them owner-readable.
-        if self._tempdir is None:
-            self._tempdir = tempfile.mkdtemp(prefix="modelmonitor-prometheus-")
-        path = os.path.join(self._tempdir, name)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(pem)
-        return path
 
 
 def _epoch(moment: datetime) -> str:

@@ -26,6 +26,7 @@ from modelmonitor.api.common import (
     duration_seconds,
     parse_duration,
 )
+from modelmonitor.api.registry import MlflowConnection, RegistrySpec
 from modelmonitor.api.spec import (
     DRIFT_SIGNALS,
     QUERY_PLACEHOLDERS,
@@ -40,12 +41,14 @@ from modelmonitor.api.spec import (
 )
 from modelmonitor.api.status import (
     MAX_ACTION_HISTORY,
+    MAX_REGISTRY_HISTORY,
     ActionRecord,
     ActionResult,
     LastKnownGood,
     ModelMonitorStatus,
     MonitorCondition,
     PolicyStatus,
+    RegistryStatus,
     status_from_dict,
     status_to_dict,
 )
@@ -58,6 +61,7 @@ __all__ = [
     "GROUP",
     "KIND",
     "MAX_ACTION_HISTORY",
+    "MAX_REGISTRY_HISTORY",
     "PLURAL",
     "QUERY_PLACEHOLDERS",
     "SIGNALS",
@@ -73,6 +77,7 @@ __all__ = [
     "Condition",
     "FieldProblem",
     "LastKnownGood",
+    "MlflowConnection",
     "ModelMonitorSpec",
     "ModelMonitorStatus",
     "ModelSelector",
@@ -81,6 +86,8 @@ __all__ = [
     "PolicyStatus",
     "PrometheusConnection",
     "Promotion",
+    "RegistrySpec",
+    "RegistryStatus",
     "RetrainAction",
     "RollbackAction",
     "ScaleAction",

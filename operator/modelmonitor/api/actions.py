@@ -267,17 +267,32 @@ class Promotion(ApiModel):
                     "self.from != 'annotation' || has(self.key)",
                     "key is required when from is annotation",
                     field_path=".key",
-                )
+                ),
+                cel(
+                    "self.from != 'registry' || !has(self.to.image)",
+                    "from: registry writes the version's source URI, which is no image tag: use to.env or "
+                    "to.annotation",
+                    field_path=".to",
+                ),
+                cel(
+                    "self.from != 'registry' || (!has(self.key) && !has(self.container))",
+                    "key and container belong to from: annotation or terminationMessage, not registry",
+                    field_path=".from",
+                ),
             ]
         )
     )
 
-    from_: Literal["annotation", "terminationMessage"] = Field(
+    from_: Literal["annotation", "terminationMessage", "registry"] = Field(
         alias="from",
         description=(
             "Where the Job reports the version. annotation: an annotation on the Job, named by key. "
             "terminationMessage: the termination message of the Job's container; if key is set the message is "
-            "read as a JSON object and that key taken, otherwise the whole message (trimmed) is the version."
+            "read as a JSON object and that key taken, otherwise the whole message (trimmed) is the version. "
+            "registry: the version of spec.registry.model that the Job registered and tagged "
+            "modelmonitor.dev/job=<its own name> (given to it as MODELMONITOR_JOB); its immutable source URI is "
+            "written into the workload, and spec.registry.alias moves to it once its revision became "
+            "last-known-good."
         ),
     )
     key: str | None = Field(
@@ -297,6 +312,13 @@ class Promotion(ApiModel):
     def _check(self) -> Promotion:
         if self.from_ == "annotation" and self.key is None:
             raise field_error("key", "is required when from is annotation")
+        if self.from_ == "registry":
+            if self.to.image is not None:
+                raise field_error(
+                    "to", "from: registry writes a source URI, which is no image tag: use env or annotation"
+                )
+            if self.key is not None or self.container is not None:
+                raise field_error("from", "key and container belong to annotation or terminationMessage, not registry")
         return self
 
 

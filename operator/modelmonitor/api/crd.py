@@ -295,6 +295,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.lastAction",
         "description": "The last action and its result.",
     },
+    {
+        "name": "Serving",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.registry.servedVersion",
+        "description": "The registered model version the workload serves (with spec.registry).",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from modelmonitor.api.actions import Action
+from modelmonitor.api.auth import HttpAuth, HttpTLS
 from modelmonitor.api.common import (
     ACTION_NAME_PATTERN,
     DNS_LABEL_PATTERN,
@@ -23,6 +24,7 @@ from modelmonitor.api.common import (
     field_error,
     k8s,
 )
+from modelmonitor.api.registry import RegistrySpec
 from modelmonitor.promql import TEMPLATE_PLACEHOLDERS, PromQLTemplateError, Template
 
 Signal = Literal[
@@ -206,90 +208,6 @@ class ModelSelector(ApiModel):
         return labels
 
 
-class SecretKeyRef(ApiModel):
-    """A key of a Secret in the monitor's namespace."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
-    key: str = Field(
-        default="token", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the Secret."
-    )
-
-
-class CASecretRef(ApiModel):
-    """A Secret holding the CA bundle (PEM) that signed Prometheus' serving certificate."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
-    key: str = Field(
-        default="ca.crt", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the PEM bundle."
-    )
-
-
-class BasicAuthSecretRef(ApiModel):
-    """A Secret holding a username and password for HTTP basic authentication."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
-    username_key: str = Field(
-        default="username", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the username."
-    )
-    password_key: str = Field(
-        default="password", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the password."
-    )
-
-
-class CertSecretRef(ApiModel):
-    """A Secret holding a client certificate and its private key (PEM), e.g. a kubernetes.io/tls Secret."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
-    cert_key: str = Field(
-        default="tls.crt", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the certificate."
-    )
-    key_key: str = Field(
-        default="tls.key", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the private key."
-    )
-
-
-class PrometheusAuth(ApiModel):
-    """Credentials for Prometheus, read from Secrets in the monitor's namespace. At most one method."""
-
-    model_config = ConfigDict(
-        json_schema_extra=k8s(
-            validations=[
-                cel(
-                    "!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))",
-                    "set at most one of bearerTokenSecretRef and basicAuthSecretRef",
-                )
-            ]
-        )
-    )
-
-    bearer_token_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Send `Authorization: Bearer <token>` with the token from this Secret key."
-    )
-    basic_auth_secret_ref: BasicAuthSecretRef | None = Field(
-        default=None, description="Use HTTP basic authentication with the username and password from this Secret."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> PrometheusAuth:
-        if self.bearer_token_secret_ref is not None and self.basic_auth_secret_ref is not None:
-            raise field_error("basicAuthSecretRef", "set at most one of bearerTokenSecretRef and basicAuthSecretRef")
-        return self
-
-
-class PrometheusTLS(ApiModel):
-    """TLS settings for an https:// Prometheus."""
-
-    ca_secret_ref: CASecretRef | None = Field(
-        default=None, description="Trust this CA bundle instead of the system's roots."
-    )
-    cert_secret_ref: CertSecretRef | None = Field(
-        default=None, description="Present this client certificate (mutual TLS)."
-    )
-    insecure_skip_verify: bool = Field(
-        default=False, description="Do not verify the server's certificate. For test setups only."
-    )
-
-
 class PrometheusConnection(ApiModel):
     """How to reach the Prometheus that scrapes the model's sidecars."""
 
@@ -319,8 +237,8 @@ class PrometheusConnection(ApiModel):
         max_length=16,
         description="Extra HTTP headers sent with every query, e.g. X-Scope-OrgID: team-a for a multi-tenant backend.",
     )
-    auth: PrometheusAuth | None = Field(default=None, description="Credentials, read from Secrets.")
-    tls: PrometheusTLS | None = Field(default=None, description="TLS settings for https:// URLs.")
+    auth: HttpAuth | None = Field(default=None, description="Credentials, read from Secrets.")
+    tls: HttpTLS | None = Field(default=None, description="TLS settings for https:// URLs.")
 
     @field_validator("headers")
     @classmethod
@@ -585,6 +503,10 @@ class Combine(ApiModel):
 
 
 _ACTION_NAMES_RULE = "self.policies.all(p, !has(p.actions) || p.actions.all(a, has(self.actions) && a in self.actions))"
+_REGISTRY_PROMOTION_RULE = (
+    "has(self.registry) || !has(self.actions) || "
+    "self.actions.all(k, !has(self.actions[k].promote) || self.actions[k].promote.from != 'registry')"
+)
 
 
 class ModelMonitorSpec(ApiModel):
@@ -603,6 +525,11 @@ class ModelMonitorSpec(ApiModel):
                     "action names must match " + ACTION_NAME_PATTERN,
                     field_path=".actions",
                 ),
+                cel(
+                    _REGISTRY_PROMOTION_RULE,
+                    "promote.from: registry needs spec.registry (the MLflow registry and the registered model)",
+                    field_path=".registry",
+                ),
             ]
         )
     )
@@ -612,6 +539,14 @@ class ModelMonitorSpec(ApiModel):
     prometheus: PrometheusConnection = Field(
         default_factory=PrometheusConnection,
         description="How to reach Prometheus; by default the operator's configured Prometheus.",
+    )
+    registry: RegistrySpec | None = Field(
+        default=None,
+        description=(
+            "The MLflow model registry holding the model's registered versions: promotions pin a version's source "
+            "URI and move alias once it proved itself, rollbacks move alias back; status.registry records which "
+            "version is served and the history of both."
+        ),
     )
     interval: PositiveDuration = Field(default="30s", description="How often the policies are evaluated.")
     policies: list[Policy] = Field(
@@ -663,6 +598,12 @@ class ModelMonitorSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelMonitorSpec:
+        for name, action in self.actions.items():
+            promote = getattr(action, "promote", None)
+            if promote is not None and promote.from_ == "registry" and self.registry is None:
+                raise field_error(
+                    f"actions.{name}.promote.from", "registry needs spec.registry (the MLflow registry and the model)"
+                )
         seen: set[str] = set()
         for i, policy in enumerate(self.policies):
             if policy.name in seen:

@@ -16,9 +16,10 @@ from modelmonitor.api.common import StatusModel, Timestamp, k8s
 Phase = Literal["Healthy", "Pending", "Firing", "Acting", "NoData", "Degraded", "Paused", "Invalid"]
 PolicyState = Literal["Inactive", "Pending", "Firing", "Resolving", "NoData", "Error"]
 Outcome = Literal["OK", "Breach", "NoData", "Error", "Invalid"]
-ConditionType = Literal["Ready", "Evaluating", "Degraded", "ActionInProgress", "Conflict"]
+ConditionType = Literal["Ready", "Evaluating", "Degraded", "ActionInProgress", "Conflict", "RegistrySynced"]
 
 MAX_ACTION_HISTORY = 20
+MAX_REGISTRY_HISTORY = 20
 
 
 class ActionResult(StrEnum):
@@ -93,10 +94,70 @@ class LastKnownGood(StatusModel):
     since: Timestamp = Field(description="When it became last-known-good.")
 
 
+class RegistryEntry(StatusModel):
+    """One change of what is served or of where the alias points."""
+
+    event: Literal["Served", "Promoted", "RolledBack"] = Field(
+        description=(
+            "Served: the workload started serving this version (a promotion pinned it, a rollback restored it, or "
+            "someone changed it by hand). Promoted: the alias moved to this version once its revision became "
+            "last-known-good. RolledBack: the alias moved back to this version after a rollback."
+        )
+    )
+    version: str = Field(max_length=64, description="The registered model version.")
+    source: str = Field(default="", max_length=2048, description="Its immutable source URI.")
+    at: Timestamp = Field(description="When it happened.")
+    why: str = Field(default="", max_length=1024, description="What caused it.")
+    key: str = Field(default="", max_length=1024, description="What it was done for (an action's key, a revision).")
+
+
+class RegistryMove(StatusModel):
+    """An alias move decided and not done yet (the registry could not be reached): retried every cycle."""
+
+    kind: Literal["Promote", "Rollback"] = Field(description="Promote or Rollback.")
+    key: str = Field(max_length=1024, description="What it is done for: the rollback's key, or the revision's hash.")
+    to_template_hash: str = Field(
+        max_length=64, description="pod-template-hash of the revision whose version the alias moves to."
+    )
+    from_template_hash: str = Field(
+        default="", max_length=64, description="For a rollback: pod-template-hash of the revision rolled back from."
+    )
+    why: str = Field(default="", max_length=1024, description="Why the alias moves.")
+    since: Timestamp = Field(description="When the move was decided.")
+    attempts: int = Field(default=0, ge=0, description="Attempts so far.")
+    last_error: str = Field(default="", max_length=1024, description="Why the last attempt failed.")
+
+
+class RegistryStatus(StatusModel):
+    """The registered versions behind the workload (spec.registry)."""
+
+    served_version: str = Field(
+        default="", max_length=64, description="The registered version whose source URI the workload pins."
+    )
+    served_source: str = Field(default="", max_length=2048, description="The source URI the workload pins.")
+    alias_version: str = Field(default="", max_length=64, description="The version spec.registry.alias points at.")
+    pending: RegistryMove | None = Field(default=None, description="An alias move waiting for the registry.")
+    decided: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REGISTRY_HISTORY,
+        description=(
+            f"Keys of the alias moves decided, newest last (at most {MAX_REGISTRY_HISTORY}, as many as the action "
+            "history holds): a move is decided once per key, so nothing is done twice."
+        ),
+    )
+    history: list[RegistryEntry] = Field(
+        default_factory=list,
+        max_length=MAX_REGISTRY_HISTORY,
+        description=f"Versions served and alias moves, newest last (at most {MAX_REGISTRY_HISTORY}).",
+    )
+
+
 class MonitorCondition(StatusModel):
     """A Kubernetes-style condition."""
 
-    type: ConditionType = Field(description="Ready, Evaluating, Degraded, ActionInProgress or Conflict.")
+    type: ConditionType = Field(
+        description="Ready, Evaluating, Degraded, ActionInProgress, Conflict or RegistrySynced."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", max_length=1024, description="A CamelCase reason.")
     message: str = Field(default="", max_length=32768, description="Details for people.")
@@ -134,12 +195,16 @@ class ModelMonitorStatus(StatusModel):
         description=f"The latest decided actions, newest last (at most {MAX_ACTION_HISTORY}).",
     )
     last_known_good: LastKnownGood | None = Field(default=None, description="The revision a rollback returns to.")
+    registry: RegistryStatus | None = Field(
+        default=None, description="With spec.registry: the version served, where the alias points, the history."
+    )
     conditions: list[MonitorCondition] = Field(
         default_factory=list,
         description=(
             "Ready, Evaluating, Degraded (degradedAfterErrors failed measurements in a row), ActionInProgress, and "
             "Conflict (True while an older ModelMonitor changes the same workload: this one then takes no "
-            "workload-changing action)."
+            "workload-changing action), and with spec.registry RegistrySynced (False while an alias move waits for "
+            "the registry)."
         ),
         json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
     )

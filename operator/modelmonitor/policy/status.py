@@ -190,6 +190,7 @@ def render_status(
     action_records: Sequence[ActionRecord] = (),
     last_known_good: Mapping[str, Any] | None = None,
     conflict_with: str | None = None,
+    registry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole ``status`` of a monitor after ``evaluation``.
 
@@ -197,6 +198,8 @@ def render_status(
     `ActionRecord.from_status`; ValueError names an entry that cannot be read).
     ``last_known_good`` replaces the prior one when given, otherwise the prior one is kept.
     ``conflict_with`` names the older monitor changing the same workload (the ``Conflict`` condition).
+    ``registry`` (``status.registry``) replaces the prior one when given; with one, the ``RegistrySynced``
+    condition says whether an alias move waits for the registry.
     """
     prior_status = prior_status or {}
     now = evaluation.now
@@ -219,7 +222,30 @@ def render_status(
     lkg = last_known_good if last_known_good is not None else prior_status.get("lastKnownGood")
     if lkg:
         status["lastKnownGood"] = dict(lkg)
+    held = registry if registry is not None else prior_status.get("registry")
+    if held:
+        status["registry"] = dict(held)
+        conditions.append(_registry_condition(held, _prior_conditions(prior_status), now))
+    elif registry is not None and prior_status.get("registry"):
+        status["registry"] = None  # spec.registry was removed; the status is a merge patch, where null deletes
     return status
+
+
+def _registry_condition(registry: Mapping[str, Any], prior: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """``RegistrySynced``: False while an alias move waits for the registry, saying which and why."""
+    pending = registry.get("pending")
+    if pending:
+        message = (
+            f"{pending.get('kind')} ({pending.get('why')}) pending since {pending.get('since')}, "
+            f"{pending.get('attempts', 0)} attempts"
+        )
+        if pending.get("lastError"):
+            message += f"; last error: {pending['lastError']}"
+        return _condition(prior, "RegistrySynced", "False", "AliasMovePending", message, now)
+    served = registry.get("servedVersion") or "unknown"
+    aliased = registry.get("aliasVersion") or "none"
+    message = f"serving version {served}; the alias points at version {aliased}"
+    return _condition(prior, "RegistrySynced", "True", "InSync", message, now)
 
 
 def _render_conditions(
@@ -353,4 +379,6 @@ def render_invalid_status(
         status["observedGeneration"] = observed_generation
     if prior_status.get("lastKnownGood"):
         status["lastKnownGood"] = dict(prior_status["lastKnownGood"])
+    if prior_status.get("registry"):
+        status["registry"] = dict(prior_status["registry"])
     return status

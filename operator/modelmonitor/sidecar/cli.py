@@ -10,10 +10,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from modelmonitor import durations
+
+if TYPE_CHECKING:
+    from modelmonitor.sidecar.profile import Profile
 
 
 def duration_seconds(text: str) -> float:
@@ -38,8 +43,16 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The sidecar's options."""
+    parser.add_argument("--profile", help="the reference profile JSON (a file or a mounted ConfigMap key)")
     parser.add_argument(
-        "--profile", required=True, help="the reference profile JSON (a file or a mounted ConfigMap key)"
+        "--profile-from-registry",
+        metavar="MLFLOW_URL",
+        help="instead of --profile: load the profile of the registered version served (profile build --registry)",
+    )
+    parser.add_argument("--registered-model", help="with --profile-from-registry: the registered model's name")
+    parser.add_argument("--registered-version", help="with --profile-from-registry: the version served")
+    parser.add_argument(
+        "--model-uri", help="with --profile-from-registry: the source URI the model serves (instead of the version)"
     )
     parser.add_argument("--listen", type=listen_address, default=("0.0.0.0", 8081), help="HOST:PORT to serve on")
     parser.add_argument("--upstream", help="model server base URL: enables proxy mode (e.g. http://127.0.0.1:8080)")
@@ -61,12 +74,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def _load_profile(args: argparse.Namespace, log: logging.Logger) -> Profile:
+    """The profile from --profile, or the registered version's from --profile-from-registry."""
+    from modelmonitor.sidecar import profile as profile_io
+
+    if (args.profile is None) == (args.profile_from_registry is None):
+        raise ValueError("give exactly one of --profile and --profile-from-registry")
+    if args.profile is not None:
+        return profile_io.load(args.profile)
+    from modelmonitor.mlflowrest import RegistryError
+    from modelmonitor.sidecar.registry_profiles import fetch_profile
+
+    if not args.registered_model or (args.registered_version is None) == (args.model_uri is None):
+        raise ValueError(
+            "--profile-from-registry needs --registered-model and one of --registered-version, --model-uri"
+        )
+    try:
+        data, which = fetch_profile(
+            args.profile_from_registry, args.registered_model, version=args.registered_version, source=args.model_uri
+        )
+        document = json.loads(data)
+    except (RegistryError, ValueError) as error:
+        raise ValueError(f"--profile-from-registry: {error}") from error
+    log.info("reference profile of %s", which)
+    return profile_io.from_json(document)
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the profile, build the monitor and serve until SIGTERM / SIGINT."""
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from modelmonitor.sidecar import profile as profile_io
     from modelmonitor.sidecar.monitor import Monitor, MonitorSettings
     from modelmonitor.sidecar.payloads import FieldMapping
     from modelmonitor.sidecar.server import ServerSettings, SidecarServer
@@ -74,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("modelmonitor.sidecar")
     try:
-        profile = profile_io.load(args.profile)
+        profile = _load_profile(args, log)
         mapping = FieldMapping.from_file(args.mapping) if args.mapping else None
         settings = MonitorSettings(
             window_size=args.window_size,

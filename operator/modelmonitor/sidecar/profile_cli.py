@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+from modelmonitor.mlflowrest import RegistryError
 from modelmonitor.sidecar import profile as profile_io
 from modelmonitor.sidecar.datafiles import DataFileError, read_table
 from modelmonitor.sidecar.profile import CategoricalReference, NumericalReference, Profile, ProfileError
@@ -55,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--numerical-methods", type=_columns, help="drift methods for numerical features")
     build.add_argument("--categorical-methods", type=_columns, help="drift methods for categorical features")
     build.add_argument("--seed", type=int, default=0, help="random seed (same data + seed = same profile)")
+    build.add_argument(
+        "--registry", help="also store the profile with a registered model version: the MLflow tracking URL"
+    )
+    build.add_argument("--registered-model", help="with --registry: the registered model's name")
+    build.add_argument("--registered-version", help="with --registry: the version the profile belongs to")
     show = sub.add_parser("show", help="print a profile in human terms")
     show.add_argument("profile", help="the profile JSON file")
     show.add_argument("--json", action="store_true", help="print the normalized JSON instead")
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "build":
             return _build(args)
         return _show(args)
-    except (DataFileError, ProfileError, ValueError) as error:
+    except (DataFileError, ProfileError, ValueError, RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -103,8 +109,17 @@ def _build(args: argparse.Namespace) -> int:
         seed=args.seed,
         task=args.task,
     )
+    registered = (args.registry, args.registered_model, args.registered_version)
+    if any(registered) and not all(registered):
+        raise ValueError("--registry, --registered-model and --registered-version go together")
     profile, notes = build_profile(table, options)
     profile_io.save(profile, args.output)
+    if args.registry:
+        from modelmonitor.sidecar.registry_profiles import store_profile
+
+        with open(args.output, "rb") as handle:
+            uri = store_profile(args.registry, args.registered_model, args.registered_version, handle.read())
+        print(f"stored as the profile of version {args.registered_version} of {args.registered_model}: {uri}")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(

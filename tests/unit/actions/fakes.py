@@ -22,6 +22,7 @@ from modelmonitor.actions import ActionsOutcome, MonitorContext, Remediator
 from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.alertmanager import AlertError
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, REPLICASET, Kind, KubernetesError
+from modelmonitor.adapters.registry import RegistryConnections
 from modelmonitor.policy import Measurement, format_time
 from modelmonitor.reconcile import monitor_from_body, reconcile
 
@@ -319,12 +320,15 @@ class Scenario:
         sender: FakeSender | None = None,
         *,
         crash: CrashHook | None = None,
+        registries: RegistryConnections | None = None,
     ) -> None:
         self.raw = spec
         self.cluster = cluster or FakeCluster()
         self.sender = sender or FakeSender()
         self.seconds = 0.0
-        self.remediator = Remediator(self.cluster, self.sender, crash=crash, clock=lambda: self.seconds)
+        self.remediator = Remediator(
+            self.cluster, self.sender, crash=crash, clock=lambda: self.seconds, registries=registries
+        )
         self.status: dict[str, Any] = {}
         self.annotations: dict[str, str] = {}
         self.conflict_with: str | None = None  # the older monitor changing the same workload, as the loop says
@@ -371,7 +375,9 @@ class Scenario:
             conflict_with=self.conflict_with,
         )
         outcome = self.remediator.run(ctx, self._reconciled.evaluation, self.now, self._checkpoint)
-        self.status = self._reconciled.with_actions(self.status, outcome.records, outcome.last_known_good)
+        self.status = self._reconciled.with_actions(
+            self.status, outcome.records, outcome.last_known_good, outcome.registry
+        )
         self.outcomes.append(outcome)
         return outcome
 

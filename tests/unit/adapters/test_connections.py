@@ -206,7 +206,7 @@ def test_a_rotated_secret_closes_the_old_client_and_removes_its_pem_files(
 ) -> None:
     old = pool.querier("ml", "fraud", connection(**WITH_CA))
     assert isinstance(old, PrometheusClient)
-    tempdir = old._tempdir
+    tempdir = old._tls._tempdir
     assert tempdir is not None and os.path.isfile(os.path.join(tempdir, "ca.pem"))
 
     secrets.put("ml", "prom-token", {"token": "second"})
@@ -214,7 +214,7 @@ def test_a_rotated_secret_closes_the_old_client_and_removes_its_pem_files(
     new = pool.querier("ml", "fraud", connection(**WITH_CA))
     assert isinstance(new, PrometheusClient) and new is not old
     assert not os.path.exists(tempdir)
-    assert new._tempdir is not None and os.path.isfile(os.path.join(new._tempdir, "ca.pem"))
+    assert new._tls._tempdir is not None and os.path.isfile(os.path.join(new._tls._tempdir, "ca.pem"))
     assert pool.open_clients == 1
 
 
@@ -242,7 +242,7 @@ def test_deleted_monitors_release_their_clients_and_secrets(pool: Connections, s
     shared = pool.querier("ml", "churn", connection(**BEARER))
     pool.querier("ml", "recs", connection(**BEARER))
     assert isinstance(fraud, PrometheusClient)
-    tempdir = fraud._tempdir
+    tempdir = fraud._tls._tempdir
     assert tempdir is not None
 
     pool.retain([("ml", "churn"), ("ml", "recs")])  # fraud was deleted
@@ -260,7 +260,7 @@ def test_a_monitor_whose_secret_disappears_gives_its_client_back(
 ) -> None:
     old = pool.querier("ml", "fraud", connection(**WITH_CA))
     assert isinstance(old, PrometheusClient)
-    tempdir = old._tempdir
+    tempdir = old._tls._tempdir
     del secrets.data[("ml", "prom-token")]
     clock.now += 60
     with pytest.raises(PrometheusConnectionError, match="Secret ml/prom-token"):
@@ -271,7 +271,7 @@ def test_a_monitor_whose_secret_disappears_gives_its_client_back(
 
 def test_close_closes_every_client(pool: Connections) -> None:
     clients = [pool.querier("ml", f"m{i}", connection(**WITH_CA, timeout=f"{i + 1}s")) for i in range(3)]
-    tempdirs = [c._tempdir for c in clients if isinstance(c, PrometheusClient)]
+    tempdirs = [c._tls._tempdir for c in clients if isinstance(c, PrometheusClient)]
     assert len(tempdirs) == 3 and all(d is not None and os.path.isdir(d) for d in tempdirs)
     pool.close()
     assert pool.open_clients == 0

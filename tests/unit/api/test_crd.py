@@ -90,6 +90,11 @@ def test_printer_columns_show_target_phase_firing_last_action_age(crd: dict[str,
     assert (columns["Age"]["jsonPath"], columns["Age"]["type"]) == (".metadata.creationTimestamp", "date")
 
 
+def test_kubectl_get_wide_shows_the_registered_version_served(crd: dict[str, Any]) -> None:
+    wide = {c["name"]: c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide["Serving"]["jsonPath"] == ".status.registry.servedVersion"
+
+
 # --- structural schema rules (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/
 #     custom-resource-definitions/#specifying-a-structural-schema) -------------------------------------------
 
@@ -226,6 +231,7 @@ def test_status_follows_the_contract(schema: Schema) -> None:
         "policies",
         "actions",
         "lastKnownGood",
+        "registry",
         "conditions",
     ]
     assert status["properties"]["phase"]["enum"] == [

@@ -208,3 +208,38 @@ def test_cli_build_error_is_a_message_not_a_traceback(tmp_path: Path, capsys: py
     bad.write_text("a,b\n1,2\n3\n")
     assert main(["profile", "build", str(bad), "-o", str(tmp_path / "p.json")]) == 2
     assert "row 3: 1 fields" in capsys.readouterr().err
+
+
+def test_cli_registry_options_go_together(
+    training_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.json"
+    code = main(["profile", "build", str(training_csv), "-o", str(out), "--registry", "http://mlflow:5000"])
+    assert code == 2 and not out.exists(), "refused before building anything"
+    assert "--registry, --registered-model and --registered-version go together" in capsys.readouterr().err
+
+
+def test_cli_an_unreachable_registry_is_a_message_not_a_traceback(
+    training_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelmonitor_sandbox.devcluster.processes import free_port
+
+    args = ["--registry", f"http://127.0.0.1:{free_port()}", "--registered-model", "churn", "--registered-version", "3"]
+    code = main(["profile", "build", str(training_csv), "-o", str(tmp_path / "p.json"), "--n-boot", "20", *args])
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ([], "exactly one of --profile and --profile-from-registry"),
+        (["--profile", "p.json", "--profile-from-registry", "http://m:5000"], "exactly one of --profile"),
+        (["--profile-from-registry", "http://m:5000", "--registered-model", "churn"], "one of --registered-version"),
+    ],
+)
+def test_the_sidecar_takes_one_profile_source(
+    options: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sidecar", "--model", "churn", "--version", "v1", *options]) == 2
+    assert problem in capsys.readouterr().err
