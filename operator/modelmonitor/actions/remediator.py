@@ -138,7 +138,8 @@ class Remediator:
     ) -> None:
         self.scale = ScaleHandler(workloads)
         self.rollback = RollbackHandler(workloads)
-        self.retrain = RetrainHandler(workloads)
+        self.crash = crash or CrashHook()
+        self.retrain = RetrainHandler(workloads, self.crash)
         self.alert = AlertHandler(alerts, clock)
         self.handlers: Mapping[str, Any] = {
             "scale": self.scale,
@@ -146,7 +147,6 @@ class Remediator:
             "retrain": self.retrain,
             "alert": self.alert,
         }
-        self.crash = crash or CrashHook()
         self._reported: dict[tuple[str, str, str], str] = {}  # (ns, monitor, what) -> last error reported
         self._lock = threading.Lock()
 
@@ -313,10 +313,9 @@ class Remediator:
                     "%s/%s: not acting, the status could not be written: %s", monitor.namespace, monitor.name, exc
                 )
                 return
-            self.crash("before-act", action.type)
+        self.crash("before-act", action.type)
         done = handler.act(monitor, plan, now)
-        if plan.checkpoint:
-            self.crash("after-act", action.type)
+        self.crash("after-act", action.type)
         if done.result is not None and not (plan.repeat and has_record(monitor.history, plan.key, done.result)):
             add(made(done.result, done.reason, plan.key))
 

@@ -40,6 +40,7 @@ from modelmonitor.actions.base import (
     read_json_annotation,
     timestamp,
 )
+from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, STATEFULSET, KubernetesError, Workloads
 from modelmonitor.api import API_VERSION, KIND, ActionType, Promotion, RetrainAction
 from modelmonitor.policy import ActionRecord, ActionResult, Decision, format_time
@@ -218,8 +219,9 @@ class RetrainHandler:
 
     type: ActionType = "retrain"
 
-    def __init__(self, workloads: Workloads) -> None:
+    def __init__(self, workloads: Workloads, crash: CrashHook | None = None) -> None:
         self.workloads = workloads
+        self.crash = crash or CrashHook()
 
     def _jobs(self, ctx: MonitorContext) -> list[dict[str, Any]]:
         return self.workloads.list(JOB, ctx.namespace, label_selector=f"{MONITOR_UID_LABEL}={ctx.uid}")
@@ -407,6 +409,7 @@ class RetrainHandler:
             if exc.status == 409:
                 return None  # the workload changed meanwhile: read it again next cycle
             raise
+        self.crash("after-promote", self.type)
         return (
             ActionResult.SUCCEEDED,
             f"retraining Job {name} completed; promoted model version {version} (from {where}) into "
