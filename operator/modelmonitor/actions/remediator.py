@@ -314,7 +314,15 @@ class Remediator:
                 )
                 return
         self.crash("before-act", action.type)
-        done = handler.act(monitor, plan, now)
+        try:
+            done = handler.act(monitor, plan, now)
+        except KubernetesError as exc:
+            if not (plan.checkpoint and exc.status == 0):
+                raise
+            # No answer (a reset, a timeout): the API server may have done the write. Recording Failed could be
+            # false; the Pending record stays, and the next cycle finds out what happened, as after a restart.
+            log.warning("%s/%s: %s: no answer, checked next cycle: %s", monitor.namespace, monitor.name, name, exc)
+            return
         self.crash("after-act", action.type)
         if done.result is not None and not (plan.repeat and has_record(monitor.history, plan.key, done.result)):
             add(made(done.result, done.reason, plan.key))
