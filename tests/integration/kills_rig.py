@@ -69,8 +69,8 @@ class Kills:
 
     settings: list[str | None]
     seed: int = 12
-    #: Seconds a round waits for the hook, once the operator evaluates, before killing the process itself.
-    patience: float = 3.0
+    #: Seconds a round waits for the hook, once the operator has evaluated the monitors, before killing it itself.
+    patience: float = 4.0
     log: list[str] = field(default_factory=list)
 
     def run(self, rig: Rig, rounds: int) -> int:
@@ -89,17 +89,17 @@ class Kills:
                 rig.operator.kill()
                 self.log.append(f"SIGKILL {delay:.1f} s after the process started")
                 continue
-            healthz = f"http://127.0.0.1:{rig.operator.metrics_port}/healthz"
+            metrics = f"http://127.0.0.1:{rig.operator.metrics_port}/metrics"
             wait_for(
-                "the operator to evaluate or exit",
-                lambda p=process, url=healthz: p.poll() is not None or http_get(url),
+                "the operator to evaluate the monitors or exit",
+                lambda p=process, url=metrics: p.poll() is not None or evaluated(url),
                 timeout=90,
             )
             if setting is None:
                 delay = rng.uniform(0.0, 3.0)  # while evaluating: cycles, status writes, actions
                 time.sleep(delay)
                 rig.operator.kill()
-                self.log.append(f"SIGKILL {delay:.1f} s after the first cycle")
+                self.log.append(f"SIGKILL {delay:.1f} s after the first evaluation")
                 continue
             try:
                 process.wait(timeout=self.patience)
@@ -111,6 +111,15 @@ class Kills:
             self.log.append(f"{setting}: exited there")
             at_points += 1
         return at_points
+
+
+def evaluated(metrics_url: str) -> bool:
+    """Whether the operator has evaluated a monitor (its first cycles may run before the watch has listed any)."""
+    text = (http_get(metrics_url) or b"").decode()
+    line = next(
+        (x for x in text.splitlines() if x.startswith('modelmonitor_operator_evaluations_total{result="valid"}')), ""
+    )
+    return bool(line) and float(line.split()[-1]) > 0
 
 
 def generation(rig: Rig, name: str) -> int:
