@@ -69,7 +69,7 @@ def prepare(settings: OperatorSettings) -> Runtime:
             ) from exc
         what = "cannot reach" if exc.status == 0 else "refused by"
         raise StartupError(f"{what} the API server at {kube.server} (configured by {source}): {exc}") from exc
-    metrics_socket = _bind(settings.metrics_address)
+    metrics_socket = bind_metrics(settings.metrics_address)
     registry = Registry()
     metrics = OperatorMetrics(monitors=registry)  # /metrics mirrors each monitor's last status
     actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env())
@@ -77,13 +77,15 @@ def prepare(settings: OperatorSettings) -> Runtime:
     return Runtime(settings, registry, evaluator, metrics, metrics_socket)
 
 
-def _bind(address: str) -> socket.socket | None:
+def bind_metrics(address: str) -> socket.socket | None:
     """The listening socket of /metrics and /healthz (none when the address is empty)."""
     if not address:
         return None
     host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host.strip("[]") or "0.0.0.0", int(port)))
+        return socket.create_server((host, int(port)), family=family)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StartupError(
