@@ -349,8 +349,8 @@ class OperatorProcess:
         self.env.pop(CRASH_ENV, None)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, crash_at: str | None = None) -> None:
-        """Start and wait for /healthz; `crash_at` arms the test hook (docs/actions.md)."""
+    def start(self, crash_at: str | None = None, wait: bool = True) -> None:
+        """Start and (unless `wait` is False) wait for /healthz; `crash_at` arms the test hook (docs/actions.md)."""
         from modelmonitor.actions.testhooks import CRASH_ENV
 
         env = dict(self.env)
@@ -363,6 +363,8 @@ class OperatorProcess:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+        if not wait:
+            return
         wait_for(
             "the operator's /healthz",
             lambda: http_get(f"http://127.0.0.1:{self.metrics_port}/healthz") or self._exited(),

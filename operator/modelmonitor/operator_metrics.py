@@ -191,7 +191,8 @@ class OperatorMetrics:
         self.last_cycle = Gauge(
             "modelmonitor_operator_last_cycle_timestamp_seconds", "when the last cycle finished", registry=r
         )
-        self.last_cycle_monotonic = time.monotonic()
+        #: None until the first cycle completes: an operator that has not evaluated yet is not healthy.
+        self.last_cycle_monotonic: float | None = None
 
     def cycle_done(self, report: CycleReport, monitors: int) -> None:
         self.cycles.inc()
@@ -219,12 +220,16 @@ class OperatorMetrics:
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
 
-    def seconds_since_last_cycle(self) -> float:
+    def seconds_since_last_cycle(self) -> float | None:
+        """Seconds since the last cycle completed; None while none has."""
+        if self.last_cycle_monotonic is None:
+            return None
         return time.monotonic() - self.last_cycle_monotonic
 
 
 def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Application:
-    """/metrics for Prometheus; /healthz is 200 while cycles keep completing, 503 once they stall."""
+    """/metrics for Prometheus; /healthz is 200 while cycles keep completing, 503 before the first one has
+    completed and once they stall."""
 
     async def metrics_handler(_request: web.Request) -> web.Response:
         # Off the event loop: with thousands of policies, rendering takes long enough to delay Kopf's watch.
@@ -233,6 +238,8 @@ def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Applicatio
 
     async def healthz(_request: web.Request) -> web.Response:
         idle = metrics.seconds_since_last_cycle()
+        if idle is None:
+            return web.Response(status=503, text="no evaluation cycle has completed yet\n")
         if idle > stall_seconds:
             return web.Response(status=503, text=f"no evaluation cycle completed for {idle:.0f} s\n")
         return web.Response(text="ok\n")

@@ -36,15 +36,25 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import modelmonitor.handlers  # noqa: F401 - registers the handlers
+    from modelmonitor import handlers  # importing registers the handlers
 
     kopf.configure(verbose=args.verbose, log_prefix=False)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            # One active replica; Kopf's peering is not lease-based, see docs/operator.md.
-            standalone=True,
+    try:
+        runtime = handlers.prepare(settings)
+    except handlers.StartupError as exc:
+        print(f"modelmonitor run: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                # One active replica; Kopf's peering is not lease-based, see docs/operator.md.
+                standalone=True,
+                memo=kopf.Memo(runtime=runtime),
+            )
         )
-    )
+    except Exception as exc:  # Kopf stops on a failed startup handler; say why, not only "handlers failed"
+        print(f"modelmonitor run: stopped: {exc.__cause__ or exc}", file=sys.stderr)
+        return 1
     return 0

@@ -6,6 +6,7 @@ real `Registry`, as in the running operator; each test reads a fresh CollectorRe
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
-from modelmonitor.loop import Registry
-from modelmonitor.operator_metrics import OperatorMetrics
+from modelmonitor.loop import CycleReport, Registry
+from modelmonitor.operator_metrics import OperatorMetrics, health_app
 from modelmonitor.policy import (
     Measurement,
     MonitorSpec,
@@ -240,3 +242,18 @@ def test_every_operator_series_is_documented() -> None:
     bases = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exported}
     stale = {n for n in documented if n.startswith(OPERATOR_METRIC_PREFIXES)} - exported - bases
     assert not stale, f"documented but not exported: {stale}"
+
+
+def test_healthz_is_unhealthy_until_a_cycle_completes_and_once_cycles_stall() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+
+    async def healthz(stall_seconds: float) -> tuple[int, str]:
+        async with TestClient(TestServer(health_app(metrics, stall_seconds))) as client:
+            response = await client.get("/healthz")
+            return response.status, await response.text()
+
+    assert asyncio.run(healthz(120)) == (503, "no evaluation cycle has completed yet\n")
+    metrics.cycle_done(CycleReport(), monitors=0)
+    assert asyncio.run(healthz(120)) == (200, "ok\n")
+    code, text = asyncio.run(healthz(1e-9))
+    assert code == 503 and text.startswith("no evaluation cycle completed for"), text

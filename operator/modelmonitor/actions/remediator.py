@@ -141,9 +141,10 @@ class Remediator:
     ) -> None:
         self.scale = ScaleHandler(workloads)
         self.rollback = RollbackHandler(workloads)
+        self.crash = crash or CrashHook()
         # Without registry connections (unit tests of other actions) monitors with spec.registry are told so.
         self.registry = RegistryHandler(registries, self.rollback) if registries is not None else None
-        self.retrain = RetrainHandler(workloads, self.registry)
+        self.retrain = RetrainHandler(workloads, self.registry, self.crash)
         self.alert = AlertHandler(alerts, clock)
         self.handlers: Mapping[str, Any] = {
             "scale": self.scale,
@@ -151,7 +152,6 @@ class Remediator:
             "retrain": self.retrain,
             "alert": self.alert,
         }
-        self.crash = crash or CrashHook()
         self._reported: dict[tuple[str, str, str], str] = {}  # (ns, monitor, what) -> last error reported
         self._lock = threading.Lock()
 
@@ -327,10 +327,17 @@ class Remediator:
                     "%s/%s: not acting, the status could not be written: %s", monitor.namespace, monitor.name, exc
                 )
                 return
-            self.crash("before-act", action.type)
-        done = handler.act(monitor, plan, now)
-        if plan.checkpoint:
-            self.crash("after-act", action.type)
+        self.crash("before-act", action.type)
+        try:
+            done = handler.act(monitor, plan, now)
+        except KubernetesError as exc:
+            if not (plan.checkpoint and exc.status == 0):
+                raise
+            # No answer (a reset, a timeout): the API server may have done the write. Recording Failed could be
+            # false; the Pending record stays, and the next cycle finds out what happened, as after a restart.
+            log.warning("%s/%s: %s: no answer, checked next cycle: %s", monitor.namespace, monitor.name, name, exc)
+            return
+        self.crash("after-act", action.type)
         if done.result is not None and not (plan.repeat and has_record(monitor.history, plan.key, done.result)):
             add(made(done.result, done.reason, plan.key))
 

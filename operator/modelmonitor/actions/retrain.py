@@ -43,6 +43,7 @@ from modelmonitor.actions.base import (
     timestamp,
 )
 from modelmonitor.actions.registry import RegistryHandler
+from modelmonitor.actions.testhooks import CrashHook
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, STATEFULSET, KubernetesError, Workloads
 from modelmonitor.adapters.registry import RegistryError
 from modelmonitor.api import API_VERSION, KIND, ActionType, Promotion, RetrainAction
@@ -224,14 +225,36 @@ def promoted_workload(
     return updated, f"image of container {wanted}: {old} -> {container['image']}"
 
 
+def _recorded_outcome(ctx: MonitorContext, job: Mapping[str, Any], now: datetime) -> ActionRecord | None:
+    """The final record of a handled Job, rebuilt from its outcome mark, when its latest record in status is
+    still Pending (an earlier attempt of the same key may have failed before this Job was created)."""
+    annotations = annotations_of(job)
+    key = annotations.get(KEY_ANNOTATION, job["metadata"]["name"])
+    recorded = [r for r in ctx.history if r.key == key]
+    if not recorded:
+        return None
+    latest = max(recorded, key=lambda r: r.at)
+    if latest.result is not ActionResult.PENDING:
+        return None
+    result_text, _, reason = annotations[OUTCOME_ANNOTATION].partition(": ")
+    try:
+        result = ActionResult(result_text)
+    except ValueError:
+        return None  # not a mark this operator wrote
+    return latest.settled(result, reason, now)
+
+
 class RetrainHandler:
     """Creates retraining Jobs, follows them to the end, promotes what they produced."""
 
     type: ActionType = "retrain"
 
-    def __init__(self, workloads: Workloads, registry: RegistryHandler | None = None) -> None:
+    def __init__(
+        self, workloads: Workloads, registry: RegistryHandler | None = None, crash: CrashHook | None = None
+    ) -> None:
         self.workloads = workloads
         self.registry = registry
+        self.crash = crash or CrashHook()
 
     def _jobs(self, ctx: MonitorContext) -> list[dict[str, Any]]:
         return self.workloads.list(JOB, ctx.namespace, label_selector=f"{MONITOR_UID_LABEL}={ctx.uid}")
@@ -318,7 +341,12 @@ class RetrainHandler:
         for job in jobs:
             annotations = annotations_of(job)
             if OUTCOME_ANNOTATION in annotations:
-                continue  # handled in an earlier cycle
+                # Handled in an earlier cycle. If the operator stopped between marking the Job and writing the
+                # record, the mark is the only trace of the outcome: write the record from it.
+                recovered = _recorded_outcome(ctx, job, now)
+                if recovered is not None:
+                    records.append(recovered)
+                continue
             finished = job_finished(job)
             if finished is None:
                 continue
@@ -446,6 +474,7 @@ class RetrainHandler:
             if exc.status == 409:
                 return None  # the workload changed meanwhile: read it again next cycle
             raise
+        self.crash("after-promote", self.type)
         return (
             ActionResult.SUCCEEDED,
             f"retraining Job {name} completed; promoted model version {version} (from {where}) into "

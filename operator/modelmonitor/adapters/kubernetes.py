@@ -15,6 +15,7 @@ import base64
 import contextlib
 import datetime
 import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,12 +125,20 @@ class Workloads(Protocol):
         ...
 
 
-def load_config() -> None:
-    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+def load_config() -> str:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config. Returns where the configuration
+    came from, for messages; raises ValueError naming it when it cannot be loaded."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return "the pod's service account"
     except config.ConfigException:
+        pass
+    where = os.environ.get("KUBECONFIG") or os.path.expanduser(config.KUBE_CONFIG_DEFAULT_LOCATION)
+    try:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # a missing file, bad YAML, no current context, a missing certificate file
+        raise ValueError(f"cannot load the kubeconfig {where}: {exc or type(exc).__name__}") from exc
+    return f"the kubeconfig {where}"
 
 
 #: The API server caps Event messages at 1 KiB.
@@ -263,6 +272,16 @@ class KubernetesClient:
                 reason = json.loads(text).get("message") or reason
             raise KubernetesError(what, int(response.status), reason)
         return json.loads(text) if text else {}
+
+    @property
+    def server(self) -> str:
+        """The API server's URL, as the configuration names it."""
+        return str(self.api.configuration.host)
+
+    def resource_name(self, kind: Kind) -> str:
+        """The resource name the API server serves ``kind`` under (API discovery); `KubernetesError` with status
+        404 when it does not serve that kind, e.g. before its CRD is installed."""
+        return self._plural(kind)
 
     def _plural(self, kind: Kind) -> str:
         """The resource name of ``kind`` (e.g. ``deployments``), from API discovery for kinds not known here."""

@@ -10,9 +10,10 @@ Every answer Prometheus can give is turned into numbers in ONE place, :func:`par
   turned an empty answer into 0 and scaled production down during a Prometheus outage).
 * Failures are values, not exceptions, each with its own :class:`ErrorKind`: ``http`` (a non-2xx status that
   is not a Prometheus API error: an auth proxy's 401, a gateway's 502, a wrong path's 404), ``connection``
-  (refused, DNS, TLS), ``timeout`` (connect or read took longer than the configured timeout), ``promql``
+  (refused, DNS, TLS), ``timeout`` (the whole answer took longer than the configured timeout), ``promql``
   (Prometheus answered ``status: error`` with its ``errorType`` and ``error``: a parse error, an execution
-  error, its own query timeout) and ``badResponse`` (not JSON, or not the shape of the query API).
+  error, its own query timeout) and ``badResponse`` (not JSON, not the shape of the query API, or larger than
+  ``max_answer_bytes``, which is never read past).
 * Warnings (and Prometheus 3 ``infos``) are kept on the result, on success and on error, for the caller to
   surface in status and Events.
 
@@ -34,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 import requests
 from prometheus_api_client import PrometheusConnect
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from modelmonitor.tlsfiles import TlsFiles
@@ -319,6 +320,10 @@ class PrometheusSettings:
     #: Retries after a refused connection or a 502/503/504, with a short backoff. Never after a read timeout:
     #: re-sending a slow query doubles the load on a struggling Prometheus.
     retries: int = 1
+    #: The largest answer read, in bytes (after decompression): a bigger one is a ``badResponse`` error naming
+    #: its size, read no further, so a runaway query (or a broken proxy) cannot exhaust the operator's memory.
+    #: 64 MiB holds a fleet-wide answer of a few hundred thousand series.
+    max_answer_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
@@ -344,6 +349,8 @@ class PrometheusSettings:
             raise ValueError(f"prometheus method {self.method!r}: expected GET or POST")
         if self.retries < 0:
             raise ValueError(f"prometheus retries {self.retries!r}: expected >= 0")
+        if self.max_answer_bytes < 1:
+            raise ValueError(f"prometheus max_answer_bytes {self.max_answer_bytes!r}: expected >= 1")
 
 
 class PrometheusClient:
@@ -437,13 +444,56 @@ class PrometheusClient:
                 timeout=self.settings.timeout_seconds,
                 verify=self.session.verify,
                 cert=self.session.cert,
+                stream=True,  # read by `_read_bounded`, within the size and time limits
             )
-            body = response.content
+            try:
+                body = self._read_bounded(response, started, endpoint)
+            finally:
+                response.close()
         except requests.RequestException as failure:
             return QueryResult(
                 query=promql, error=self._classify(failure, endpoint), elapsed_seconds=time.monotonic() - started
             )
+        except _Unreadable as problem:
+            return QueryResult(query=promql, error=problem.error, elapsed_seconds=time.monotonic() - started)
         return parse_answer(promql, response.status_code, body, elapsed_seconds=time.monotonic() - started)
+
+    def _read_bounded(self, response: requests.Response, started: float, endpoint: str) -> bytes:
+        """The body, read in chunks: at most ``max_answer_bytes``, and all of it within ``timeout_seconds`` of
+        the start (``requests``' timeout bounds each read, so an answer trickling in would otherwise never end)."""
+        limit, timeout = self.settings.max_answer_bytes, self.settings.timeout_seconds
+        where = f"{self._base}/api/v1/{endpoint}"
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _Unreadable(_too_large(where, f"{int(declared)} bytes (Content-Length)", limit, response))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                # read1 returns what has arrived (iter_content would wait for a whole chunk, however slowly it
+                # trickles in); urllib3's errors are mapped here, as requests maps them for a whole read.
+                chunk = response.raw.read1(256 * 1024, decode_content=True)
+            except ReadTimeoutError:
+                raise _Unreadable(
+                    QueryError(ErrorKind.TIMEOUT, f"no answer from {where} within {timeout:g}s")
+                ) from None
+            except HTTPError as failure:
+                raise _Unreadable(
+                    QueryError(ErrorKind.CONNECTION, f"the answer from {where} broke off after {size} bytes: {failure}")
+                ) from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _Unreadable(_too_large(where, f"more than {limit} bytes", limit, response))
+            if time.monotonic() - started > timeout:
+                raise _Unreadable(
+                    QueryError(
+                        ErrorKind.TIMEOUT, f"no complete answer from {where} within {timeout:g}s ({size} bytes read)"
+                    )
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Close the HTTP session and delete temporary PEM files."""
@@ -483,6 +533,23 @@ def _epoch(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"query time {moment!r}: expected a timezone-aware datetime")
     return f"{moment.timestamp():.3f}"
+
+
+class _Unreadable(Exception):
+    """The answer was abandoned while being read (too large, too slow); ``error`` says why."""
+
+    def __init__(self, error: QueryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _too_large(where: str, size: str, limit: int, response: requests.Response) -> QueryError:
+    return QueryError(
+        ErrorKind.BAD_RESPONSE,
+        f"the answer from {where} is {size}, over the limit of {limit} bytes ({limit // (1024 * 1024)} MiB): "
+        "narrow the query (fewer series, a shorter range)",
+        status_code=response.status_code,
+    )
 
 
 def _reason(failure: BaseException) -> str:

@@ -16,7 +16,7 @@ from modelmonitor.actions.retrain import (
     job_name,
     read_version,
 )
-from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD
+from modelmonitor.adapters.kubernetes import DEPLOYMENT, JOB, POD, KubernetesError
 from modelmonitor.api import Promotion
 
 BAD, GOOD = 0.5, 0.95
@@ -160,6 +160,30 @@ def test_promotion_is_not_repeated_when_the_operator_stopped_before_marking_the_
     assert s.results("retrain") == [("retrain", "Succeeded")]
 
 
+@pytest.mark.parametrize("first_attempt", ["created", "refused"])
+def test_the_outcome_is_recorded_when_the_operator_stopped_after_marking_the_job(first_attempt: str) -> None:
+    s = retrain_scenario(ENV_PROMOTION)
+    if first_attempt == "refused":  # a Failed record of the same key comes before the Job
+        s.cluster.fail_next[("create", "Job")] = KubernetesError("creating Job", 429, "Too Many Requests")
+        s.cycle(BAD)
+        assert s.results("retrain") == [("retrain", "Failed")]
+    s.cycle(BAD)
+    name = jobs(s)[0]["metadata"]["name"]
+    finish_job(s.cluster, name, annotations={VERSION_KEY: "v2"})
+    pending_only = dict(s.status)
+    s.cycle(BAD)  # promotes and marks the Job...
+    assert OUTCOME_ANNOTATION in s.cluster.obj(JOB, name)["metadata"]["annotations"]
+    s.status = pending_only  # ...but the status write never happened: the operator was killed
+    s.remediator = type(s.remediator)(s.cluster, s.sender)
+    s.cycle(BAD)
+    final = [r for r in s.records("retrain") if r["result"] != "Failed"]
+    assert [r["result"] for r in final] == ["Succeeded"], s.records("retrain")
+    assert "promoted model version v2" in final[0]["reason"]
+    assert [c[0] for c in s.cluster.writes("Deployment")] == ["replace"], "promoted once"
+    s.cycle(BAD)
+    assert [r["result"] for r in s.records("retrain")].count("Succeeded") == 1, "recorded once"
+
+
 @pytest.mark.parametrize(
     ("to", "check"),
     [
@@ -274,3 +298,23 @@ def test_an_operator_stopped_mid_creation_leaves_exactly_one_job(stop: str) -> N
         s.cycle(BAD)
     assert len(jobs(s)) == 1
     assert s.results("retrain") == [("retrain", "Pending")]
+
+
+def test_a_job_created_without_an_answer_is_not_recorded_failed_nor_created_twice() -> None:
+    s = retrain_scenario()
+    original = s.cluster.create
+
+    def created_then_reset(kind: Any, namespace: str, body: Any) -> Any:
+        original(kind, namespace, body)
+        raise KubernetesError(f"creating {kind.kind}", 0, "connection reset by peer")
+
+    s.cluster.create = created_then_reset  # type: ignore[method-assign]
+    s.cycle(BAD)
+    s.cluster.create = original  # type: ignore[method-assign]
+    assert s.results("retrain") == [("retrain", "Pending")], "not Failed: the Job may exist"
+    for _ in range(3):
+        s.cycle(BAD)
+    assert len(jobs(s)) == 1
+    finish_job(s.cluster, jobs(s)[0]["metadata"]["name"])
+    s.cycle(BAD)
+    assert s.results("retrain") == [("retrain", "Succeeded")]

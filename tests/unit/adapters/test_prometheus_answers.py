@@ -6,11 +6,13 @@ headers, auth and error handling all run for real; only the socket is replaced.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+import urllib3
 from requests.adapters import BaseAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
@@ -49,7 +52,8 @@ class FakeTransport(BaseAdapter):
         status, body = outcome
         response = requests.Response()
         response.status_code = status
-        response._content = body
+        # Read as a stream, as from a socket.
+        response.raw = urllib3.response.HTTPResponse(body=io.BytesIO(body), status=status, preload_content=False)
         response.request = request
         response.url = request.url or ""
         return response
@@ -471,3 +475,42 @@ def test_parse_answer_is_usable_without_a_client() -> None:
     answer = parse_answer("q", 200, ok("vector", [{"metric": {"a": "b"}, "value": [1, "2"]}])[1], elapsed_seconds=0.5)
     assert answer.values == (2.0,)
     assert answer.elapsed_seconds == 0.5
+
+
+def test_an_answer_over_the_size_limit_is_an_error_naming_the_limit() -> None:
+    reply = ok("vector", [{"metric": {"pod": f"p{i}"}, "value": [1, "1"]} for i in range(100)])
+    result = ask(reply, max_answer_bytes=1000)
+    assert result.error is not None and result.error.kind is ErrorKind.BAD_RESPONSE
+    assert "more than 1000 bytes, over the limit of 1000 bytes" in result.error.message
+    assert result.samples == ()
+
+
+def test_an_answer_trickling_in_is_cut_at_the_timeout() -> None:
+    class Trickle(io.BufferedIOBase):
+        """One byte every 50 ms, forever: no single read ever times out."""
+
+        def read1(self, size: int = -1) -> bytes:
+            time.sleep(0.05)
+            return b" "
+
+        read = read1
+
+        def readable(self) -> bool:
+            return True
+
+    def slow(_request: requests.PreparedRequest) -> tuple[int, bytes]:
+        return 200, b""
+
+    client, transport = client_with(slow, timeout_seconds=0.3)
+    original = transport.send
+
+    def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        response = original(request, **kwargs)
+        response.raw = urllib3.response.HTTPResponse(body=Trickle(), status=200, preload_content=False)
+        return response
+
+    transport.send = send  # type: ignore[method-assign]
+    started = time.monotonic()
+    result = client.query("up")
+    assert result.error is not None and result.error.kind is ErrorKind.TIMEOUT, result
+    assert "no complete answer" in result.error.message and time.monotonic() - started < 2
