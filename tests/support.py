@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import signal
 import ssl
@@ -15,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster import targets
@@ -436,3 +440,22 @@ def operator_metric_names() -> set[str]:
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
+
+
+def write_training_csv(path: Path, rows: int = 3000) -> None:
+    """A churn model's training data with its label (`churned`) and a group column (`gender`)."""
+    rng = np.random.default_rng(11)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["age", "income", "country", "gender", "churned"])
+        for _ in range(rows):
+            age = rng.normal(40, 10)
+            writer.writerow(
+                [
+                    f"{age:.2f}",
+                    f"{rng.lognormal(10, 0.5):.1f}",
+                    rng.choice(["us", "de", "fr"]),
+                    rng.choice(["f", "m"]),
+                    int(rng.random() < 1 / (1 + math.exp(-(age - 40) / 10))),
+                ]
+            )
