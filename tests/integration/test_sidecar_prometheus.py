@@ -8,7 +8,6 @@ garbage is counted as rejected, and that the sidecar keeps serving.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from support import write_training_csv
 
 PROMETHEUS = "/usr/bin/prometheus"
 LABELS = 'model="churn",version="v7"'
@@ -116,24 +117,6 @@ class Stack:
             wait_until(f"{promql} == {expected}", check, timeout)
         except AssertionError:
             raise AssertionError(f"{promql}: expected {expected}, last seen {seen[-3:]}") from None
-
-
-def write_training_csv(path: Path, rows: int = 3000) -> None:
-    rng = np.random.default_rng(11)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["age", "income", "country", "gender", "churned"])
-        for _ in range(rows):
-            age = rng.normal(40, 10)
-            writer.writerow(
-                [
-                    f"{age:.2f}",
-                    f"{rng.lognormal(10, 0.5):.1f}",
-                    rng.choice(["us", "de", "fr"]),
-                    rng.choice(["f", "m"]),
-                    int(rng.random() < 1 / (1 + math.exp(-(age - 40) / 10))),
-                ]
-            )
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +217,7 @@ def test_series_arrive_in_prometheus_with_the_right_values(stack: Stack) -> None
         assert status == 202 and answer == {"accepted": 100}
     labels = [{"request_id": f"r{i}", "label": 1} for i in range(50)] + [{"request_id": "never-seen", "label": 0}]
     status, answer = http("POST", f"{stack.sidecar_url}/v1/labels", json.dumps({"labels": labels}).encode())
-    assert status == 200 and answer == {"joined": 50, "unmatched": 1, "duplicate": 0}
+    assert status == 200 and answer == {"joined": 50, "unmatched": 1, "duplicate": 0, "deferred": 0}
 
     stack.wait_for_value(f"sum(modelmonitor_requests_total{{{LABELS}}})", 300)
     stack.wait_for_value(f'modelmonitor_requests_total{{{LABELS},code="5xx"}}', 1)
