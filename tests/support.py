@@ -339,60 +339,6 @@ def operator_metric_names() -> set[str]:
     return names
 
 
-class RedisProcess:
-    """A throwaway redis-server (Debian's) on a free loopback port, with its own directory and append-only file,
-    so stopping and starting it keeps its data: a shared label store going away and coming back."""
-
-    def __init__(self, directory: Path, password: str | None = None) -> None:
-        from modelmonitor_sandbox.devcluster.build import redis_server_binary
-        from modelmonitor_sandbox.devcluster.processes import free_port
-
-        self.binary = redis_server_binary()
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.password = password
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(self.binary),
-                "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                *(["--requirepass", self.password] if self.password else []),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for("redis-server to answer PING", self.ping, timeout=30)
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
-
-    def ping(self) -> bool:
-        import redis
-
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}")
-        try:
-            return bool(self.client().ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM: Redis syncs its append-only file and exits, as a restarted server does."""
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-
 def write_training_csv(path: Path, rows: int = 3000) -> None:
     """Churn-like training data (age, income, country, gender; label churned, likelier with age)."""
     rng = np.random.default_rng(11)

@@ -27,7 +27,8 @@ import pytest
 
 from modelmonitor.sidecar.labelstore import PASSWORD_ENV
 from modelmonitor_sandbox.devcluster.processes import free_port
-from support import PrometheusProcess, RedisProcess, http_get, wait_for, write_training_csv
+from modelmonitor_sandbox.devcluster.redis_server import RedisServer
+from support import PrometheusProcess, http_get, wait_for, write_training_csv
 
 pytestmark = [
     pytest.mark.cluster,
@@ -134,7 +135,7 @@ class Sidecar:
 class Rig:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.redis = RedisProcess(workdir / "redis", password=PASSWORD)
+        self.redis = RedisServer(workdir / "redis", password=PASSWORD).start()
         self.model = ModelServer()
         password_file = workdir / "password"
         password_file.write_text(PASSWORD + "\n")

@@ -245,9 +245,11 @@ class Monitor:
         self.prediction_group_window = _Ring(self.window_size, 2, np.int32, -1)
         # (outcome, group) of recent joined labels.
         self.quality_window = _Ring(settings.quality_window, 2, np.int32, -1)
-        self.labels: LabelStore = label_store or MemoryLabelStore(
-            ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock
-        )
+        if label_store is None:
+            label_store = MemoryLabelStore(
+                ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock
+            )
+        self.labels: LabelStore = label_store
         self.generation = 0
         """Bumped on every change, so scrape-time computations can be cached between changes."""
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from conftest import reference_rows
 from modelmonitor.sidecar import Monitor, MonitorSettings
-from modelmonitor.sidecar.labels import LocalCounts, PendingPrediction, decode_pending, encode_pending
+from modelmonitor.sidecar.labels import JoinResults, LocalCounts, PendingPrediction, decode_pending, encode_pending
 from modelmonitor.sidecar.labelstore import open_label_store
 from modelmonitor.sidecar.labelstore.memory import MemoryLabelStore
 from modelmonitor.sidecar.profile import Profile
@@ -215,3 +217,44 @@ def test_a_redis_store_starts_without_redis_and_names_itself_without_credentials
         assert health is not None and health.queued_predictions <= 1
     finally:
         store.close()
+
+
+class DeferringStore(MemoryLabelStore):
+    """A memory store that, like the Redis store during an outage, defers every label until `settle()`."""
+
+    def __init__(self) -> None:
+        super().__init__(ttl=3600, capacity=100, clock=Clock())
+        self.waiting: list[tuple[str, object]] = []
+        self.ready = JoinResults()
+
+    def join(self, labels: Sequence[tuple[str, object]]) -> JoinResults:
+        self.waiting.extend(labels)
+        return JoinResults(deferred=len(labels))
+
+    def settle(self) -> None:
+        self.ready.merge(super().join(self.waiting))
+        self.waiting = []
+
+    def settled(self) -> JoinResults:
+        ready, self.ready = self.ready, JoinResults()
+        return ready
+
+
+def test_deferred_labels_count_once_when_settled_at_the_next_scrape(profile: Profile) -> None:
+    store = DeferringStore()
+    monitor = Monitor(profile, model="churn", version="v3", label_store=store)
+    registry = CollectorRegistry()
+    registry.register(monitor.collector())
+    rows = reference_rows(2, seed=5)
+    for row in rows:
+        row["gender"] = "m"
+    monitor.log_events([{"request_id": f"r{i}", "features": r, "prediction": 1} for i, r in enumerate(rows)])
+
+    assert monitor.log_labels([("r0", 1), ("r1", 0)]) == {"deferred": 2}
+    assert value(registry, "modelmonitor_labels_received_total", result="joined") == 0
+    store.settle()
+
+    assert value(registry, "modelmonitor_labels_received_total", result="joined") == 2
+    assert value(registry, "modelmonitor_labeled_predictions_total", group="m", outcome="tp") == 1
+    assert value(registry, "modelmonitor_labeled_predictions_total", group="m", outcome="fp") == 1
+    assert value(registry, "modelmonitor_labels_received_total", result="joined") == 2  # counted once
