@@ -413,14 +413,20 @@ class Monitor:
         """(request id, record) of each joinable event (called under the lock: group names come from the table)."""
         if batch.request_ids is None:
             return []
-        group_name = self.groups.label
-        return [
-            (str(request_id), PendingPrediction(predicted_positive=positive, group=group_name(group)))
-            for request_id, positive, group in zip(
-                batch.request_ids, predicted_positive.tolist(), group_codes.tolist(), strict=True
-            )
-            if request_id is not None
-        ]
+        # Records are immutable values: one per distinct (prediction, group) of the batch, shared by its events,
+        # keeps this at a dictionary lookup per event on the ingest path.
+        distinct: dict[tuple[int, int], PendingPrediction] = {}
+        records: list[tuple[str, PendingPrediction]] = []
+        for request_id, positive, group in zip(
+            batch.request_ids, predicted_positive.tolist(), group_codes.tolist(), strict=True
+        ):
+            if request_id is None:
+                continue
+            record = distinct.get((positive, group))
+            if record is None:
+                record = distinct[(positive, group)] = PendingPrediction(positive, self.groups.label(group))
+            records.append((str(request_id), record))
+        return records
 
     def _count_requests(self, batch: EventBatch, n: int) -> None:
         c = self.counters
