@@ -280,6 +280,7 @@ def report(join: dict[str, Any], proxy: dict[str, Any], memory: dict[str, Any], 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds, print only")
+    parser.add_argument("--rate", type=float, default=200, help="proxied calls per second (200)")
     parser.add_argument("--output", type=Path, help=f"markdown results (default {RESULTS}, not in --quick)")
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
@@ -290,8 +291,7 @@ def main() -> int:
         try:
             join = bench_join(profile, redis, n=5_000 if args.quick else 100_000)
             print(json.dumps(join, indent=1), flush=True)
-            # 50 requests/s: two sidecars, the model server and the load generator share 2 (busy) cores
-            proxy = bench_proxy(profile, redis, workdir, rate=50, seconds=4 if args.quick else 30)
+            proxy = bench_proxy(profile, redis, workdir, rate=args.rate, seconds=4 if args.quick else 30)
             print(json.dumps(proxy, indent=1), flush=True)
             memory = bench_memory(redis, n=10_000 if args.quick else 100_000)
             print(json.dumps(memory, indent=1), flush=True)
