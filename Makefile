@@ -19,7 +19,8 @@ $(BIN)/.installed: pyproject.toml sandbox/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]' -e './sandbox[demo]'
 	touch $@
 
-# Builds or reuses the cached binaries; installs Debian's prometheus and prometheus-alertmanager when missing.
+# Builds or reuses the cached binaries; installs Debian's prometheus, prometheus-alertmanager and redis-server when
+# missing.
 binaries: venv
 	$(BIN)/modelmonitor cluster build
 

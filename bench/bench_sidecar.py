@@ -213,7 +213,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-async def _load(url_direct: str, url_proxy: str, rate: float, seconds: int, body: bytes) -> dict[str, list[float]]:
+async def _load(
+    url_direct: str, url_proxy: str, rate: float, seconds: int, body: bytes, *, request_ids: bool = False
+) -> dict[str, list[float]]:
+    """Open-loop load alternating one-second slices; ``request_ids``: a fresh ``X-Request-Id`` on every call."""
+    import uuid
+
     import aiohttp
 
     latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -224,8 +229,11 @@ async def _load(url_direct: str, url_proxy: str, rate: float, seconds: int, body
 
         async def one(kind: str, url: str, bucket: list[float]) -> None:
             nonlocal failures
+            headers = {"Content-Type": "application/json"}
+            if request_ids:
+                headers["X-Request-Id"] = str(uuid.uuid4())
             started = time.perf_counter()
-            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 if response.status != 200:
                     failures += 1

@@ -217,7 +217,7 @@ def test_series_arrive_in_prometheus_with_the_right_values(stack: Stack) -> None
         assert status == 202 and answer == {"accepted": 100}
     labels = [{"request_id": f"r{i}", "label": 1} for i in range(50)] + [{"request_id": "never-seen", "label": 0}]
     status, answer = http("POST", f"{stack.sidecar_url}/v1/labels", json.dumps({"labels": labels}).encode())
-    assert status == 200 and answer == {"joined": 50, "unmatched": 1, "duplicate": 0}
+    assert status == 200 and answer == {"joined": 50, "unmatched": 1, "duplicate": 0, "deferred": 0}
 
     stack.wait_for_value(f"sum(modelmonitor_requests_total{{{LABELS}}})", 300)
     stack.wait_for_value(f'modelmonitor_requests_total{{{LABELS},code="5xx"}}', 1)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from modelmonitor import durations
+from modelmonitor.sidecar.labelstore import PASSWORD_ENV
 
 if TYPE_CHECKING:
     from modelmonitor.sidecar.profile import Profile
@@ -63,9 +65,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-window-rows", type=int, help="rows before drift scores are exported (default: full)")
     parser.add_argument("--quality-window", type=int, default=1000, help="joined labels in the quality window")
     parser.add_argument(
-        "--label-ttl", type=duration_seconds, default=3600.0, help="how long predictions wait for labels (1h)"
+        "--label-ttl",
+        type=duration_seconds,
+        default=3600.0,
+        help="how long predictions wait for labels (1h; days or weeks with a shared store)",
     )
-    parser.add_argument("--label-capacity", type=int, default=100_000, help="most predictions waiting for labels")
+    parser.add_argument(
+        "--label-store",
+        default="memory",
+        help="where predictions wait for labels: memory (this replica only; the default) or a Redis / Valkey "
+        "shared by the model's replicas, redis://HOST:PORT/DB or rediss://HOST:PORT/DB (password: "
+        f"${PASSWORD_ENV} or --label-store-password-file)",
+    )
+    parser.add_argument("--label-store-password-file", help="a file holding the label store's password")
+    parser.add_argument(
+        "--label-capacity",
+        type=int,
+        default=100_000,
+        help="most predictions waiting for labels (memory store), or queued while a shared store is unreachable",
+    )
     parser.add_argument("--max-groups", type=int, default=20, help="group values exported when the profile lists none")
     parser.add_argument("--max-classes", type=int, default=50, help="classes exported when the profile lists none")
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest push body (16 MiB)")
@@ -105,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from modelmonitor.sidecar.labelstore import open_label_store
     from modelmonitor.sidecar.monitor import Monitor, MonitorSettings
     from modelmonitor.sidecar.payloads import FieldMapping
     from modelmonitor.sidecar.server import ServerSettings, SidecarServer
@@ -123,8 +142,16 @@ def run(args: argparse.Namespace) -> int:
             max_groups=args.max_groups,
             max_classes=args.max_classes,
         )
-        monitor = Monitor(profile, model=args.model, version=args.model_version, settings=settings)
-    except ValueError as error:
+        store = open_label_store(
+            args.label_store,
+            model=args.model,
+            version=args.model_version,
+            ttl_seconds=args.label_ttl,
+            capacity=args.label_capacity,
+            password=_label_store_password(args.label_store_password_file),
+        )
+        monitor = Monitor(profile, model=args.model, version=args.model_version, settings=settings, label_store=store)
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     server = SidecarServer(
@@ -140,6 +167,22 @@ def run(args: argparse.Namespace) -> int:
     )
     host, port = args.listen
     mode = f"proxy to {args.upstream}" if args.upstream else "push"
-    log.info("sidecar for %s %s (%s mode) on %s:%d", args.model, args.model_version, mode, host, port)
+    log.info(
+        "sidecar for %s %s (%s mode) on %s:%d; label store: %s",
+        args.model,
+        args.model_version,
+        mode,
+        host,
+        port,
+        store.description,
+    )
     web.run_app(server.app(), host=host, port=port, print=None, access_log=None)
     return 0
+
+
+def _label_store_password(path: str | None) -> str | None:
+    """From the file when one is named (a mounted Secret), else from the environment; never from a flag."""
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    return os.environ.get(PASSWORD_ENV) or None

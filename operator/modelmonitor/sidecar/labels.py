@@ -1,132 +1,139 @@
-"""The label store: predictions wait here, by request id, for their true label to arrive.
+"""The label join's contract: the record a prediction leaves while it waits for its true label, and the store
+it waits in.
 
-Bounded twice: a prediction leaves after ``ttl`` seconds or when ``capacity`` newer ones push it out, whichever
-comes first, so memory stays flat however many labels never come. Both ways out are counted, since the share
-of predictions that did get a label (the label coverage) is itself a signal.
+Two stores implement :class:`LabelStore` (``modelmonitor sidecar --label-store``): ``memory``
+(:mod:`modelmonitor.sidecar.labelstore.memory`, one replica's own memory: labels must reach the replica that
+served) and ``redis://`` (:mod:`modelmonitor.sidecar.labelstore.redis_store`, shared by every replica of a
+model: any replica joins any label, exactly once, and pending predictions outlive a sidecar restart).
+
+A store never computes outcomes: it hands back the :class:`PendingPrediction` a label belongs to, and the
+monitor counts. What a record holds, and how it is written to a shared store, is defined here once
+(:func:`encode_pending`, :func:`decode_pending`): adding a field is one edit to :class:`PendingPrediction`.
 """
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from itertools import repeat
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import orjson
 
 OUTCOMES = ("tp", "fp", "tn", "fn")
 """Confusion outcomes, in the order of their codes 0..3."""
 
 
-@dataclass(frozen=True)
-class Join:
-    """The result of offering one label: ``result`` is ``joined``, ``unmatched`` or ``duplicate``."""
+@dataclass(frozen=True, slots=True)
+class PendingPrediction:
+    """What the label join needs of one prediction. Every field has a default, so a record written by an older
+    sidecar (fewer fields) still decodes; values are plain JSON types, since other replicas read them."""
 
-    result: str
-    outcome: int | None = None
-    """Confusion outcome code (index into ``OUTCOMES``) when joined and both sides were known."""
-    group: int | None = None
-    predicted_positive: int | None = None
+    predicted_positive: int = -1
+    """1 / 0 when the prediction was (not) the positive class, -1 when it cannot be told."""
+    group: str = ""
+    """The group attribute's label value (a name, not a code: each replica numbers its groups itself)."""
     predicted_value: float | None = None
-    """The predicted class code (multiclass) or value (regression) stored with the prediction; NaN: none."""
+    """The predicted class code (multiclass: codes come from the profile's class list, the same on every replica)
+    or the predicted value (regression); None for binary models or when the prediction had none."""
 
 
-class LabelStore:
-    """Predictions by request id, with a TTL and a capacity; not thread-safe (the monitor holds its lock).
+_FIELDS = tuple(f.name for f in fields(PendingPrediction))
 
-    Args:
-        ttl: seconds a prediction waits for its label.
-        capacity: most predictions kept; the oldest go first when it is full.
-        clock: seconds, monotonic; injectable for tests.
-    """
 
-    def __init__(self, *, ttl: float, capacity: int, clock: Callable[[], float]) -> None:
-        if ttl <= 0:
-            raise ValueError(f"ttl: must be > 0 seconds, got {ttl}")
-        if capacity < 1:
-            raise ValueError(f"capacity: must be >= 1, got {capacity}")
-        self.ttl = ttl
-        self.capacity = capacity
-        self._clock = clock
-        # Insertion order is time order, so the oldest entries are always at the front.
-        self._pending: OrderedDict[str, tuple[float, int, int, float]] = OrderedDict()
-        # Request ids already joined (bounded the same way), to tell a duplicate label from an unknown one.
-        self._joined: OrderedDict[str, float] = OrderedDict()
-        self.expired = 0
-        """Predictions that left unlabeled (TTL or capacity), since start."""
-        self.joined = 0
-        """Labels joined to a prediction, since start."""
+def encode_pending(record: PendingPrediction) -> bytes:
+    """The bytes a shared store keeps: a JSON array of the fields in declaration order (names cost memory)."""
+    return orjson.dumps([getattr(record, name) for name in _FIELDS])
 
-    def __len__(self) -> int:
-        return len(self._pending)
 
-    def add(
-        self,
-        request_ids: Sequence[str],
-        predicted_positive: Sequence[int],
-        groups: Sequence[int],
-        predicted_values: Sequence[float] | None = None,
-    ) -> None:
-        """Store a batch of predictions (same length sequences). A repeated request id replaces the older one.
+def decode_pending(raw: bytes) -> PendingPrediction:
+    """The record back; fields a newer sidecar appended are ignored, fields an older one lacked get defaults."""
+    values = orjson.loads(raw)
+    if not isinstance(values, list):
+        raise ValueError(f"pending prediction: expected a JSON array, got {raw[:80]!r}")
+    return PendingPrediction(*values[: len(_FIELDS)])
 
-        ``predicted_values``: the predicted class code or regression value per prediction (NaN: none).
-        """
-        now = self._clock()
-        values = repeat(math.nan) if predicted_values is None else predicted_values
-        pending = self._pending
-        for request_id in request_ids:
-            # A retried request id: the newer prediction is the one the label will be about.
-            if request_id in pending:
-                del pending[request_id]
-        pending.update(
-            zip(request_ids, zip(repeat(now), predicted_positive, groups, values, strict=False), strict=False)
-        )
-        self._evict(now)
 
-    def offer(self, request_id: str, label_positive: int) -> Join:
-        """Join a label (1 positive, 0 negative, -1 unknown) to its prediction, if still stored."""
-        now = self._clock()
-        self._evict(now)
-        entry = self._pending.pop(request_id, None)
-        if entry is None:
-            return Join("duplicate" if request_id in self._joined else "unmatched")
-        _, predicted, group, value = entry
-        self.joined += 1
-        self._joined[request_id] = now
-        while len(self._joined) > self.capacity:
-            self._joined.popitem(last=False)
-        outcome = None
-        if predicted >= 0 and label_positive >= 0:
-            # tp: predicted 1, label 1; fp: 1, 0; tn: 0, 0; fn: 0, 1
-            outcome = {(1, 1): 0, (1, 0): 1, (0, 0): 2, (0, 1): 3}[(predicted, label_positive)]
-        return Join("joined", outcome=outcome, group=group, predicted_positive=predicted, predicted_value=value)
+@dataclass
+class JoinResults:
+    """What offering a batch of labels did. ``joined`` pairs each label with its prediction, in input order."""
 
-    def expire(self) -> None:
-        """Drop what the TTL says is too old (also done on every add and offer)."""
-        self._evict(self._clock())
+    joined: list[tuple[PendingPrediction, Any]] = field(default_factory=list)
+    unmatched: int = 0
+    """Labels whose prediction is unknown (never seen, expired, or served by a replica that kept it to itself)."""
+    duplicate: int = 0
+    """Labels whose prediction was joined already (a retried label)."""
+    deferred: int = 0
+    """Labels kept for a retry because the store could not be reached (counted when the retry settles them)."""
 
-    def _evict(self, now: float) -> None:
-        pending = self._pending
-        overflow = len(pending) - self.capacity
-        if overflow > 0:
-            for _ in range(overflow):
-                pending.popitem(last=False)
-            self.expired += overflow
-        deadline = now - self.ttl
-        while pending:
-            request_id = next(iter(pending))
-            if pending[request_id][0] > deadline:
-                break
-            del pending[request_id]
-            self.expired += 1
-        joined = self._joined
-        while joined:
-            request_id = next(iter(joined))
-            if joined[request_id] > deadline:
-                break
-            del joined[request_id]
+    def merge(self, other: JoinResults) -> None:
+        """Add ``other``'s results to these."""
+        self.joined.extend(other.joined)
+        self.unmatched += other.unmatched
+        self.duplicate += other.duplicate
+        self.deferred += other.deferred
+
+    def counts(self) -> dict[str, int]:
+        """Labels per settled result (``joined``, ``unmatched``, ``duplicate``), only those that occurred."""
+        counts = {"joined": len(self.joined), "unmatched": self.unmatched, "duplicate": self.duplicate}
+        return {result: count for result, count in counts.items() if count}
+
+
+@dataclass(frozen=True)
+class LocalCounts:
+    """What only a store in this replica's memory can count (a shared store expires records on its own)."""
+
+    pending: int
+    """Predictions waiting for a label."""
+    expired: int
+    """Predictions that left unlabeled (TTL or capacity), since start."""
+    joined: int
+    """Labels joined, since start."""
 
     @property
     def coverage(self) -> float | None:
         """Joined labels / predictions that left the store (joined or expired); None before any left."""
         left = self.joined + self.expired
         return None if left == 0 else self.joined / left
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """How a store that lives outside the sidecar is doing, for ``modelmonitor_label_store_*``."""
+
+    up: bool
+    """The last call to the store succeeded."""
+    queued_predictions: int
+    """Prediction records waiting in the sidecar to be written."""
+    queued_labels: int
+    """Labels waiting in the sidecar for a retry (the store was unreachable when they came)."""
+    errors: dict[str, int]
+    """Failed calls to the store, by operation (``write``, ``join``), since start."""
+    dropped: dict[str, int]
+    """Records given up because the sidecar's bounded queue was full, by kind (``prediction``, ``label``)."""
+
+
+class LabelStore(Protocol):
+    """Where predictions wait for their labels, by request id. Implementations are thread-safe."""
+
+    description: str
+    """For the startup line: which store, and what it means for where labels must be sent."""
+
+    def add(self, predictions: Sequence[tuple[str, PendingPrediction]]) -> None:
+        """Keep predictions by request id (a repeated id replaces the older one). Never blocks on I/O and never
+        raises for an unreachable store: it runs on the path of the model's answer."""
+
+    def join(self, labels: Sequence[tuple[str, Any]]) -> JoinResults:
+        """Take the prediction of each ``(request_id, label)``: each prediction is handed out once, whichever
+        replica asks. May block on I/O (call it off the event loop)."""
+
+    def settled(self) -> JoinResults:
+        """Results of deferred labels settled since the last call (empty for a store that never defers)."""
+
+    def local_counts(self) -> LocalCounts | None:
+        """Counts only this replica can know, or None for a shared store."""
+
+    def health(self) -> StoreHealth | None:
+        """The connection's state, or None for a store in this replica's memory."""
+
+    def close(self) -> None:
+        """Write what is queued (bounded wait) and release connections."""

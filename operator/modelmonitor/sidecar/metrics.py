@@ -124,7 +124,6 @@ class MonitorCollector(Collector):
             group_names = [m.groups.label(code) for code in range(len(m.groups.names))]
             group_count = m.groups.size
             window_rows = max(m.numerical_window.filled, m.categorical_window.filled)
-            m.labels.expire()
         min_rows = m.min_window_rows
         drift: dict[str, dict[str, float]] = {}
         for j, scorer in enumerate(self._numerical):
@@ -228,6 +227,16 @@ class MonitorCollector(Collector):
             ),
             "pending": gauge(names.LABELS_PENDING, "Predictions waiting in the label store (per replica)."),
             "coverage": gauge(names.LABEL_COVERAGE, "Joined labels / predictions that left the label store."),
+            "store_up": gauge(names.LABEL_STORE_UP, "1 when the last call to the shared label store succeeded."),
+            "store_errors": counter(
+                names.LABEL_STORE_ERRORS, "Failed calls to the shared label store, by operation.", ["operation"]
+            ),
+            "store_dropped": counter(
+                names.LABEL_STORE_DROPPED, "Records given up on a full queue while the store was away.", ["kind"]
+            ),
+            "store_queued": gauge(
+                names.LABEL_STORE_QUEUED, "Records waiting in the sidecar for the shared label store.", ["kind"]
+            ),
             "drift": gauge(
                 names.DRIFT_SCORE, "Drift of the replica's window against the reference.", ["feature", "method"]
             ),
@@ -285,6 +294,9 @@ class MonitorCollector(Collector):
 
     def _fill(self, f: dict[str, Any], base: list[str]) -> None:
         m = self.monitor
+        m.settle_labels()
+        store_counts = m.labels.local_counts()
+        store_health = m.labels.health()
         scores = self._scores()
         profile = m.profile
         with m.lock:
@@ -311,9 +323,6 @@ class MonitorCollector(Collector):
             estimated = c.estimated
             received = dict(c.labels_received)
             rejected = dict(c.rejected)
-            expired = m.labels.expired
-            pending = len(m.labels)
-            coverage = m.labels.coverage
         for code in ("2xx", "4xx", "5xx", *sorted(set(requests) - {"2xx", "4xx", "5xx"})):
             f["requests"].add_metric([*base, code], requests.get(code, 0))
         f["errors"].add_metric(base, errors)
@@ -368,7 +377,6 @@ class MonitorCollector(Collector):
                     f["labeled"].add_metric([*base, name, outcome], int(confusion[code, outcome_code]))
         for result in ("joined", "unmatched", "duplicate"):
             f["labels"].add_metric([*base, result], received.get(result, 0))
-        f["expired"].add_metric(base, expired)
         f["label_predictions"].add_metric(base, label_predictions)
         self._fill_label_kinds(f, base, class_names, class_outcomes, regression)
         if profile.calibration is not None:
@@ -377,9 +385,19 @@ class MonitorCollector(Collector):
             f["estimated_positive_predictions"].add_metric(base, estimated.positive_predictions)
             f["estimated_true_positives"].add_metric(base, estimated.true_positives)
             f["estimated_positives"].add_metric(base, estimated.positives)
-        f["pending"].add_metric(base, pending)
-        if coverage is not None:
-            f["coverage"].add_metric(base, coverage)
+        if store_counts is not None:
+            f["expired"].add_metric(base, store_counts.expired)
+            f["pending"].add_metric(base, store_counts.pending)
+            if store_counts.coverage is not None:
+                f["coverage"].add_metric(base, store_counts.coverage)
+        if store_health is not None:
+            f["store_up"].add_metric(base, float(store_health.up))
+            for operation, count in store_health.errors.items():
+                f["store_errors"].add_metric([*base, operation], count)
+            for kind, count in store_health.dropped.items():
+                f["store_dropped"].add_metric([*base, kind], count)
+            f["store_queued"].add_metric([*base, "prediction"], store_health.queued_predictions)
+            f["store_queued"].add_metric([*base, "label"], store_health.queued_labels)
 
         for feature in profile.features:
             for method, value in scores.drift.get(feature.name, {}).items():

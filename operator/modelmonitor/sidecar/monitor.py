@@ -27,9 +27,13 @@ import numpy.typing as npt
 
 from modelmonitor.sidecar.datafiles import canonical_category
 from modelmonitor.sidecar.encode import BatchError, FeatureColumns, FeatureEncoder
-from modelmonitor.sidecar.labels import LabelStore
+from modelmonitor.sidecar.labels import JoinResults, LabelStore, PendingPrediction
+from modelmonitor.sidecar.labelstore.memory import MemoryLabelStore
 from modelmonitor.sidecar.profile import OTHER, NumericalReference, Profile
 from modelmonitor.stats.probability import calibrated, probability_correct
+
+_OUTCOME_CODES = {(1, 1): 0, (1, 0): 1, (0, 0): 2, (0, 1): 3}
+"""(predicted positive, label positive) to the confusion outcome's code, an index into ``OUTCOMES``."""
 
 NO_GROUP = "__none__"
 """Group label of a prediction that came without a group attribute."""
@@ -54,9 +58,9 @@ class MonitorSettings:
     quality_window: int = 1000
     """Joined labels kept for the per-replica accuracy / precision / recall / F1 and fairness gauges."""
     label_ttl_seconds: float = 3600.0
-    """How long a prediction waits for its label before it is counted as expired."""
+    """How long a prediction waits for its label before it is counted as expired (the default memory store)."""
     label_capacity: int = 100_000
-    """Most predictions waiting for a label; the oldest are expired first."""
+    """Most predictions waiting for a label; the oldest are expired first (the default memory store)."""
     max_groups: int = 20
     """Distinct group values exported (beyond: ``__other__``), when the profile does not list them."""
     max_classes: int = 50
@@ -215,6 +219,8 @@ class Monitor:
         model, version: the ``model`` and ``version`` label values of every exported series.
         settings: bounds and knobs.
         clock: monotonic seconds, for the label TTL; injectable for tests.
+        label_store: where predictions wait for their labels; default: this process's memory, bounded by
+            ``settings.label_ttl_seconds`` and ``settings.label_capacity``.
     """
 
     def __init__(
@@ -225,6 +231,7 @@ class Monitor:
         version: str,
         settings: MonitorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        label_store: LabelStore | None = None,
     ) -> None:
         self.profile = profile
         self.model = model
@@ -276,7 +283,11 @@ class Monitor:
         self.prediction_group_window = _Ring(self.window_size, 2, np.int32, -1)
         # (outcome, group) of recent joined labels.
         self.quality_window = _Ring(settings.quality_window, 2, np.int32, -1)
-        self.labels = LabelStore(ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock)
+        if label_store is None:
+            label_store = MemoryLabelStore(
+                ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock
+            )
+        self.labels: LabelStore = label_store
         self.generation = 0
         """Bumped on every change, so scrape-time computations can be cached between changes."""
 
@@ -345,24 +356,42 @@ class Monitor:
         return batch.size
 
     def log_labels(self, labels: Sequence[tuple[str, Any]]) -> dict[str, int]:
-        """Join true labels ``(request_id, label)`` to stored predictions; returns counts per result."""
-        results: dict[str, int] = {}
+        """Join true labels ``(request_id, label)`` to stored predictions; returns counts per result.
+
+        Results: ``joined``, ``unmatched``, ``duplicate``, and ``deferred`` for labels a shared store will join
+        once it is reachable again (counted under their final result then). May wait on a shared store: in an
+        event loop, call it in a worker thread.
+        """
+        results = self.labels.join([(str(request_id), label) for request_id, label in labels])
+        self._count_joins(results)
+        counts = results.counts()
+        if results.deferred:
+            counts["deferred"] = results.deferred
+        return counts
+
+    def settle_labels(self) -> None:
+        """Count the labels a shared store settled in the background (run before every scrape)."""
+        settled = self.labels.settled()
+        if settled.counts():
+            self._count_joins(settled)
+
+    def _count_joins(self, results: JoinResults) -> None:
         positive = self.profile.positive_class
         with self.lock:
-            for request_id, label in labels:
+            for record, label in results.joined:
                 label_positive = -1 if positive is None or label is None else int(canonical_category(label) == positive)
-                join = self.labels.offer(str(request_id), label_positive)
-                results[join.result] = results.get(join.result, 0) + 1
-                if join.outcome is not None and join.group is not None:
-                    self.counters.confusion[join.group, join.outcome] += 1
-                    self.quality_window.push(np.array([[join.outcome, join.group]], dtype=np.int32))
-                if join.predicted_value is not None and math.isfinite(join.predicted_value) and label is not None:
-                    self._count_labeled_value(join.predicted_value, label)
+                if record.predicted_positive >= 0 and label_positive >= 0:
+                    outcome = _OUTCOME_CODES[(record.predicted_positive, label_positive)]
+                    # by name: each replica numbers its groups itself (__other__ is no name to learn)
+                    group = self.groups.other if record.group == OTHER else self.groups.code(record.group)
+                    self.counters.confusion[group, outcome] += 1
+                    self.quality_window.push(np.array([[outcome, group]], dtype=np.int32))
+                if record.predicted_value is not None and label is not None:
+                    self._count_labeled_value(record.predicted_value, label)
             received = self.counters.labels_received
-            for result, count in results.items():
+            for result, count in results.counts().items():
                 received[result] = received.get(result, 0) + count
             self.generation += 1
-        return results
 
     def _count_labeled_value(self, predicted: float, label: Any) -> None:
         """Multiclass outcomes or regression errors of one joined label (the caller holds the lock)."""
@@ -438,19 +467,42 @@ class Monitor:
             self.prediction_group_window.push(np.column_stack([predicted_positive, group_codes]).astype(np.int32))
             if estimate is not None:
                 c.estimated = c.estimated.plus(estimate)
-            if batch.request_ids is not None:
-                ids = batch.request_ids
-                keep = [i for i, r in enumerate(ids) if r is not None]
-                values = None if predicted_values is None else predicted_values[keep].tolist()
-                if keep:
-                    self.labels.add(
-                        [str(ids[i]) for i in keep],
-                        predicted_positive[keep].tolist(),
-                        group_codes[keep].tolist(),
-                        values,
-                    )
-                c.label_predictions += len(keep)
+            records = self._pending_records(batch, predicted_positive, group_codes, predicted_values)
+            c.label_predictions += len(records)
             self.generation += 1
+        if records:
+            self.labels.add(records)
+
+    def _pending_records(
+        self,
+        batch: EventBatch,
+        predicted_positive: npt.NDArray[np.int64],
+        group_codes: npt.NDArray[np.int64],
+        predicted_values: npt.NDArray[np.float64] | None,
+    ) -> list[tuple[str, PendingPrediction]]:
+        """(request id, record) of each joinable event (called under the lock: group names come from the table)."""
+        if batch.request_ids is None:
+            return []
+        values: list[float | None] = (
+            [None] * batch.size
+            if predicted_values is None
+            else [v if math.isfinite(v) else None for v in predicted_values.tolist()]
+        )
+        # Records are immutable values: one per distinct (prediction, group, value) of the batch, shared by its
+        # events, keeps this at a dictionary lookup per event on the ingest path (binary models share the most).
+        distinct: dict[tuple[int, int, float | None], PendingPrediction] = {}
+        records: list[tuple[str, PendingPrediction]] = []
+        for request_id, positive, group, value in zip(
+            batch.request_ids, predicted_positive.tolist(), group_codes.tolist(), values, strict=True
+        ):
+            if request_id is None:
+                continue
+            key = (positive, group, value)
+            record = distinct.get(key)
+            if record is None:
+                record = distinct[key] = PendingPrediction(positive, self.groups.label(group), value)
+            records.append((str(request_id), record))
+        return records
 
     def _count_requests(self, batch: EventBatch, n: int) -> None:
         c = self.counters

@@ -130,7 +130,13 @@ class SidecarServer:
         if self.settings.upstream:
             app.router.add_route("*", "/{tail:.*}", self.proxy)
             app.cleanup_ctx.append(self._client_session)
+        app.on_cleanup.append(self._close_label_store)
         return app
+
+    async def _close_label_store(self, app: web.Application) -> None:
+        # The last proxied calls' predictions go to the store before it writes its queue one last time.
+        self.flush()
+        await asyncio.to_thread(self.monitor.labels.close)
 
     async def _client_session(self, app: web.Application) -> Any:
         # One pooled session for the sidecar's lifetime, created inside the running loop (not at import).
@@ -195,8 +201,9 @@ class SidecarServer:
         # Proxied predictions wait up to flush_seconds for their batched ingest: a label that follows its
         # prediction closely must still find it.
         self.flush()
-        results = self.monitor.log_labels(pairs)
-        return web.json_response({k: results.get(k, 0) for k in ("joined", "unmatched", "duplicate")})
+        # A shared store answers over the network: off the event loop, so the proxy keeps flowing.
+        results = await asyncio.to_thread(self.monitor.log_labels, pairs)
+        return web.json_response({k: results.get(k, 0) for k in ("joined", "unmatched", "duplicate", "deferred")})
 
     # --- proxy ------------------------------------------------------------------------------------------------
 

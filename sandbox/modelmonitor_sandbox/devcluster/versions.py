@@ -26,6 +26,7 @@ GO_COMPONENTS: dict[str, tuple[str, str]] = {
 DEBIAN_BINARIES: dict[str, str] = {
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
+    "redis-server": "redis-server",  # the shared label store of the sidecar's tests (docs/sidecar.md)
 }
 
 # kwok's own Stage definitions (shipped inside its Go module) that drive simulated nodes and pods:

@@ -123,7 +123,7 @@ def test_push_events_and_labels_then_scrape(profile: Profile) -> None:
         response = await client.post(
             "/v1/labels", json={"labels": [{"request_id": "r0", "label": 1}, {"request_id": "zz", "label": 0}]}
         )
-        assert await response.json() == {"joined": 1, "unmatched": 1, "duplicate": 0}
+        assert await response.json() == {"joined": 1, "unmatched": 1, "duplicate": 0, "deferred": 0}
         response = await client.post("/v1/labels", json={"request_id": "r1", "label": 0})  # a single label
         assert (await response.json())["joined"] == 1
         seen = await metrics()
