@@ -2,8 +2,13 @@
 
 Kopf watches ModelMonitors and feeds every change into the loop's `Registry` (a raw event handler: no
 finalizers, so deleting a monitor never hangs while the operator is down, and no per-object handler state).
-A startup handler builds the clients once and starts the evaluation task and the /metrics + /healthz server;
-the task calls `Evaluator.cycle` on every tick from a worker thread, so the event loop never blocks.
+A startup handler builds the clients once and starts the evaluation task, the Lease task and the /metrics +
+/healthz server; the evaluation task calls `Evaluator.cycle` on every tick from a worker thread, so the event
+loop never blocks. The Lease task renews this replica's Lease every retry period (`modelmonitor.sharding`): every
+replica watches every monitor, and evaluates and acts on its share only.
+
+Kopf runs standalone: its own peering (KopfPeering objects, priorities) would pause every replica but one, and
+the raw event handler stores no per-object state, so replicas never write anything Kopf-specific to a monitor.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from aiohttp import web
 
 from modelmonitor.actions import Actions, CrashHook, Remediator
 from modelmonitor.adapters.alertmanager import HttpAlertSender
-from modelmonitor.adapters.kubernetes import KubernetesClient, load_config
+from modelmonitor.adapters.kubernetes import KubernetesClient, KubernetesError, current_namespace, load_config
 from modelmonitor.api import GROUP, PLURAL, VERSION
-from modelmonitor.loop import Evaluator, Registry
+from modelmonitor.loop import Evaluator, MonitorEntry, Registry
 from modelmonitor.operator_metrics import OperatorMetrics, health_app
 from modelmonitor.settings import OperatorSettings
+from modelmonitor.sharding import LeaseTimings, Membership, Ownership, default_replica_name, group_of
 
 log = logging.getLogger("modelmonitor.operator")
 
@@ -36,20 +42,70 @@ class Runtime:
     registry: Registry
     evaluator: Evaluator
     metrics: OperatorMetrics
+    membership: Membership | None = None
     task: asyncio.Task[None] | None = None
+    lease_task: asyncio.Task[None] | None = None
     web_runner: web.AppRunner | None = None
 
 
+class OwnedMonitors:
+    """The monitors this replica owns: /metrics mirrors their statuses only, so two replicas never export the
+    same monitor's series twice."""
+
+    def __init__(self, registry: Registry, ownership: Ownership) -> None:
+        self.registry = registry
+        self.ownership = ownership
+
+    def all(self) -> list[MonitorEntry]:
+        return [e for e in self.registry.all() if self.ownership.owns(e.namespace, e.name)]
+
+
 def build_runtime(settings: OperatorSettings, actions: Actions | None = None) -> Runtime:
-    """Build the clients once: one Kubernetes client shared by the loop and the actions."""
+    """Build the clients once: one Kubernetes client shared by the loop, the actions and the Lease."""
     load_config()
     registry = Registry()
-    metrics = OperatorMetrics(monitors=registry)  # /metrics mirrors each monitor's last status
     kube = KubernetesClient()
+    membership = Membership(
+        kube,
+        settings.lease_namespace or current_namespace(),
+        settings.replica_name or default_replica_name(),
+        group_of(settings.namespaces),
+        LeaseTimings(
+            settings.lease_duration_seconds, settings.lease_renew_deadline_seconds, settings.lease_retry_period_seconds
+        ),
+    )
+    metrics = OperatorMetrics(monitors=OwnedMonitors(registry, membership))  # each owned monitor's last status
     if actions is None:
         actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env())
-    evaluator = Evaluator(settings, registry, kube, actions, metrics)
-    return Runtime(settings, registry, evaluator, metrics)
+    evaluator = Evaluator(settings, registry, kube, actions, metrics, ownership=membership)
+    return Runtime(settings, registry, evaluator, metrics, membership)
+
+
+async def lease_loop(runtime: Runtime, membership: Membership) -> None:
+    """Renew this replica's Lease and read the others' every retry period; log what changes."""
+    period = runtime.settings.lease_retry_period_seconds
+    failure: str | None = None
+    seen: tuple[tuple[str, ...], bool] | None = None
+    log.info("replica %s: Lease in namespace %s, group %s", membership.identity, membership.namespace, membership.group)
+    while True:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.to_thread(membership.renew)
+            if failure is not None:
+                log.info("Lease renewed again")
+            failure = None
+        except KubernetesError as exc:
+            if str(exc) != failure:
+                log.warning("cannot renew the Lease (this replica stops acting if it goes on): %s", exc)
+            failure = str(exc)
+        now = (membership.live(), membership.acting())
+        if now != seen:
+            log.info("live replicas: %s; this one (%s) %s", ", ".join(now[0]) or "none", membership.identity,
+                     "acts on its share" if now[1] else "does not act")  # fmt: skip
+            seen = now
+        runtime.metrics.membership(len(now[0]), now[1])
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(max(0.0, period - elapsed))
 
 
 async def evaluation_loop(runtime: Runtime) -> None:
@@ -99,6 +155,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     memo["runtime"] = runtime
     await _serve_health(runtime)
+    if runtime.membership is not None:
+        runtime.lease_task = asyncio.create_task(lease_loop(runtime, runtime.membership), name="modelmonitor-lease")
     runtime.task = asyncio.create_task(evaluation_loop(runtime), name="modelmonitor-evaluation")
 
 
@@ -107,10 +165,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
-    if runtime.task is not None:
-        runtime.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime.task
+    for task in (runtime.task, runtime.lease_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if runtime.membership is not None:
+        await asyncio.to_thread(runtime.membership.release)
     if runtime.web_runner is not None:
         await runtime.web_runner.cleanup()
     await asyncio.to_thread(runtime.evaluator.close)
