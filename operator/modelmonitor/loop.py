@@ -214,11 +214,11 @@ class Evaluator:
         now_epoch = self.clock()
         now = datetime.fromtimestamp(now_epoch, UTC)
         report = CycleReport()
-        owns = self.ownership.owns
         known = self.registry.all()
-        report.owned = sum(1 for e in known if owns(e.namespace, e.name))
+        owned = self.ownership.owned(e.key for e in known)
+        report.owned = len(owned)
         # A monitor another replica owns stays due here, so it is evaluated at once if it comes to this one.
-        due = [e for e in self.registry.due(now_epoch) if owns(e.namespace, e.name)]
+        due = [e for e in self.registry.due(now_epoch) if e.key in owned]
         if not due:
             self.metrics.cycle_done(report, len(known))
             return report

@@ -105,12 +105,19 @@ class Ownership(Protocol):
 
     def owns(self, namespace: str, name: str) -> bool: ...
 
+    def owned(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the (namespace, name) ``keys`` this replica owns now (one answer for a whole tick)."""
+        ...
+
 
 class Standalone:
     """One replica that owns every monitor (tests of the loop alone; `modelmonitor run` always uses Leases)."""
 
     def owns(self, namespace: str, name: str) -> bool:
         return True
+
+    def owned(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return set(keys)
 
 
 @dataclass
@@ -308,15 +315,24 @@ class Membership:
 
     def owns(self, namespace: str, name: str) -> bool:
         """Whether this replica evaluates and acts on the monitor now. Asked right before every write."""
+        return bool(self.owned([(namespace, name)]))
+
+    def owned(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``keys`` this replica evaluates and acts on now (nothing while it may not act)."""
         with self._lock:
             now = self.clock()
             if not self._acting(now):
-                return False
+                return set()
             live = self._live(now)
             if live != self._assigned_over:
                 self._assignments.clear()
                 self._assigned_over = live
-            key = (namespace, name)
-            if key not in self._assignments:
-                self._assignments[key] = owner_of(namespace, name, live)
-            return self._assignments[key] == self.identity
+            assignments = self._assignments
+            mine: set[tuple[str, str]] = set()
+            for key in keys:
+                owner = assignments.get(key, "")
+                if owner == "":
+                    owner = assignments[key] = owner_of(key[0], key[1], live)
+                if owner == self.identity:
+                    mine.add(key)
+            return mine

@@ -223,9 +223,9 @@ ACTIONS: dict[str, dict[str, Any]] = {
     "retrain": {"type": "retrain", "serviceAccountName": "trainer", "jobTemplate": TRAINING_JOB},
     "rollback": {"type": "rollback", "settlePeriod": "3s", "cooldown": "0s"},
 }
-#: (action type, crash point) of each trial: consecutive trials differ in type, so the replica armed for its next
-#: trial never crashes finishing the other's action.
-TRIALS = [(kind, point) for _ in range(4) for kind in ACTIONS for point in ("before-act", "after-act")][:21]
+#: (action type, crash point) of each trial: any three consecutive trials differ in type, so a replica armed for
+#: its next trial never crashes finishing the other's action, nor on the one before.
+TRIALS = [(kind, point) for _ in range(4) for point in ("before-act", "after-act") for kind in ACTIONS][:21]
 
 
 def jobs_of(rig: Replicas, name: str) -> list[str]:
