@@ -162,6 +162,10 @@ class Membership:
         self.wall = wall
         self.selector = ",".join(f"{k}={v}" for k, v in {**COMPONENT_LABELS, GROUP_LABEL: group}.items())
         self._lock = threading.Lock()
+        #: Held through a whole round and through `release`, so a round still in flight when the replica stops
+        #: cannot renew the Lease after it was released.
+        self._round_lock = threading.Lock()
+        self._released = False
         self._lease: dict[str, Any] | None = None
         #: When the last complete round began, and when the current unbroken holding began (monotonic).
         self._round_started: float | None = None
@@ -175,6 +179,11 @@ class Membership:
     def renew(self) -> None:
         """Renew this replica's Lease, then read every Lease of the group. Raises `KubernetesError` when either
         fails; the replica then keeps its last view until the renew deadline, and stops acting after it."""
+        with self._round_lock:
+            if not self._released:
+                self._round()
+
+    def _round(self) -> None:
         started = self.clock()
         resumed = self._write_own()
         written = self.clock()
@@ -280,6 +289,10 @@ class Membership:
         instead of after a Lease duration (on a clean stop: a rolling update, a scale-down)."""
         with self._lock:
             self._round_started = self._holding_since = None
+        with self._round_lock:  # after a round in flight, which may have marked this replica live again
+            self._released = True
+            with self._lock:
+                self._round_started = self._holding_since = None
             lease, self._lease = self._lease, None
         if lease is None:
             return
