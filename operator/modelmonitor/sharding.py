@@ -191,13 +191,7 @@ class Membership:
         listed = self.clock()
         stale: list[tuple[str, str]] = []
         with self._lock:
-            if resumed:
-                # Our Lease was still live for every other replica: they never stopped counting us in.
-                self._holding_since = written - self.timings.renew_deadline
-            elif self._round_started is None or started - self._round_started >= self.timings.renew_deadline:
-                # A new holding (first round, or back after a lapse): the others may not count us in before
-                # their next round, so acting waits one renew deadline from the write.
-                self._holding_since = written
+            joining = self._round_started is None or started - self._round_started >= self.timings.renew_deadline
             self._round_started = started
             present: set[str] = set()
             for lease in leases:
@@ -219,6 +213,16 @@ class Membership:
                     stale.append((name, version))
             for gone in set(self._seen) - present:
                 del self._seen[gone]
+            if joining:
+                # A new holding (first round, or back after a lapse). With another replica live, that one may not
+                # count us in before its next round: acting waits one renew deadline from our write, when every
+                # view still allowed to act was read after it. Alone, there is nobody to wait for: a replica
+                # starting at the same moment sees our Lease in its own first list (one of two lists that race
+                # must see the other's write), so it waits instead. Our own Lease still live for the others
+                # (a restarted container, `resumed`): they never stopped counting us in.
+                alone = not any(s.holder and listed - s.changed_at < s.duration for s in self._seen.values())
+                wait = 0.0 if resumed or alone else self.timings.renew_deadline
+                self._holding_since = written - self.timings.renew_deadline + wait
         for name, version in stale:
             self._delete_stale(name, version)
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,11 +43,12 @@ from support import Cluster, ExporterProcess, OperatorProcess, PrometheusProcess
 
 pytestmark = pytest.mark.cluster
 
-#: Short Lease timings for the trials (the defaults, 15/10/2 s, are shown by the first test).
+#: Shorter Lease timings for the trials (the defaults, 15/10/2 s, are shown by the first test); not shorter, so
+#: that renewals keep up on a machine shared with other work.
 FAST_LEASES = {
-    "MODELMONITOR_LEASE_DURATION_SECONDS": "3",
-    "MODELMONITOR_LEASE_RENEW_DEADLINE_SECONDS": "2",
-    "MODELMONITOR_LEASE_RETRY_PERIOD_SECONDS": "0.5",
+    "MODELMONITOR_LEASE_DURATION_SECONDS": "6",
+    "MODELMONITOR_LEASE_RENEW_DEADLINE_SECONDS": "4",
+    "MODELMONITOR_LEASE_RETRY_PERIOD_SECONDS": "1",
 }
 
 
@@ -198,15 +200,22 @@ def test_two_replicas_share_the_monitors_and_a_killed_one_is_replaced_within_20_
         assert shares == (expected, len(models) - expected), "the share rendezvous hashing gives each"
 
         rig.a.kill()
-        killed = time.monotonic()
+        killed = time.time()
         rig.fleet.set(models, broken=True)
-        wait_for(
+        firing = wait_for(
             "every monitor Firing, the killed replica's too",
-            lambda: [s.get("phase") for s in rig.statuses().values()].count("Firing") == len(models),
-            timeout=30,
+            lambda: (s := rig.statuses()) and [x.get("phase") for x in s.values()].count("Firing") == len(models) and s,
+            timeout=40,
         )
-        took = time.monotonic() - killed
-        assert took <= 20, f"the killed replica's monitors were evaluated again only after {took:.1f} s"
+        # The evaluation that first saw the breach (its episode's activeSince, floored to the second): for the killed
+        # replica's monitors, the survivor's first evaluation of them.
+        evaluated = [
+            datetime.fromisoformat(p["activeSince"].replace("Z", "+00:00")).timestamp()
+            for s in firing.values()
+            for p in s["policies"]
+        ]
+        took = max(evaluated) - killed
+        assert took <= 20, f"the killed replica's monitors were evaluated again only {took:.1f} s after the kill"
         assert owned(rig.b) == len(models)
 
 
@@ -401,7 +410,7 @@ def test_a_replica_cut_off_from_the_api_server_stops_acting_and_the_other_takes_
             proxy.cut()
             cut = time.monotonic()
             samples: list[tuple[float, float | None, int, int]] = []  # (seconds after the cut, acting, a's, b's)
-            while time.monotonic() - cut < 15 and not (samples and samples[-1][3] == len(models)):
+            while time.monotonic() - cut < 20 and not (samples and samples[-1][3] == len(models)):
                 samples.append(
                     (
                         time.monotonic() - cut,
@@ -412,7 +421,9 @@ def test_a_replica_cut_off_from_the_api_server_stops_acting_and_the_other_takes_
                 )
                 time.sleep(0.2)
             stopped = next((t for t, acting, _a, _b in samples if acting == 0), None)
-            assert stopped is not None and stopped <= 2 + 1, f"a still acting after the renew deadline (2 s): {samples}"
+            assert stopped is not None and stopped <= 4 + 1.5, (
+                f"a still acting after the renew deadline (4 s): {samples}"
+            )
             assert samples[-1][3] == len(models), f"b did not take every monitor over: {samples}"
             assert all(a + b <= len(models) for _t, _acting, a, b in samples), f"both claimed a monitor: {samples}"
             rig.fleet.set(models, broken=True)

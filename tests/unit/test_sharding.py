@@ -130,23 +130,41 @@ def test_operators_watching_different_namespaces_are_separate_groups() -> None:
     assert group_of(["b", "a"]) == group_of(["a", "b", "a"]) != group_of(["a"]) != group_of([])
 
 
-def test_a_new_replica_acts_only_after_the_renew_deadline() -> None:
+def test_a_lone_replica_acts_at_once_and_one_joining_it_waits_the_renew_deadline() -> None:
     clock, store = Clock(), Store()
     alone = replica(store, clock, "a")
     alone.renew()
-    assert not alone.acting() and owned(alone) == set()
-    run(clock, 9.5, alone)
-    assert not alone.acting()
-    run(clock, 1, alone)
     assert alone.acting() and owned(alone) == set(KEYS)
     lease = store.objects["a"]
     assert lease["spec"]["holderIdentity"] == "a" and lease["spec"]["leaseDurationSeconds"] == 15
+    joining = replica(store, clock, "b")
+    joining.renew()
+    run(clock, 9.5, alone, joining)
+    assert not joining.acting() and owned(joining) == set()
+    run(clock, 1, alone, joining)
+    assert joining.acting() and owned(joining)
+
+
+def test_two_replicas_starting_together_never_both_act() -> None:
+    """Their first rounds interleave: a writes, b writes and lists (sees a), a lists (sees b)."""
+    clock, store = Clock(), Store()
+    a, b = replica(store, clock, "a"), replica(store, clock, "b")
+    a._write_own()
+    b.renew()
+    a.renew()  # a's first complete round: it sees b, so it waits like b
+    assert not a.acting() and not b.acting()
+
+    def no_overlap() -> None:
+        assert not owned(a) & owned(b), f"both act at {clock.now}"
+
+    run(clock, 14, a, b, check=no_overlap)
+    assert owned(a) | owned(b) == set(KEYS)
 
 
 def test_two_replicas_split_the_monitors_and_never_overlap_while_one_joins() -> None:
     clock, store = Clock(), Store()
     a, b = replica(store, clock, "a"), replica(store, clock, "b")
-    run(clock, 12, a)
+    run(clock, 2, a)
     assert owned(a) == set(KEYS)
 
     def no_overlap() -> None:
@@ -209,7 +227,9 @@ def test_a_restarted_replica_resumes_its_recent_lease_without_waiting() -> None:
     after = replica(store, clock, "a")
     after.renew()
     assert owned(after) == set(KEYS)
-    clock.now += 30  # a restart long after: the others may have counted it out, so it waits
+    other = replica(store, clock, "b")
+    run(clock, 12, after, other)
+    clock.now += 30  # a restart long after: the other may have counted it out, so it waits
     late = replica(store, clock, "a")
     late.renew()
     assert not late.acting()
