@@ -2,9 +2,9 @@
 
 Kopf watches ModelMonitors and feeds every change into the loop's `Registry` (a raw event handler: no
 finalizers, so deleting a monitor never hangs while the operator is down, and no per-object handler state).
-A startup handler builds the clients once and starts the evaluation task, the Lease task and the /metrics +
+A startup handler builds the clients once and starts the evaluation task, the Lease thread and the /metrics +
 /healthz server; the evaluation task calls `Evaluator.cycle` on every tick from a worker thread, so the event
-loop never blocks. The Lease task renews this replica's Lease every retry period (`modelmonitor.sharding`): every
+loop never blocks. The Lease thread renews this replica's Lease every retry period (`modelmonitor.sharding`): every
 replica watches every monitor, and evaluates and acts on its share only.
 
 Kopf runs standalone: its own peering (KopfPeering objects, priorities) would pause every replica but one, and
@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -44,7 +46,8 @@ class Runtime:
     metrics: OperatorMetrics
     membership: Membership | None = None
     task: asyncio.Task[None] | None = None
-    lease_task: asyncio.Task[None] | None = None
+    lease_thread: threading.Thread | None = None
+    lease_stop: threading.Event = field(default_factory=threading.Event)
     web_runner: web.AppRunner | None = None
 
 
@@ -81,16 +84,19 @@ def build_runtime(settings: OperatorSettings, actions: Actions | None = None) ->
     return Runtime(settings, registry, evaluator, metrics, membership)
 
 
-async def lease_loop(runtime: Runtime, membership: Membership) -> None:
-    """Renew this replica's Lease and read the others' every retry period; log what changes."""
+def lease_loop(runtime: Runtime, membership: Membership, stop: threading.Event) -> None:
+    """Renew this replica's Lease and read the others' every retry period until ``stop``; log what changes.
+
+    A thread of its own, not a task on the event loop: with thousands of monitors the event loop is busy with
+    Kopf's watch events, and a renewal waiting behind them would let the Lease lapse."""
     period = runtime.settings.lease_retry_period_seconds
     failure: str | None = None
     seen: tuple[tuple[str, ...], bool] | None = None
     log.info("replica %s: Lease in namespace %s, group %s", membership.identity, membership.namespace, membership.group)
-    while True:
-        started = asyncio.get_running_loop().time()
+    while not stop.is_set():
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(membership.renew)
+            membership.renew()
             if failure is not None:
                 log.info("Lease renewed again")
             failure = None
@@ -104,8 +110,7 @@ async def lease_loop(runtime: Runtime, membership: Membership) -> None:
                      "acts on its share" if now[1] else "does not act")  # fmt: skip
             seen = now
         runtime.metrics.membership(len(now[0]), now[1])
-        elapsed = asyncio.get_running_loop().time() - started
-        await asyncio.sleep(max(0.0, period - elapsed))
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
 
 
 async def evaluation_loop(runtime: Runtime) -> None:
@@ -156,7 +161,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["runtime"] = runtime
     await _serve_health(runtime)
     if runtime.membership is not None:
-        runtime.lease_task = asyncio.create_task(lease_loop(runtime, runtime.membership), name="modelmonitor-lease")
+        runtime.lease_thread = threading.Thread(
+            target=lease_loop, args=(runtime, runtime.membership, runtime.lease_stop), name="lease", daemon=True
+        )
+        runtime.lease_thread.start()
     runtime.task = asyncio.create_task(evaluation_loop(runtime), name="modelmonitor-evaluation")
 
 
@@ -165,11 +173,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
-    for task in (runtime.task, runtime.lease_task):
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    if runtime.task is not None:
+        runtime.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime.task
+    runtime.lease_stop.set()
     if runtime.membership is not None:
         await asyncio.to_thread(runtime.membership.release)
     if runtime.web_runner is not None:
