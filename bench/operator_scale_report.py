@@ -46,6 +46,8 @@ class Plan:
     keep_files: bool = False
     #: Operator replicas sharing the monitors by Leases.
     replicas: int = 1
+    #: Replay every monitor's status write after the window (8 and 32 in flight).
+    write_replay: bool = True
 
 
 @dataclass(frozen=True)
