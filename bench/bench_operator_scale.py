@@ -755,15 +755,20 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         result.startup_seconds = first_full - started_at
         say(f"every monitor evaluated once {result.startup_seconds:.1f} s after the operator started")
         replicas = range(plan.replicas)
-        # The shares once every replica's watch has listed every monitor and the replicas agree.
-        result.shares = wait_for(
-            "the replicas' shares to cover every monitor",
-            lambda: (lambda shares: shares if sum(shares) == n else None)(
-                [int(sample_sum(rig.operator_metrics(r), "modelmonitor_operator_monitors_owned")) for r in replicas]
-            ),
-            deadline.cap(120),
-            0.5,
-        )
+
+        # The shares once every replica's watch has listed every monitor and the replicas agree (a replica that
+        # starts alone acts on every monitor until the other one has joined).
+        def shares() -> list[int] | None:
+            try:  # a busy replica's /metrics may not answer within the timeout: ask again
+                owned = [
+                    int(sample_sum(rig.operator_metrics(r), "modelmonitor_operator_monitors_owned")) for r in replicas
+                ]
+            except BenchError:
+                return None
+            # Every replica carries a share once the joining ones have waited their renew deadline.
+            return owned if sum(owned) == n and (min(owned) > 0 or n < 10 * plan.replicas) else None
+
+        result.shares = wait_for("the replicas' shares to cover every monitor", shares, deadline.cap(300), 1.0)
         say(f"monitors owned by each replica: {result.shares}")
 
         def full_lines(since: float) -> list[list[CycleLine]]:
