@@ -9,7 +9,8 @@ What runs (all on 127.0.0.1, all started and stopped here):
 * N ModelMonitors in a namespace of their own on the running sandbox, each with three built-in-signal policies
   (accuracy with ``for: 0s``, errorRate, latencyP95) at a 30 s interval, created with ``kubectl create`` in
   chunks;
-* the operator as a real process: ``python -m modelmonitor run --namespace <ns>``.
+* the operator as a real process: ``python -m modelmonitor run --namespace <ns>``; with ``--replicas R``, R of
+  them sharing the monitors by Leases (in the benchmark's namespace), each measured on its own share.
 
 What is measured, over several cycles after a warm-up cycle:
 
@@ -30,6 +31,8 @@ Usage (the sandbox must be running: ``modelmonitor cluster up``)::
     python bench/bench_operator_scale.py                      # 1,000 then 5,000; writes bench/results/operator_scale.md
     python bench/bench_operator_scale.py --monitors 1000      # one size
     python bench/bench_operator_scale.py --quick              # 50 monitors, 10 s interval, < 1 min, prints only
+    python bench/bench_operator_scale.py --monitors 10000 --replicas 2 --output bench/results/operator_scale_2x.md
+                                                              # two replicas sharing the monitors by Leases
 
 Everything it starts is stopped and its namespace deleted at the end, also on Ctrl-C or SIGTERM; the whole run
 is bounded by ``--timeout``.
@@ -84,7 +87,7 @@ from operator_scale_report import (
 from synthetic_exporter import model_name
 
 from modelmonitor.adapters.kubernetes import KubernetesClient
-from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
+from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings, QueryResult
 from modelmonitor.policy.model import MeasurementKind
 from modelmonitor.signals import SignalRequest, measure
 from modelmonitor_sandbox.devcluster import cluster as sandbox
@@ -255,8 +258,10 @@ class Rig:
         self.namespace_created = False
         self.exporter_url = ""
         self.prometheus_url = ""
+        #: The operator replicas (one unless --replicas), and their /metrics URLs; `operator` is the first.
+        self.operators: list[subprocess.Popen[bytes]] = []
+        self.metrics_urls: list[str] = []
         self.operator: subprocess.Popen[bytes] | None = None
-        self.operator_metrics_url = ""
         self.cycles: list[CycleLine] = []
         self.cycles_lock = threading.Lock()
         self.operator_tail: list[str] = []
@@ -378,36 +383,45 @@ class Rig:
         return time.monotonic() - started
 
     def start_operator(self) -> float:
-        """`python -m modelmonitor run` watching the namespace; returns the wall time it was started."""
-        port = free_port()
-        self.operator_metrics_url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            **self.state.env(),
-            "MODELMONITOR_PROMETHEUS_URL": self.prometheus_url,
-            "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{port}",
-        }
+        """`python -m modelmonitor run` watching the namespace, once per replica (their Leases in the benchmark's
+        namespace); returns the wall time they were started."""
         started = time.time()
-        self.operator = subprocess.Popen(
-            [sys.executable, "-m", "modelmonitor", "run", "--namespace", self.namespace],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.processes.append(("operator", self.operator))
-        threading.Thread(target=self._read_operator, daemon=True, name="operator-log").start()
-        wait_for(
-            "the operator's /healthz",
-            lambda: http_get(f"{self.operator_metrics_url}/healthz") or self._operator_exited(),
-            self.deadline.cap(60),
-        )
+        for replica in range(self.plan.replicas):
+            port = free_port()
+            self.metrics_urls.append(f"http://127.0.0.1:{port}")
+            env = {
+                **os.environ,
+                **self.state.env(),
+                "MODELMONITOR_PROMETHEUS_URL": self.prometheus_url,
+                "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{port}",
+                "MODELMONITOR_REPLICA_NAME": f"operator-{replica}",
+                "MODELMONITOR_LEASE_NAMESPACE": self.namespace,
+            }
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelmonitor", "run", "--namespace", self.namespace],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            self.operators.append(process)
+            self.processes.append((f"operator-{replica}", process))
+            threading.Thread(
+                target=self._read_operator, args=(replica, process), daemon=True, name=f"operator-log-{replica}"
+            ).start()
+        self.operator = self.operators[0]
+        for url in self.metrics_urls:
+            wait_for(
+                "the operator's /healthz",
+                lambda url=url: http_get(f"{url}/healthz") or self._operator_exited(),
+                self.deadline.cap(60),
+            )
         return started
 
-    def _read_operator(self) -> None:
-        """Timestamp the operator's lines as they come, keep the cycle lines, write everything to operator.log."""
-        assert self.operator is not None and self.operator.stdout is not None
-        with (self.workdir / "operator.log").open("a") as log:
-            for raw in self.operator.stdout:
+    def _read_operator(self, replica: int, process: subprocess.Popen[bytes]) -> None:
+        """Timestamp a replica's lines as they come, keep the cycle lines, write everything to its log."""
+        assert process.stdout is not None
+        with (self.workdir / f"operator-{replica}.log").open("a") as log:
+            for raw in process.stdout:
                 now = time.time()
                 line = raw.decode(errors="replace").rstrip("\n")
                 log.write(f"{now:.3f} {line}\n")
@@ -426,14 +440,16 @@ class Rig:
                                 queries=int(match["queries"]),
                                 failed=int(match["failed"]),
                                 seconds=float(match["seconds"]),
+                                replica=replica,
                             )
                         )
 
     def _operator_exited(self) -> bool:
-        """False while the operator runs; BenchError with its last lines once it has exited."""
-        if self.operator is not None and self.operator.poll() is not None:
-            tail = "\n".join(self.operator_tail[-20:])
-            raise BenchError(f"the operator exited with {self.operator.returncode}:\n{tail}")
+        """False while the replicas run; BenchError with the last lines once one has exited."""
+        for process in self.operators:
+            if process.poll() is not None:
+                tail = "\n".join(self.operator_tail[-20:])
+                raise BenchError(f"an operator replica exited with {process.returncode}:\n{tail}")
         return False
 
     def cycles_after(self, since: float) -> list[CycleLine]:
@@ -441,8 +457,8 @@ class Rig:
         with self.cycles_lock:
             return [c for c in self.cycles if c.at > since]
 
-    def operator_metrics(self) -> str:
-        body = http_get(f"{self.operator_metrics_url}/metrics")
+    def operator_metrics(self, replica: int = 0) -> str:
+        body = http_get(f"{self.metrics_urls[replica]}/metrics")
         if body is None:
             raise BenchError("the operator's /metrics did not answer")
         return body.decode()
@@ -624,10 +640,26 @@ def control_plane_pids(state: sandbox.ClusterState) -> dict[str, int]:
     return {name: state.pids.get(name, 0) for name in ("kube-apiserver", "etcd", "kube-controller-manager")}
 
 
-def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int]:
+class CountingQuerier:
+    """The operator's Prometheus client, noting the largest answer (series) it got."""
+
+    def __init__(self, client: PrometheusClient) -> None:
+        self.client = client
+        self.largest = 0
+        self.lock = threading.Lock()
+
+    def query(self, promql: str, *, at: dt.datetime | None = None) -> QueryResult:
+        answer = self.client.query(promql, at=at)
+        with self.lock:
+            self.largest = max(self.largest, len(answer.samples))
+        return answer
+
+
+def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, int]:
     """The query phase alone, with the operator's own `measure` and Prometheus client, for all N monitors.
 
-    Returns the wall seconds of each repeat, the queries sent per repeat and how many policies got values.
+    Returns the wall seconds of each repeat, the queries sent per repeat, how many policies got values and the
+    most series in one answer (each replica sends these same queries, whatever its share).
     """
     requests = []
     for i in range(rig.plan.monitors):
@@ -644,18 +676,19 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int]:
                 )
             )
     client = PrometheusClient(PrometheusSettings(url=rig.prometheus_url, timeout_seconds=30))
+    counting = CountingQuerier(client)
     times: list[float] = []
     queries = values = 0
     try:
         for _ in range(repeats):
             started = time.monotonic()
-            measured = measure(requests, client, max_parallel=4)  # the operator's default query parallelism
+            measured = measure(requests, counting, max_parallel=4)  # the operator's default query parallelism
             times.append(time.monotonic() - started)
             queries = measured.queries
             values = sum(1 for r in measured.results.values() if r.kind is MeasurementKind.VALUES)
     finally:
         client.close()
-    return times, queries, values
+    return times, queries, values, counting.largest
 
 
 def replay_writes(rig: Rig, monitors: list[dict[str, Any]], parallel: int) -> float:
@@ -721,20 +754,43 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         )
         result.startup_seconds = first_full - started_at
         say(f"every monitor evaluated once {result.startup_seconds:.1f} s after the operator started")
+        replicas = range(plan.replicas)
 
-        # Warm-up: the first aligned cycle that evaluates every monitor; the window opens when it ends.
-        warm = wait_for(
-            "a warm-up cycle evaluating every monitor",
-            lambda: next((c for c in rig.cycles_after(first_full) if c.evaluated >= n), None),
+        # The shares once every replica's watch has listed every monitor and the replicas agree (a replica that
+        # starts alone acts on every monitor until the other one has joined).
+        def shares() -> list[int] | None:
+            try:  # a busy replica's /metrics may not answer within the timeout: ask again
+                owned = [
+                    int(sample_sum(rig.operator_metrics(r), "modelmonitor_operator_monitors_owned")) for r in replicas
+                ]
+            except BenchError:
+                return None
+            # Every replica carries a share once the joining ones have waited their renew deadline.
+            return owned if sum(owned) == n and (min(owned) > 0 or n < 10 * plan.replicas) else None
+
+        result.shares = wait_for("the replicas' shares to cover every monitor", shares, deadline.cap(300), 1.0)
+        say(f"monitors owned by each replica: {result.shares}")
+
+        def full_lines(since: float) -> list[list[CycleLine]]:
+            """Each replica's cycles after ``since`` that evaluated its whole share."""
+            lines = rig.cycles_after(since)
+            return [[c for c in lines if c.replica == r and result.full(c)] for r in replicas]
+
+        # Warm-up: each replica's first aligned cycle that evaluates its share; the window opens when the last ends.
+        warm_lines = wait_for(
+            "a warm-up cycle of every replica evaluating its share",
+            lambda: (lambda per: [p[0] for p in per] if all(per) else None)(full_lines(first_full)),
             deadline.cap(plan.interval * 3 + 0.04 * n + 120),
             0.2,
         )
-        pids = {"operator": rig.operator.pid, **control_plane_pids(state)}
+        warm = max(warm_lines, key=lambda c: c.at)
+        pids = {f"operator-{r}": rig.operators[r].pid for r in replicas}
+        pids.update(control_plane_pids(state))
         for name, process in rig.processes:
             if name in ("prometheus", "exporter"):
                 pids[name] = process.pid
         before = Usage.now(pids)
-        metrics_before = rig.operator_metrics()
+        metrics_before = [rig.operator_metrics(r) for r in replicas]
         prom_before = (http_get(f"{rig.prometheus_url}/metrics") or b"").decode()
         api_before = rig.kubectl("get", "--raw", "/metrics")
         load_before = os.getloadavg()[0]
@@ -753,19 +809,18 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         with profiling(rig.operator.pid, workdir / "profile.txt", plan.profile):
             breach_thread.start()
             measured = wait_for(
-                f"{plan.cycles} measured cycles",
-                lambda: (lambda full: full if len(full) >= plan.cycles else None)(
-                    [c for c in rig.cycles_after(warm.at) if c.evaluated >= n]
-                ),
+                f"{plan.cycles} measured cycles of every replica",
+                lambda: (lambda per: per if all(len(p) >= plan.cycles for p in per) else None)(full_lines(warm.at)),
                 deadline.cap(period * (plan.cycles + 3) + 120),
                 0.2,
             )
             after = Usage.now(pids)
-            metrics_after = rig.operator_metrics()
+            metrics_after = [rig.operator_metrics(r) for r in replicas]
             prom_after = (http_get(f"{rig.prometheus_url}/metrics") or b"").decode()
             api_after = rig.kubectl("get", "--raw", "/metrics")
             result.load = (load_before, os.getloadavg()[0])
-            result.peak_rss = peak_rss_mib(rig.operator.pid)
+            result.replica_rss = [peak_rss_mib(rig.operators[r].pid) for r in replicas]
+            result.peak_rss = max(result.replica_rss)
             lines_after = rig.operator_lines
         result.profile = read_profile(workdir / "profile.txt")
         say("window closed; waiting for the breaches to show")
@@ -774,9 +829,10 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         breach_thread.join(timeout=5)
 
         # Every cycle line in the window (a cycle can split when writes fail), and the full ones measured.
-        end_at = measured[plan.cycles - 1].at
+        end_at = max(per[plan.cycles - 1].at for per in measured)
         result.cycles = [c for c in rig.cycles_after(warm.at) if c.at <= end_at]
-        full_cycles = len([c for c in result.cycles if c.evaluated >= n])
+        # Per interval: each replica's full cycles, counted once per interval across the replicas.
+        full_cycles = len([c for c in result.cycles if result.full(c)]) / plan.replicas
         result.write_errors = rig.operator_failures
         result.log_lines_per_cycle = (lines_after - lines_before) / full_cycles
         result.window_seconds = after.at - before.at
@@ -786,11 +842,20 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             for name in after.cpu
             if name in before.cpu
         }
+        result.replica_cores = [result.cores[f"operator-{r}"] for r in replicas]
+        result.cores["operator"] = max(result.replica_cores)  # the aims are per replica
         histogram = "modelmonitor_operator_cycle_duration_seconds"
-        count = sample_sum(metrics_after, f"{histogram}_count") - sample_sum(metrics_before, f"{histogram}_count")
-        total = sample_sum(metrics_after, f"{histogram}_sum") - sample_sum(metrics_before, f"{histogram}_sum")
+        count = sum(
+            sample_sum(a, f"{histogram}_count") - sample_sum(b, f"{histogram}_count")
+            for a, b in zip(metrics_after, metrics_before, strict=True)
+        )
+        total = sum(
+            sample_sum(a, f"{histogram}_sum") - sample_sum(b, f"{histogram}_sum")
+            for a, b in zip(metrics_after, metrics_before, strict=True)
+        )
         result.histogram_mean = total / count if count else math.nan
-        result.queries_gauge = sample_sum(metrics_after, "modelmonitor_operator_queries_last_cycle")
+        # Per replica: each sends the same queries whatever its share.
+        result.queries_gauge = max(sample_sum(m, "modelmonitor_operator_queries_last_cycle") for m in metrics_after)
         query_count = "prometheus_http_request_duration_seconds_count"
         query_sum = "prometheus_http_request_duration_seconds_sum"
         handler = {"handler": "/api/v1/query"}
@@ -806,6 +871,7 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         patches = sample_sum(api_after, request_count, **patch) - sample_sum(api_before, request_count, **patch)
         patch_seconds = sample_sum(api_after, request_sum, **patch) - sample_sum(api_before, request_sum, **patch)
         result.status_patches_per_cycle = patches / full_cycles
+        result.status_writes_per_second = patches / result.window_seconds
         result.patch_server_ms = 1000 * patch_seconds / patches if patches else math.nan
         watch = {"resource": "modelmonitors"}
         events = sample_sum(api_after, "apiserver_watch_events_total", **watch) - sample_sum(
@@ -818,7 +884,8 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         result.breaches = breaches
 
         # The operator stops before the replays, so they run alone and its statuses are final.
-        rig.stop("operator")
+        for r in replicas:
+            rig.stop(f"operator-{r}")
         monitors = rig.all_monitors()
         for item in monitors:
             status = item.get("status") or {}
@@ -827,9 +894,11 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             for policy in status.get("policies") or []:
                 result.policy_states[f"{policy.get('name')}={policy.get('state')}"] += 1
         say("replaying the query phase and the status-write phase alone")
-        result.query_replay, result.query_replay_queries, result.query_replay_values = replay_queries(rig)
+        replay = replay_queries(rig)
+        result.query_replay, result.query_replay_queries, result.query_replay_values, result.max_answer_series = replay
         # The operator's default (8 in flight), then 4x that: does the API server take more writes at once?
-        result.write_replay = {parallel: replay_writes(rig, monitors, parallel) for parallel in (8, 32)}
+        if plan.write_replay:
+            result.write_replay = {parallel: replay_writes(rig, monitors, parallel) for parallel in (8, 32)}
         return result
     finally:
         say("cleaning up")
@@ -869,6 +938,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help=f"results file (default {RESULTS.relative_to(REPO)}; quick: none)")
     parser.add_argument("--timeout", type=float, default=1800, help="bound on the whole run, seconds (default 1800)")
     parser.add_argument("--seed", type=int, default=20260101, help="seed of breach models and times")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="operator replicas sharing the monitors by Leases (default 1)"
+    )
+    parser.add_argument(
+        "--no-write-replay", action="store_true", help="skip replaying every monitor's status write (long at 10,000)"
+    )
     args = parser.parse_args(argv)
     for n in args.monitors or []:
         if n < 1:
@@ -877,6 +952,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "breaches" else 1):
             parser.error(f"--{name} {value}: expected a positive number")
+    if args.replicas < 1:
+        parser.error(f"--replicas {args.replicas}: expected at least 1")
     if args.interval is not None and args.interval < 5:
         parser.error(f"--interval {args.interval}: expected at least 5 seconds (a cycle needs time to show)")
     return args
@@ -895,6 +972,8 @@ def plans_from(args: argparse.Namespace) -> list[Plan]:
             scrape_interval=2 if quick else 10,
             profile=not args.no_profile,
             keep_files=args.keep_files,
+            replicas=args.replicas,
+            write_replay=not args.no_write_replay,
         )
         for n in sizes
     ]

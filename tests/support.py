@@ -324,7 +324,8 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path,
             }
         ],
         "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "sandbox", "user": account}}],
+        # The ServiceAccount's namespace, as in its pod: where the operator keeps its replicas' Leases.
+        "contexts": [{"name": account, "context": {"cluster": "sandbox", "user": account, "namespace": namespace}}],
         "current-context": account,
     }
     path.write_text(json.dumps(config))  # JSON is YAML
@@ -335,20 +336,23 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path,
 class OperatorProcess:
     """`modelmonitor run` as a real process watching one namespace.
 
-    `env` carries the identity (KUBECONFIG) and the Prometheus URL; /metrics and /healthz get a free port.
+    `env` carries the identity (KUBECONFIG) and the Prometheus URL; /metrics and /healthz get a free port. Each
+    OperatorProcess is one replica (``replica`` names it, and its Lease), the same across restarts, as a pod's.
     """
 
-    def __init__(self, env: dict[str, str], namespace: str, directory: Path) -> None:
+    def __init__(self, env: dict[str, str], namespace: str, directory: Path, replica: str = "") -> None:
         from modelmonitor.actions.testhooks import CRASH_ENV
         from modelmonitor_sandbox.devcluster.processes import free_port
 
         self.namespace = namespace
-        self.log = directory / "operator.log"
         self.metrics_port = free_port()
+        self.replica = replica or f"operator-{self.metrics_port}"
+        self.log = directory / (f"{replica}.log" if replica else "operator.log")
         self.env = {
             **env,
             "MODELMONITOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
             "MODELMONITOR_TICK_SECONDS": "0.5",
+            "MODELMONITOR_REPLICA_NAME": self.replica,
         }
         self.env.pop(CRASH_ENV, None)
         self.process: subprocess.Popen[bytes] | None = None

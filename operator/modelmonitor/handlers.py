@@ -5,8 +5,13 @@ finalizers, so deleting a monitor never hangs while the operator is down, and no
 `prepare` builds the clients once, before Kopf starts, and checks everything a start needs (the Kubernetes
 configuration, the API server and the ModelMonitor CRD on it, the metrics port): a start that cannot complete
 fails at once with a `StartupError` naming what failed, rather than retrying in the background while looking
-alive. A startup handler then starts the evaluation task and the /metrics + /healthz server; the task calls
-`Evaluator.cycle` on every tick from a worker thread, so the event loop never blocks.
+alive. A startup handler then starts the evaluation task, the Lease thread and the /metrics + /healthz server;
+the evaluation task calls `Evaluator.cycle` on every tick from a worker thread, so the event loop never blocks.
+The Lease thread renews this replica's Lease every retry period (`modelmonitor.sharding`): every replica watches
+every monitor, and evaluates and acts on its share only.
+
+Kopf runs standalone: its own peering (KopfPeering objects, priorities) would pause every replica but one, and
+the raw event handler stores no per-object state, so replicas never write anything Kopf-specific to a monitor.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -23,12 +30,13 @@ from aiohttp import web
 
 from modelmonitor.actions import CrashHook, Remediator
 from modelmonitor.adapters.alertmanager import HttpAlertSender
-from modelmonitor.adapters.kubernetes import Kind, KubernetesClient, KubernetesError, load_config
+from modelmonitor.adapters.kubernetes import Kind, KubernetesClient, KubernetesError, current_namespace, load_config
 from modelmonitor.adapters.registry import RegistryConnections
 from modelmonitor.api import GROUP, KIND, PLURAL, VERSION
-from modelmonitor.loop import Evaluator, Registry
+from modelmonitor.loop import Evaluator, MonitorEntry, Registry
 from modelmonitor.operator_metrics import OperatorMetrics, health_app
 from modelmonitor.settings import OperatorSettings
+from modelmonitor.sharding import LeaseTimings, Membership, Ownership, default_replica_name, group_of
 
 log = logging.getLogger("modelmonitor.operator")
 
@@ -41,10 +49,25 @@ class Runtime:
     registry: Registry
     evaluator: Evaluator
     metrics: OperatorMetrics
+    membership: Membership | None = None
     #: The /metrics and /healthz socket, bound by `prepare` so that a port in use stops the start.
     metrics_socket: socket.socket | None = None
     task: asyncio.Task[None] | None = None
     web_runner: web.AppRunner | None = None
+    lease_thread: threading.Thread | None = None
+    lease_stop: threading.Event = field(default_factory=threading.Event)
+
+
+class OwnedMonitors:
+    """The monitors this replica owns: /metrics mirrors their statuses only, so two replicas never export the
+    same monitor's series twice."""
+
+    def __init__(self, registry: Registry, ownership: Ownership) -> None:
+        self.registry = registry
+        self.ownership = ownership
+
+    def all(self) -> list[MonitorEntry]:
+        return [e for e in self.registry.all() if self.ownership.owns(e.namespace, e.name)]
 
 
 class StartupError(RuntimeError):
@@ -52,8 +75,8 @@ class StartupError(RuntimeError):
 
 
 def prepare(settings: OperatorSettings) -> Runtime:
-    """Check what a start needs and build the clients once: one Kubernetes client shared by the loop and the
-    actions. Raises `StartupError` naming the first thing that failed."""
+    """Check what a start needs and build the clients once: one Kubernetes client shared by the loop, the actions
+    and the Lease. Raises `StartupError` naming the first thing that failed."""
     try:
         source = load_config()
     except ValueError as exc:
@@ -72,11 +95,20 @@ def prepare(settings: OperatorSettings) -> Runtime:
         raise StartupError(f"{what} the API server at {kube.server} (configured by {source}): {exc}") from exc
     metrics_socket = bind_metrics(settings.metrics_address)
     registry = Registry()
-    metrics = OperatorMetrics(monitors=registry)  # /metrics mirrors each monitor's last status
+    membership = Membership(
+        kube,
+        settings.lease_namespace or current_namespace(),
+        settings.replica_name or default_replica_name(),
+        group_of(settings.namespaces),
+        LeaseTimings(
+            settings.lease_duration_seconds, settings.lease_renew_deadline_seconds, settings.lease_retry_period_seconds
+        ),
+    )
+    metrics = OperatorMetrics(monitors=OwnedMonitors(registry, membership))  # each owned monitor's last status
     registries = RegistryConnections(kube, secret_ttl_seconds=settings.secret_ttl_seconds)
     actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env(), registries=registries)
-    evaluator = Evaluator(settings, registry, kube, actions, metrics)
-    return Runtime(settings, registry, evaluator, metrics, metrics_socket)
+    evaluator = Evaluator(settings, registry, kube, actions, metrics, ownership=membership)
+    return Runtime(settings, registry, evaluator, metrics, membership, metrics_socket)
 
 
 def bind_metrics(address: str) -> socket.socket | None:
@@ -93,6 +125,35 @@ def bind_metrics(address: str) -> socket.socket | None:
         raise StartupError(
             f"cannot serve /metrics and /healthz on {address} (MODELMONITOR_METRICS_ADDRESS): {reason}"
         ) from exc
+
+
+def lease_loop(runtime: Runtime, membership: Membership, stop: threading.Event) -> None:
+    """Renew this replica's Lease and read the others' every retry period until ``stop``; log what changes.
+
+    A thread of its own, not a task on the event loop: with thousands of monitors the event loop is busy with
+    Kopf's watch events, and a renewal waiting behind them would let the Lease lapse."""
+    period = runtime.settings.lease_retry_period_seconds
+    failure: str | None = None
+    seen: tuple[tuple[str, ...], bool] | None = None
+    log.info("replica %s: Lease in namespace %s, group %s", membership.identity, membership.namespace, membership.group)
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            membership.renew()
+            if failure is not None:
+                log.info("Lease renewed again")
+            failure = None
+        except KubernetesError as exc:
+            if str(exc) != failure:
+                log.warning("cannot renew the Lease (this replica stops acting if it goes on): %s", exc)
+            failure = str(exc)
+        now = (membership.live(), membership.acting())
+        if now != seen:
+            log.info("live replicas: %s; this one (%s) %s", ", ".join(now[0]) or "none", membership.identity,
+                     "acts on its share" if now[1] else "does not act")  # fmt: skip
+            seen = now
+        runtime.metrics.membership(len(now[0]), now[1])
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
 
 
 async def evaluation_loop(runtime: Runtime) -> None:
@@ -138,6 +199,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prepared if isinstance(prepared, Runtime) else await asyncio.to_thread(prepare, OperatorSettings.from_env())
     )
     memo["runtime"] = runtime
+    if runtime.membership is not None:
+        runtime.lease_thread = threading.Thread(
+            target=lease_loop, args=(runtime, runtime.membership, runtime.lease_stop), name="lease", daemon=True
+        )
+        runtime.lease_thread.start()
     await _serve_health(runtime)
     runtime.task = asyncio.create_task(evaluation_loop(runtime), name="modelmonitor-evaluation")
 
@@ -151,6 +217,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runtime.task
+    runtime.lease_stop.set()
+    if runtime.membership is not None:
+        await asyncio.to_thread(runtime.membership.release)
     if runtime.web_runner is not None:
         await runtime.web_runner.cleanup()
     await asyncio.to_thread(runtime.evaluator.close)

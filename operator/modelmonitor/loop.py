@@ -30,9 +30,14 @@ from modelmonitor.policy import ActionRecord, Measurement, render_invalid_status
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
+from modelmonitor.sharding import Ownership, Standalone, fraction
 from modelmonitor.signals import CycleMeasurements, SignalRequest, measure
 
 log = logging.getLogger("modelmonitor.loop")
+
+
+class NotOwned(RuntimeError):
+    """A write refused because the monitor is no longer this replica's (see `modelmonitor.sharding`)."""
 
 
 @dataclass
@@ -159,6 +164,8 @@ class CycleReport:
 
     evaluated: int = 0
     invalid: int = 0
+    #: Monitors this replica owns (all of them with one replica).
+    owned: int = 0
     queries: int = 0
     failed_queries: int = 0
     write_errors: int = 0
@@ -178,6 +185,7 @@ class Evaluator:
         metrics: OperatorMetrics,
         prometheus_factory: PrometheusFactory = PrometheusClient,
         clock: Callable[[], float] = time.time,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -185,6 +193,8 @@ class Evaluator:
         self.actions = actions
         self.metrics = metrics
         self.clock = clock
+        #: Which monitors this replica evaluates and acts on; asked again right before every write.
+        self.ownership = ownership or Standalone()
         self.connections = Connections(
             kube,
             default_url=settings.prometheus_url,
@@ -204,9 +214,13 @@ class Evaluator:
         now_epoch = self.clock()
         now = datetime.fromtimestamp(now_epoch, UTC)
         report = CycleReport()
-        due = self.registry.due(now_epoch)
+        known = self.registry.all()
+        owned = self.ownership.owned(e.key for e in known)
+        report.owned = len(owned)
+        # A monitor another replica owns stays due here, so it is evaluated at once if it comes to this one.
+        due = [e for e in self.registry.due(now_epoch) if e.key in owned]
         if not due:
-            self.metrics.cycle_done(report, len(self.registry))
+            self.metrics.cycle_done(report, len(known))
             return report
 
         valid: list[tuple[MonitorEntry, Monitor]] = []
@@ -270,7 +284,7 @@ class Evaluator:
             if not ok:
                 report.write_errors += 1
         report.seconds = time.monotonic() - started
-        self.metrics.cycle_done(report, len(self.registry))
+        self.metrics.cycle_done(report, len(known))
         return report
 
     def _measurements(
@@ -301,11 +315,13 @@ class Evaluator:
         status = reconciled.with_actions(prior, outcome.records, outcome.last_known_good, outcome.registry)
         next_due = next_aligned(now_epoch, entry.interval_seconds)
         events = [*reconciled.events(outcome.records), *outcome.events]
-        if not events and not status_write_due(
-            prior, status, reconciled.evaluation.now, self.settings.status_heartbeat_seconds
-        ):
+        heartbeat = self.settings.status_heartbeat_seconds
+        phase = fraction(entry.namespace, entry.name)
+        if not events and not status_write_due(prior, status, reconciled.evaluation.now, heartbeat, phase):
             self.registry.record_written(entry, prior, next_due)
             self.metrics.skipped_write()
+            return True
+        if not self._still_owned(entry):
             return True
         written = self._write(entry, status, next_due)
         for event in events:
@@ -321,6 +337,8 @@ class Evaluator:
         def checkpoint(records: Sequence[ActionRecord]) -> None:
             # Written before acting: an operator that stops mid-action finds the Pending record on restart.
             nonlocal prior
+            if not self._still_owned(entry):
+                raise NotOwned(f"{entry.namespace}/{entry.name} is no longer this replica's")
             status = reconciled.with_pending(prior, records)
             self.kube.patch_monitor_status(monitor.namespace, monitor.name, status)
             prior = status
@@ -329,6 +347,7 @@ class Evaluator:
         context = MonitorContext(
             monitor.namespace, monitor.name, monitor.uid, monitor.spec, status=entry.status,
             annotations=monitor.annotations, conflict_with=reconciled.conflict_with,
+            owned=lambda: self._still_owned(entry),
         )  # fmt: skip
         evaluation = reconciled.evaluation
         try:
@@ -342,6 +361,15 @@ class Evaluator:
         return outcome, prior
 
     # --- writes ----------------------------------------------------------------------------------------------
+
+    def _still_owned(self, entry: MonitorEntry) -> bool:
+        """Asked right before every write for ``entry``: False once another replica may have taken it over (this
+        one lost its Lease, or a replica joined that ranks first for it), and the write is not made."""
+        if self.ownership.owns(entry.namespace, entry.name):
+            return True
+        log.info("%s/%s: not written, no longer this replica's", entry.namespace, entry.name)
+        self.metrics.fenced()
+        return False
 
     def _write(self, entry: MonitorEntry, status: Mapping[str, Any], next_due: float) -> bool:
         try:
@@ -370,7 +398,7 @@ class Evaluator:
             self.registry.record_written(entry, prior, next_due)
             return
         status = render_invalid_status(reason, now=now, prior_status=prior, observed_generation=entry.generation)
-        if self._write(entry, status, next_due):
+        if self._still_owned(entry) and self._write(entry, status, next_due):
             self._event(entry, "Warning", "InvalidSpec", reason)
 
     def _event(self, entry: MonitorEntry, event_type: str, reason: str, message: str) -> None:

@@ -188,6 +188,25 @@ class OperatorMetrics:
             registry=r,
         )
         self.monitors = Gauge("modelmonitor_operator_monitors", "ModelMonitors known to the operator", registry=r)
+        self.owned = Gauge(
+            "modelmonitor_operator_monitors_owned",
+            "ModelMonitors this replica evaluates and acts on (its share among the live replicas)",
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "modelmonitor_operator_replicas_live", "operator replicas with an unexpired Lease, as this one sees them",
+            registry=r,
+        )  # fmt: skip
+        self.acting = Gauge(
+            "modelmonitor_operator_lease_acting",
+            "1 while this replica holds its Lease and may act, 0 while it cannot renew it or waits after joining",
+            registry=r,
+        )
+        self.fenced_writes = Counter(
+            "modelmonitor_operator_writes_fenced",
+            "status writes and actions not made because the monitor was no longer this replica's",
+            registry=r,
+        )
         self.last_cycle = Gauge(
             "modelmonitor_operator_last_cycle_timestamp_seconds", "when the last cycle finished", registry=r
         )
@@ -197,6 +216,7 @@ class OperatorMetrics:
     def cycle_done(self, report: CycleReport, monitors: int) -> None:
         self.cycles.inc()
         self.monitors.set(monitors)
+        self.owned.set(report.owned)
         self.last_cycle.set(time.time())
         self.last_cycle_monotonic = time.monotonic()
         if report.evaluated or report.invalid:
@@ -213,6 +233,13 @@ class OperatorMetrics:
 
     def decided(self, action_type: str, result: str) -> None:
         self.decisions.labels(action_type or "unknown", result).inc()
+
+    def fenced(self) -> None:
+        self.fenced_writes.inc()
+
+    def membership(self, live: int, acting: bool) -> None:
+        self.replicas.set(live)
+        self.acting.set(1 if acting else 0)
 
     def skipped_write(self) -> None:
         self.skipped_writes.inc()

@@ -1,7 +1,8 @@
 """The operator's RBAC, defined once: every permission it needs, why, and the objects that grant them.
 
 `RULES` is the single list; `render` turns it into a ServiceAccount, a ClusterRole and its bindings, and
-``deploy/rbac.yaml`` is generated from it (a test regenerates and compares). Two ways to bind:
+``deploy/rbac.yaml`` is generated from it (a test regenerates and compares). `LEASE_RULES` (the replicas' Leases,
+``modelmonitor.sharding``) are granted by a Role in the operator's own namespace only. Two ways to bind:
 
 - cluster-wide (no ``--watch``): one ClusterRoleBinding, for an operator watching every namespace;
 - per namespace (``--watch ns``, repeatable): a RoleBinding of the same ClusterRole in each watched namespace,
@@ -81,6 +82,19 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+#: Granted in the operator's own namespace only (a Role), never cluster-wide.
+LEASE_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("coordination.k8s.io",),
+        ("leases",),
+        ("get", "list", "create", "update", "delete"),
+        "each replica holds and renews its own Lease, reads the others' to share the monitors, deletes its own "
+        "on a clean stop and those not renewed for an hour",
+    ),
+)
+LEASE_ROLE = f"{NAME}-leases"
+
+
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": dict(LABELS)}
     if namespace is not None:
@@ -93,7 +107,8 @@ def render(
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
     watch: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """The ServiceAccount, ClusterRole and bindings (cluster-wide, or one RoleBinding per ``watch`` namespace)."""
+    """The ServiceAccount, ClusterRole and bindings (cluster-wide, or one RoleBinding per ``watch`` namespace), and
+    the Role and RoleBinding of the replicas' Leases in ``namespace``."""
     subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}
     objects: list[dict[str, Any]] = [
@@ -125,6 +140,21 @@ def render(
                 "subjects": [subject],
             }
         )
+    objects += [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(LEASE_ROLE, namespace),
+            "rules": [rule.to_dict() for rule in LEASE_RULES],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(LEASE_ROLE, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE},
+            "subjects": [subject],
+        },
+    ]
     return objects
 
 
@@ -143,20 +173,22 @@ def chart_rules_template() -> str:
     """The chart's ``modelmonitor.rbacRules`` template, generated from `RULES`."""
     lines = [
         "{{/*",
-        "The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, the one definition) by",
-        "`make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the module disagree.",
+        "The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES and LEASE_RULES, the one",
+        "definition) by `make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the",
+        "module disagree.",
         "*/}}",
-        '{{- define "modelmonitor.rbacRules" -}}',
     ]
-    for rule in RULES:
-        d = rule.to_dict()
-        lines += [
-            f"# {rule.why}",
-            f"- apiGroups: {json.dumps(d['apiGroups'])}",
-            f"  resources: {json.dumps(d['resources'])}",
-            f"  verbs: {json.dumps(d['verbs'])}",
-        ]
-    lines.append("{{- end }}")
+    for define, rules in (("modelmonitor.rbacRules", RULES), ("modelmonitor.leaseRules", LEASE_RULES)):
+        lines.append(f'{{{{- define "{define}" -}}}}')
+        for rule in rules:
+            d = rule.to_dict()
+            lines += [
+                f"# {rule.why}",
+                f"- apiGroups: {json.dumps(d['apiGroups'])}",
+                f"  resources: {json.dumps(d['resources'])}",
+                f"  verbs: {json.dumps(d['verbs'])}",
+            ]
+        lines.append("{{- end }}")
     return "\n".join(lines) + "\n"
 
 

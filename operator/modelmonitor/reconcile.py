@@ -16,6 +16,7 @@ A cycle of one monitor, as the loop runs it:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -218,14 +219,24 @@ def _material(status: Mapping[str, Any]) -> Any:
 
 
 def status_write_due(
-    prior: Mapping[str, Any], status: Mapping[str, Any], now: datetime, heartbeat_seconds: float
+    prior: Mapping[str, Any],
+    status: Mapping[str, Any],
+    now: datetime,
+    heartbeat_seconds: float,
+    phase: float = 0.0,
 ) -> bool:
     """Whether ``status`` must be written over ``prior``: always without a heartbeat (``heartbeat_seconds`` <= 0);
-    with one, when something besides the measured values changed or the last write is a heartbeat old."""
+    with one, when something besides the measured values changed, or when a heartbeat instant of this monitor
+    has passed since the last write. The instants are ``phase`` (in [0, 1)) of a period apart from the epoch's
+    multiples of the period, so monitors with different phases are rewritten in different cycles; at most one
+    heartbeat write per period, and no status older than one period."""
     if heartbeat_seconds <= 0 or _material(prior) != _material(status):
         return True
     try:
         last = parse_time(str(prior.get("lastEvaluationTime", "")))
     except ValueError:
         return True
-    return (now - last).total_seconds() >= heartbeat_seconds
+    offset = phase * heartbeat_seconds
+    return math.floor((now.timestamp() - offset) / heartbeat_seconds) > math.floor(
+        (last.timestamp() - offset) / heartbeat_seconds
+    )

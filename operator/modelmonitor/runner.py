@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             kopf.operator(
                 clusterwide=not settings.namespaces,
                 namespaces=list(settings.namespaces),
-                # One active replica; Kopf's peering is not lease-based, see docs/operator.md.
+                # Replicas share the monitors by Leases (modelmonitor.sharding); Kopf's own peering would pause
+                # all replicas but one, so it stays off (docs/operator.md, "Replicas").
                 standalone=True,
                 memo=kopf.Memo(runtime=runtime),
             )

@@ -17,6 +17,17 @@ def _seconds(text: str, name: str) -> float:
     return value
 
 
+#: Settings in seconds that must be > 0.
+_SECONDS = (
+    "tick_seconds",
+    "stall_seconds",
+    "secret_ttl_seconds",
+    "lease_duration_seconds",
+    "lease_renew_deadline_seconds",
+    "lease_retry_period_seconds",
+)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """Settings of `modelmonitor run`. Each field is read from the environment variable in its metadata."""
@@ -34,11 +45,29 @@ class OperatorSettings:
     query_parallelism: int = field(default=4, metadata={"env": "MODELMONITOR_QUERY_PARALLELISM"})
     #: Status patches in flight at once (the API server's fairness limits apply beyond that).
     write_parallelism: int = field(default=8, metadata={"env": "MODELMONITOR_WRITE_PARALLELISM"})
-    #: 0 (the default) writes every monitor's status every cycle. N > 0 skips the write of a monitor whose
-    #: states, conditions and actions did not change (only measured values did) until its last write is N
-    #: seconds old: for fleets of thousands of monitors, where status writes dominate the API server's load.
-    #: Transitions and actions are always written at once.
-    status_heartbeat_seconds: float = field(default=0.0, metadata={"env": "MODELMONITOR_STATUS_HEARTBEAT_SECONDS"})
+    #: A monitor's status is written when its states, conditions or actions change (at once), and otherwise only
+    #: once per this many seconds (a heartbeat that refreshes the measured values and ``lastEvaluationTime``),
+    #: at an instant spread over the period by the monitor's name so a fleet evaluated together is not
+    #: rewritten together. 0 writes every monitor's status every cycle: with thousands of monitors the writes
+    #: then dominate the API server's load and the cycle (docs/benchmarks.md).
+    status_heartbeat_seconds: float = field(default=300.0, metadata={"env": "MODELMONITOR_STATUS_HEARTBEAT_SECONDS"})
+    #: Name of this replica: its Lease is named after it, and monitors are shared among live replicas by it.
+    #: The chart sets the pod's name; empty (the default outside a pod) means ``<hostname>-<pid>``.
+    replica_name: str = field(default="", metadata={"env": "MODELMONITOR_REPLICA_NAME"})
+    #: Namespace of the replicas' Leases (the operator's own); empty means the pod's namespace in a cluster and
+    #: the kubeconfig context's namespace ("default" when it names none) outside one.
+    lease_namespace: str = field(default="", metadata={"env": "MODELMONITOR_LEASE_NAMESPACE"})
+    #: Seconds a replica's Lease lasts without renewal: a replica that dies is replaced in its monitors this long
+    #: (plus at most one retry period) after its last renewal.
+    lease_duration_seconds: float = field(default=15.0, metadata={"env": "MODELMONITOR_LEASE_DURATION_SECONDS"})
+    #: A replica that has not renewed its Lease and read the other replicas' Leases for this many seconds stops
+    #: evaluating and acting; less than the Lease duration, so it has stopped before any takeover can begin
+    #: (client-go's RenewDeadline). A joining replica waits this long before it acts.
+    lease_renew_deadline_seconds: float = field(
+        default=10.0, metadata={"env": "MODELMONITOR_LEASE_RENEW_DEADLINE_SECONDS"}
+    )
+    #: Seconds between renewals of the Lease (and reads of the others'): client-go's RetryPeriod.
+    lease_retry_period_seconds: float = field(default=2.0, metadata={"env": "MODELMONITOR_LEASE_RETRY_PERIOD_SECONDS"})
     #: Seconds a Secret holding Prometheus credentials is cached: each Secret a monitor names is read at most once
     #: per this many seconds, shared by every monitor naming it, so a rotated credential is used at most this long
     #: after the change. A cache (of ``get``s) rather than a watch keeps the operator's RBAC at ``get`` on Secrets.
@@ -59,7 +88,7 @@ class OperatorSettings:
             raw = raw.strip()
             if f.name == "namespaces":
                 values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
-            elif f.name in ("tick_seconds", "stall_seconds", "secret_ttl_seconds"):
+            elif f.name in _SECONDS:
                 values[f.name] = _seconds(raw, name)
             elif f.name == "status_heartbeat_seconds":
                 values[f.name] = 0.0 if raw in ("0", "0.0") else _seconds(raw, name)
@@ -73,4 +102,15 @@ class OperatorSettings:
                 values[f.name] = raw.rstrip("/")
             else:
                 values[f.name] = raw
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check_leases()
+        return settings
+
+    def check_leases(self) -> None:
+        """The Lease timings must leave a margin: retry period < renew deadline < Lease duration."""
+        if not self.lease_retry_period_seconds < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                "MODELMONITOR_LEASE_RETRY_PERIOD_SECONDS < MODELMONITOR_LEASE_RENEW_DEADLINE_SECONDS < "
+                f"MODELMONITOR_LEASE_DURATION_SECONDS expected, got {self.lease_retry_period_seconds:g} / "
+                f"{self.lease_renew_deadline_seconds:g} / {self.lease_duration_seconds:g}"
+            )

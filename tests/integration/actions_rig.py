@@ -68,10 +68,17 @@ def operator_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Pa
     return path
 
 
-def operator_process(kubeconfig: Path, namespace: str, directory: Path, prometheus_url: str) -> OperatorProcess:
-    """The operator authenticated as its ServiceAccount, watching `namespace`."""
+def operator_process(
+    kubeconfig: Path,
+    namespace: str,
+    directory: Path,
+    prometheus_url: str,
+    replica: str = "",
+    extra_env: dict[str, str] | None = None,
+) -> OperatorProcess:
+    """The operator authenticated as its ServiceAccount, watching `namespace` (one replica, named ``replica``)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MODELMONITOR_PROMETHEUS_URL": prometheus_url}
-    return OperatorProcess(env, namespace, directory)
+    return OperatorProcess({**env, **(extra_env or {})}, namespace, directory, replica)
 
 
 @dataclass

@@ -109,12 +109,35 @@ def release(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Releas
             cluster.kubectl("delete", "namespace", extra, "--wait=false", check=False)
 
 
-def installed_env(cluster: Cluster, release: Release) -> dict[str, str]:
-    """The environment of the operator container as installed in the cluster."""
-    deployment = cluster.kubectl_json("get", "deployment", f"{RELEASE}-modelmonitor", "-n", release.namespace)
-    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"]
+def installed_env(cluster: Cluster, release: Release, pod: dict[str, Any]) -> dict[str, str]:
+    """The environment of the operator container of ``pod`` as installed in the cluster, the pod's own fields
+    (downward API) filled in as the kubelet would."""
+    (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "operator"]
     assert container["args"] == ["run"]
-    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env = {}
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            path = e["valueFrom"]["fieldRef"]["fieldPath"]
+            env[e["name"]] = {
+                "metadata.name": pod["metadata"]["name"],
+                "metadata.namespace": pod["metadata"]["namespace"],
+            }[path]
+    return env
+
+
+def operator_pods(cluster: Cluster, release: Release) -> list[dict[str, Any]]:
+    """The pods of the installed Deployment (kwok reports them Running; no container runs, see above)."""
+    pods = cluster.kubectl_json("get", "pods", "-n", release.namespace, "-l", f"app.kubernetes.io/instance={RELEASE}")
+    return [p for p in pods["items"] if "operator" in {c["name"] for c in p["spec"]["containers"]}]
+
+
+def owned(metrics_port: int) -> int:
+    """How many monitors a replica carries, from its /metrics."""
+    body = (http_get(f"http://127.0.0.1:{metrics_port}/metrics") or b"").decode()
+    line = next((x for x in body.splitlines() if x.startswith("modelmonitor_operator_monitors_owned ")), "x 0")
+    return int(float(line.split()[1]))
 
 
 def labeled(good: float, bad: float) -> list[dict[str, Any]]:
@@ -209,9 +232,11 @@ def the_operator_evaluates_and_acts(
     assert "forbidden" not in text.lower(), text[-3000:]
 
 
-def test_the_chart_installs_and_its_service_account_runs_the_operator(
+def test_the_chart_installs_two_replicas_and_both_take_work_under_its_service_account(
     cluster: Cluster, release: Release, tmp_path: Path
 ) -> None:
+    """Both of the chart's replicas run as `modelmonitor run` with their pod's environment: they share the
+    monitors by Leases in the release namespace, and one of them scales the Deployment through the chart's RBAC."""
     # The kubeconfig is the chart's ServiceAccount, not the sandbox's admin.
     whoami = release.as_operator("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
     assert whoami.stdout == release.account, whoami.stderr
@@ -219,31 +244,103 @@ def test_the_chart_installs_and_its_service_account_runs_the_operator(
     exporter = ExporterProcess(tmp_path)
     target = f"helm-{release.watched}"
     cluster.add_scrape_target(target, exporter.address, {"namespace": release.watched, "pod": "fraud-0"})
-    metrics_port = free_port()
-    env = installed_env(cluster, release)
-    assert env["MODELMONITOR_NAMESPACES"] == release.watched
-    assert env["MODELMONITOR_PROMETHEUS_URL"] == cluster.prometheus_url
-    # The pod listens on 0.0.0.0:8080; on this shared machine the process takes a free loopback port instead.
-    env["MODELMONITOR_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
-    log = tmp_path / "operator.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "modelmonitor", "run"],
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(release.kubeconfig), **env},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+    pods = wait_for(
+        "the chart's two operator pods", lambda: (p := operator_pods(cluster, release)) and len(p) == 2 and p
+    )
+    processes: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+    for pod in pods:
+        metrics_port = free_port()
+        env = installed_env(cluster, release, pod)
+        assert env["MODELMONITOR_NAMESPACES"] == release.watched
+        assert env["MODELMONITOR_PROMETHEUS_URL"] == cluster.prometheus_url
+        assert (env["MODELMONITOR_REPLICA_NAME"], env["MODELMONITOR_LEASE_NAMESPACE"]) == (
+            pod["metadata"]["name"],
+            release.namespace,
         )
+        # The pod listens on 0.0.0.0:8080; on this shared machine the process takes a free loopback port instead.
+        env["MODELMONITOR_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
+        log = tmp_path / f"{pod['metadata']['name']}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelmonitor", "run"],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(release.kubeconfig), **env},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append((process, metrics_port, log))
     try:
-        the_operator_evaluates_and_acts(
-            release, exporter, metrics_port, running=lambda: process.poll() is None, log=log.read_text
+        exporter.set(labeled(good=20, bad=1))
+        for process, metrics_port, log in processes:
+            wait_for(
+                "the operator's /healthz",
+                lambda p=process, port=metrics_port: (
+                    http_get(f"http://127.0.0.1:{port}/healthz") or p.poll() is not None
+                ),
+                timeout=60,
+            )
+            assert process.poll() is None, log.read_text()[-3000:]
+        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
+        cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
+        # More monitors of the same model (no actions), so that both replicas get a share.
+        extra = [{**MONITOR, "metadata": {"name": f"fraud-{i}"}, "spec": {**MONITOR["spec"], "policies": [
+            {k: v for k, v in MONITOR["spec"]["policies"][0].items() if k != "actions"}], "actions": {}}}
+            for i in range(9)]  # fmt: skip
+        cluster.kubectl(
+            "apply",
+            "-n",
+            release.watched,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": extra}),
         )
+        shares = wait_for(
+            "both replicas to carry a share of the 10 monitors",
+            lambda: (s := [owned(port) for _p, port, _l in processes]) and sum(s) == 10 and min(s) > 0 and s,
+            timeout=90,
+        )
+        assert len(shares) == 2
+        leases = cluster.kubectl_json("get", "leases", "-n", release.namespace)["items"]
+        assert {lease["spec"]["holderIdentity"] for lease in leases} == {p["metadata"]["name"] for p in pods}
+
+        def status() -> dict[str, Any]:
+            return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
+
+        # A status written by the operator under the chart's identity.
+        healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
+        assert healthy["policies"][0]["value"] > 0.8
+
+        # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
+        exporter.set(labeled(good=2, bad=20))
+        wait_for(
+            "the scale action to add a replica",
+            lambda: cluster.kubectl_json("get", "deployment", "fraud", "-n", release.watched)["spec"]["replicas"] == 2,
+            timeout=120,
+        )
+        records = wait_for(
+            "a Succeeded scale record",
+            lambda: [
+                a for a in status().get("actions") or [] if a["name"] == "scale-up" and a["result"] == "Succeeded"
+            ],
+            timeout=30,
+        )
+        assert records[0]["type"] == "scale"
+        reasons = {
+            e["reason"]
+            for e in cluster.kubectl_json("get", "events", "-n", release.watched)["items"]
+            if e["involvedObject"]["name"] == "fraud"
+        }
+        assert "PolicyFiring" in reasons, reasons
+        for _process, _port, log in processes:
+            text = log.read_text()
+            assert "forbidden" not in text.lower(), text[-3000:]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process, _port, _log in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         cluster.remove_scrape_target(target)
         exporter.stop()
 
@@ -256,6 +353,7 @@ def test_the_chart_identity_cannot_do_what_it_should_not(release: Release) -> No
         ("get", "secrets", release.watched),
         ("patch", "deployments.apps", release.watched),
         ("create", "jobs.batch", release.watched),
+        ("update", "leases.coordination.k8s.io", release.namespace),
     ]
     for verb, resource, where in allowed:
         assert release.can(verb, resource, where), f"the chart's identity cannot {verb} {resource} in {where}"
@@ -274,6 +372,8 @@ def test_the_chart_identity_cannot_do_what_it_should_not(release: Release) -> No
         ("create", "rolebindings.rbac.authorization.k8s.io", release.watched),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
         ("list", "nodes", None),
+        ("update", "leases.coordination.k8s.io", release.watched),  # Leases in the release namespace only
+        ("list", "leases.coordination.k8s.io", None),
     ]
     for verb, resource, where in denied:
         assert not release.can(verb, resource, where), f"the chart's identity may {verb} {resource} in {where}"

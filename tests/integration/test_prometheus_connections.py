@@ -149,6 +149,8 @@ def test_a_rotated_secret_is_used_after_the_ttl_and_the_old_clients_files_are_go
         **os.environ,
         "KUBECONFIG": str(operator_kubeconfig(cluster, namespace, tmp_path)),
         "MODELMONITOR_SECRET_TTL_SECONDS": "2",
+        # Every cycle's evaluation is written, so the test can wait for one made after a change of credentials.
+        "MODELMONITOR_STATUS_HEARTBEAT_SECONDS": "0",
         "TMPDIR": str(operator_tmp),  # where the client writes the CA from the Secret for OpenSSL
     }
     env.pop("MODELMONITOR_PROMETHEUS_URL", None)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelmonitor.rbac import RULES, chart_rules_template
+from modelmonitor.rbac import LEASE_RULES, RULES, chart_rules_template
 from modelmonitor.settings import OperatorSettings
 from modelmonitor_sandbox.devcluster import versions
 from modelmonitor_sandbox.devcluster.paths import binary_path
@@ -234,14 +234,24 @@ def test_cluster_wide_install_binds_exactly_the_operator_rules() -> None:
     }
     account = only(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "mm-system"}]
-    assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
+    assert not [
+        o for o in objects if o["kind"] in ("Role", "RoleBinding") and not o["metadata"]["name"].endswith("-leases")
+    ]
 
 
 def test_namespaced_install_gets_a_role_per_watched_namespace_and_nothing_cluster_wide() -> None:
     objects = render(scenario("namespaced"))
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
-    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    roles = {
+        o["metadata"]["namespace"]: o
+        for o in objects
+        if o["kind"] == "Role" and o["metadata"]["name"] == "mm-modelmonitor"
+    }
+    bindings = {
+        o["metadata"]["namespace"]: o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "mm-modelmonitor"
+    }
     assert set(roles) == set(bindings) == {"team-fraud", "team-recs"}
     for namespace, role in roles.items():
         assert role["rules"] == _module_rules()
@@ -338,10 +348,37 @@ def test_probes_and_service_use_the_metrics_port() -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
-def test_one_operator_at_a_time() -> None:
-    deployment = only(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+def test_two_replicas_roll_one_at_a_time_spread_over_nodes_and_keep_one_through_a_drain() -> None:
+    objects = render()
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    budget = only(objects, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    # Each pod is its own replica: its Lease is named after the pod, in the pod's namespace.
+    env = {e["name"]: e.get("valueFrom") for e in operator_container(objects)["env"]}
+    assert env["MODELMONITOR_REPLICA_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MODELMONITOR_LEASE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    settings = OperatorSettings.from_env(_env(objects))
+    assert (settings.lease_duration_seconds, settings.lease_renew_deadline_seconds) == (15, 10)
+    assert settings.status_heartbeat_seconds == 300
+
+
+@pytest.mark.parametrize("values", [scenario("default"), scenario("namespaced")], ids=["cluster-wide", "namespaced"])
+def test_leases_are_granted_in_the_release_namespace_only(values: Path) -> None:
+    objects = render(values)
+    lease_roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole") and "leases" in json.dumps(o["rules"])]
+    assert [(o["kind"], o["metadata"]["namespace"]) for o in lease_roles] == [("Role", "mm-system")]
+    assert lease_roles[0]["rules"] == [rule.to_dict() for rule in LEASE_RULES]
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["name"].endswith("-leases"))
+    assert binding["metadata"]["namespace"] == "mm-system"
 
 
 def test_image_digest_wins_over_tag() -> None:

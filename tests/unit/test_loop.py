@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -194,8 +194,67 @@ def test_with_a_heartbeat_an_unchanged_monitor_is_not_rewritten_until_the_heartb
     assert second.statuses == []
     # Without the heartbeat, every cycle writes.
     entry.next_due = 0.0
-    third, *_ = run_cycle(registry=registry)
+    third, *_ = run_cycle(registry=registry, settings=OperatorSettings(status_heartbeat_seconds=0))
     assert len(third.statuses) == 1
+
+
+def test_by_default_an_unchanged_monitor_is_not_rewritten_every_cycle() -> None:
+    registry = Registry()
+    first, *_ = run_cycle(monitor("a"), registry=registry)
+    registry.all()[0].next_due = 0.0
+    second, *_ = run_cycle(registry=registry)
+    assert (len(first.statuses), len(second.statuses)) == (1, 0)
+
+
+class Share:
+    """The monitors this replica owns, as `modelmonitor.sharding.Membership` would answer; ``lose_after`` answers
+    stop being True after that many questions (the Lease lapses mid-cycle)."""
+
+    def __init__(self, names: set[str], lose_after: int | None = None) -> None:
+        self.names = names
+        self.lose_after = lose_after
+        self.asked = 0
+
+    def owns(self, namespace: str, name: str) -> bool:
+        self.asked += 1
+        if self.lose_after is not None and self.asked > self.lose_after:
+            return False
+        return name in self.names
+
+    def owned(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {k for k in keys if self.owns(*k)}
+
+
+def run_owned(share: Share, *bodies: dict[str, Any]) -> tuple[RecordingKube, NoActions, Registry]:
+    registry = Registry()
+    for body in bodies:
+        registry.upsert(body)
+    kube, prometheus, actions = RecordingKube(), FakePrometheus("ml"), NoActions()
+    evaluator = Evaluator(
+        OperatorSettings(), registry, kube, actions, OperatorMetrics(),
+        prometheus_factory=lambda _settings: prometheus, clock=lambda: NOW, ownership=share,
+    )  # fmt: skip
+    try:
+        evaluator.cycle()
+    finally:
+        evaluator.close()
+    return kube, actions, registry
+
+
+def test_a_replica_evaluates_and_writes_only_the_monitors_it_owns() -> None:
+    kube, actions, registry = run_owned(Share({"a", "c"}), monitor("a"), monitor("b"), breaching("c"))
+    assert sorted(name for _ns, name, _s in kube.statuses) == ["a", "c"]
+    assert sorted(c.name for c in actions.contexts) == ["a", "c"]
+    # The other replica's monitor stays due here, to be evaluated at once if it comes to this replica.
+    assert next(e for e in registry.all() if e.name == "b").next_due == 0.0
+
+
+def test_a_replica_that_loses_a_monitor_mid_cycle_neither_writes_nor_acts_on_it() -> None:
+    # Owned when the cycle picks the due monitors (3 questions), lost before the writes.
+    share = Share({"a", "b", "c"}, lose_after=3)
+    kube, actions, _registry = run_owned(share, monitor("a"), monitor("b"), breaching("c"))
+    assert kube.statuses == [] and kube.events == []
+    assert actions.contexts and not any(c.owned() for c in actions.contexts), "the actions are told too"
 
 
 def scaling(name: str, created: str) -> dict[str, Any]:

@@ -156,6 +156,34 @@ def test_status_write_due_skips_only_unchanged_statuses_within_the_heartbeat(mon
     assert status_write_due(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=300)
 
 
+def test_heartbeats_of_a_fleet_are_spread_over_the_period(monitor: Monitor) -> None:
+    """1,000 unchanged monitors all written at T0 and evaluated every 30 s for 600 s: each is rewritten once per
+    300 s, and no cycle rewrites more than a sixth of them (without phases all would be due in the same cycle)."""
+    from modelmonitor.policy.timefmt import format_time
+    from modelmonitor.sharding import fraction
+
+    prior = reconcile(monitor, measured(0.9), {}, T0).status
+    unchanged = reconcile(monitor, measured(0.91), prior, T0).status
+    phases = [fraction("ml", f"model-{i}") for i in range(1000)]
+    last = [T0] * len(phases)
+    writes = [0] * len(phases)
+    per_cycle = []
+    for k in range(1, 21):
+        now = T0 + timedelta(seconds=30 * k)
+        due = [
+            i
+            for i, phase in enumerate(phases)
+            if status_write_due({**prior, "lastEvaluationTime": format_time(last[i])}, unchanged, now, 300, phase)
+        ]
+        for i in due:
+            last[i], writes[i] = now, writes[i] + 1
+        per_cycle.append(len(due))
+    assert set(writes) == {2}, "one heartbeat per period, for every monitor"
+    assert max(per_cycle) < 1000 / 6, per_cycle
+    without_phases = sum(status_write_due(prior, unchanged, T0 + timedelta(seconds=300), 300) for _ in phases)
+    assert without_phases == 1000
+
+
 def test_a_monitor_yielding_to_an_older_one_shows_the_conflict(monitor: Monitor) -> None:
     assert monitor.created == datetime(2026, 12, 1, tzinfo=UTC)
     alone = reconcile(monitor, measured(0.9), {}, T0).status

@@ -1,6 +1,7 @@
 {{/*
-The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, the one definition) by
-`make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the module disagree.
+The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES and LEASE_RULES, the one
+definition) by `make generate`: do not edit by hand. tests/unit/test_chart.py fails when this file and the
+module disagree.
 */}}
 {{- define "modelmonitor.rbacRules" -}}
 # watch ModelMonitors (specs and approval annotations)
@@ -39,4 +40,10 @@ The operator's RBAC rules, generated from operator/modelmonitor/rbac.py (RULES, 
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
+{{- end }}
+{{- define "modelmonitor.leaseRules" -}}
+# each replica holds and renews its own Lease, reads the others' to share the monitors, deletes its own on a clean stop and those not renewed for an hour
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "create", "update", "delete"]
 {{- end }}

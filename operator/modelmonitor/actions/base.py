@@ -51,6 +51,9 @@ class MonitorContext:
     status: Mapping[str, Any] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     conflict_with: str | None = None
+    #: Whether this operator replica still owns the monitor: asked right before every change to the cluster,
+    #: so a replica that lost its Lease stops acting before another one takes over (`modelmonitor.sharding`).
+    owned: Callable[[], bool] = field(default=lambda: True)
 
     @property
     def history(self) -> list[ActionRecord]:

@@ -160,7 +160,7 @@ class Remediator:
     ) -> ActionsOutcome:
         """Track actions in flight, carry out this cycle's decisions, and track the last-known-good revision."""
         out = ActionsOutcome()
-        if evaluation.paused or monitor.spec.paused:
+        if evaluation.paused or monitor.spec.paused or not monitor.owned():
             return out
         is_open = open_episodes(monitor, evaluation)
 
@@ -328,6 +328,9 @@ class Remediator:
                 )
                 return
         self.crash("before-act", action.type)
+        if not monitor.owned():
+            log.warning("%s/%s: not acting, no longer this replica's monitor", monitor.namespace, monitor.name)
+            return
         try:
             done = handler.act(monitor, plan, now)
         except KubernetesError as exc:

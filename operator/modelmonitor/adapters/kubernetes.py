@@ -125,6 +125,23 @@ class Workloads(Protocol):
         ...
 
 
+def current_namespace() -> str:
+    """The namespace the operator runs in: the pod's in a cluster, else the kubeconfig context's ("default")."""
+    try:
+        with open(_POD_NAMESPACE_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    try:
+        _contexts, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError):
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+_POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def load_config() -> str:
     """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config. Returns where the configuration
     came from, for messages; raises ValueError naming it when it cannot be loaded."""
@@ -332,6 +349,15 @@ class KubernetesClient:
         what = f"patching {kind.kind} {namespace}/{name}" + (f"/{subresource}" if subresource else "")
         path = self._path(kind, namespace, name, subresource)
         return dict(self._request("PATCH", path, what, body=dict(patch), content_type="application/merge-patch+json"))
+
+    def delete(self, kind: Kind, namespace: str, name: str, *, resource_version: str = "") -> None:
+        """Delete an object; with ``resource_version`` only if it is still that version (409 otherwise)."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        self._request(
+            "DELETE", self._path(kind, namespace, name), f"deleting {kind.kind} {namespace}/{name}", body=body
+        )
 
     def whoami(self) -> str:
         if self._whoami is None:

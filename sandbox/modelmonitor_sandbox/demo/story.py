@@ -167,7 +167,13 @@ def operator_kubeconfig(demo: Demo, directory: Path) -> Path:
                     }
                 ],
                 "users": [{"name": who, "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": "sandbox", "user": who}}],
+                # The ServiceAccount's namespace, as in its pod: where the operator keeps its replica's Lease.
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": "sandbox", "user": who, "namespace": OPERATOR_NAMESPACE},
+                    }
+                ],
                 "current-context": "operator",
             }
         )
