@@ -37,8 +37,11 @@ class SignalRequest:
     #: ``spec.model.labels``: extra equality matchers every built-in signal applies, as sorted (name, value)
     #: pairs (hashable). Series without the label, or with another value, are not this monitor's.
     labels: tuple[tuple[str, str], ...] = ()
-    #: ``threshold: auto``: resolve the threshold from ``modelmonitor_drift_threshold`` (drift signals only).
+    #: ``threshold: auto``: judge each feature at the rows in its window (drift signals only).
     auto_threshold: bool = False
+    #: The policy's ``condition.falseAlarmRate``: the share of drift-free windows that breach with
+    #: ``threshold: auto``, for the policy as a whole (split over the features compared).
+    false_alarm_rate: float = 0.01
     #: Drift method for dataDrift / predictionDrift (the policy's ``method``), one of ``FLEET_DRIFT_METHODS``.
     drift_method: str = "psi"
     #: The policy's minSamples. The engine applies it to ``samples``; the fairness signals and the drift signals
