@@ -305,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-days", type=float, default=1000.0, help="sequential falseAlarmEvery, in days")
     parser.add_argument("--false-alarm-rate", type=float, default=None, help="the default policy's rate (API default)")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the table")
     parser.add_argument("--only", nargs="*", default=None, help="policy names to run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -334,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, flush=True)
     if args.quick:
         return 0
-    write_results(rows, args)
+    write_results(rows, args, args.output)
     return 0
 
 
@@ -347,7 +348,7 @@ def _delay_text(delays: list[float]) -> str:
     return text + (f", {missed} missed" if missed else "")
 
 
-def write_results(rows: list[tuple[Any, ...]], args: argparse.Namespace) -> None:
+def write_results(rows: list[tuple[Any, ...]], args: argparse.Namespace, output: Path) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     out = [
         "# Alert quality (`python bench/bench_alert_quality.py`)",
@@ -374,9 +375,9 @@ def write_results(rows: list[tuple[Any, ...]], args: argparse.Namespace) -> None
         "run not detected within the horizon (4 hours; KS 1 hour) counts as infinitely late in the median.",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(out))
-    print(f"wrote {RESULTS}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(out))
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -538,7 +538,7 @@ def test_data_drift_names_the_drifting_features_with_benjamini_hochberg() -> Non
     add_histogram(fake, "a", "m", "v1", "age", (100, 100, 100, 700))  # drifted
     add_histogram(fake, "a", "m", "v1", "income", (150, 250, 250, 350))  # drifted, less
     add_histogram(fake, "a", "m", "v1", "tenure", (250, 250, 250, 250))  # exactly the reference
-    item = request("dataDrift", ns="a", model="m", auto_threshold=True)
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True, false_alarm_rate=0.01)
     text = said(measure([item], fake, at=AT).results[item])
     listed = text.split("drifting (Benjamini-Hochberg at 1%): ")[1]
     assert listed.index("'age'") < listed.index("'income'")  # most significant first
@@ -658,7 +658,7 @@ def test_prediction_drift_auto_threshold() -> None:
     for le, count, ratio in zip(BOUNDS, (0, 0, 50, 100), REFERENCE, strict=True):
         fake.add("modelmonitor_prediction_score_bucket", count, namespace="a", model="m", version="v1", le=le)
         fake.add("modelmonitor_prediction_reference_ratio", ratio, namespace="a", model="m", version="v1", le=le)
-    item = request("predictionDrift", ns="a", model="m", auto_threshold=True)
+    item = request("predictionDrift", ns="a", model="m", auto_threshold=True, false_alarm_rate=0.01)
     result = measure([item], fake, at=AT).results[item]
     expected = window_test("psi", REFERENCE_SHARES, (0, 0, 50, 50), false_alarm_rate=0.01)
     assert result.threshold == pytest.approx(expected.threshold)
@@ -875,7 +875,9 @@ def test_drift_method_is_used_and_named(method: str) -> None:
     add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
     add_histogram(fake, "a", "m", "v1", "income", (10, 10, 10, 70))
     plain = request("dataDrift", ns="a", model="m", drift_method=method)
-    auto = request("dataDrift", ns="a", model="m", drift_method=method, auto_threshold=True, policy="auto")
+    auto = request(
+        "dataDrift", ns="a", model="m", drift_method=method, auto_threshold=True, false_alarm_rate=0.01, policy="auto"
+    )
     cycle = measure([plain, auto], fake, at=AT)
     expected = METHODS[method].function(np.array([0.25] * 4), np.array([10.0, 10, 10, 70]))
     assert numbers(cycle.results[plain]) == (pytest.approx(expected),)

@@ -75,6 +75,9 @@ RESERVED_MODEL_LABELS = (
 
 Op = Literal["<", "<=", ">", ">="]
 
+# condition.falseAlarmRate when a policy states none.
+DEFAULT_FALSE_ALARM_RATE = 1e-5
+
 # Placeholders a `query` template may use (the PromQL module renders them; it is the one place that knows
 # PromQL quoting).
 QUERY_PLACEHOLDERS: tuple[str, ...] = tuple(TEMPLATE_PLACEHOLDERS)
@@ -367,13 +370,15 @@ class Condition(ApiModel):
         ),
     )
     false_alarm_rate: float = Field(
-        default=0.01,
+        default=DEFAULT_FALSE_ALARM_RATE,
         gt=0,
         le=0.2,
         description=(
-            "With autoThreshold: the share of evaluations of a drift-free model that breach, for the policy as a "
-            "whole (split evenly over the features compared). Also the false-discovery rate of the "
-            "Benjamini-Hochberg selection that names the drifting features. Default 0.01."
+            "The share of evaluations of a drift-free model whose window breaches with autoThreshold, for the "
+            "policy as a whole (split evenly over the features compared); also the false-discovery rate of the "
+            "Benjamini-Hochberg selection that names the drifting features. Default 1e-5: an evaluation every "
+            "30s is 2,880 a day, and windows overlap, so a per-evaluation rate must be tiny for false episodes "
+            "to be rare (see docs/benchmarks.md)."
         ),
     )
     clear_threshold: float | None = Field(

@@ -14,7 +14,9 @@ p-value and a threshold for a stated false-alarm rate, follow from ``(method, p,
 - **Small windows, by simulation.** Below that, empty bins (and PSI's floor for them) make the asymptotics
   wrong by orders of magnitude: ``NULL_DRAWS`` multinomial windows of ``n`` rows are scored, with a seed derived
   from ``(method, p, n)`` so the answer is reproducible, and cached (a model's ``p`` is fixed and small windows
-  take few distinct sizes). Beyond the largest simulated score, the p-value is the analytic tail's.
+  take few distinct sizes). Rates too small for the simulation to resolve (under ``TAIL_ANCHOR /
+  NULL_DRAWS``, 1 in 1,000) use the analytic tail, stretched on the score axis so that it meets the simulated
+  one at that depth: approximate, and checked by simulation at 1 in 10,000.
 
 `window_test` gives both the p-value of an observed window and the threshold for a false-alarm rate at its size.
 """
@@ -28,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize, special
+from scipy import special
 
 from modelmonitor.stats._checks import FloatArray
 from modelmonitor.stats.drift.registry import METHODS
@@ -36,6 +38,7 @@ from modelmonitor.stats.drift.registry import METHODS
 __all__ = [
     "MIN_EXPECTED_COUNT",
     "NULL_DRAWS",
+    "TAIL_ANCHOR",
     "WINDOW_METHODS",
     "WindowTest",
     "benjamini_hochberg",
@@ -54,6 +57,10 @@ MIN_EXPECTED_COUNT = 100.0
 
 #: Simulated null windows for small windows: 20 exceedances at a rate of 1 in 1,000 (about 30 ms each).
 NULL_DRAWS = 20_000
+
+#: Below this many simulated windows beyond a score (rates under 1 in 1,000), the simulation cannot resolve the
+#: tail: thresholds and p-values there come from the analytic tail stretched to meet the simulated one.
+TAIL_ANCHOR = 20
 
 # Reference proportions below this are treated as empty (the sidecar exports ratios rounded to floats).
 _EMPTY_SHARE = 1e-12
@@ -133,12 +140,15 @@ def window_tests(
             continue
         null = _null_scores(method, shares.tobytes(), rows)
         exceed = null.size - int(np.searchsorted(null, score, side="left"))
-        p_value = (1 + exceed) / (1 + null.size)
-        if exceed == 0:
-            # Beyond every simulated window the simulation only bounds the p-value; the chi-square (normal) tail
-            # says how far beyond, so strong evidence is not capped at 1 / (NULL_DRAWS + 1).
-            p_value = min(p_value, _analytic_p_value(method, shares, rows, score))
-        threshold = _simulated_threshold(null, false_alarm_rate)
+        scale = _tail_scale(method, shares.tobytes(), rows)
+        if exceed < TAIL_ANCHOR:
+            p_value = _analytic_p_value(method, shares, rows, score / scale)
+        else:
+            p_value = (1 + exceed) / (1 + null.size)
+        if false_alarm_rate * null.size < TAIL_ANCHOR:
+            threshold = scale * _analytic_threshold(method, shares, rows, false_alarm_rate)
+        else:
+            threshold = _simulated_threshold(null, false_alarm_rate)
         tests.append(WindowTest(method, rows, score, threshold, p_value, false_alarm_rate, False))
     return tests
 
@@ -216,7 +226,14 @@ def _linf_threshold(shares_bytes: bytes, rows: int, rate: float) -> float:
     """The deviation whose union-bound tail is ``rate`` (the bound decreases with it: a root in (0, 40 sigma))."""
     shares = np.frombuffer(shares_bytes, dtype=np.float64)
     sigma = np.sqrt(shares * (1.0 - shares) / rows)
-    return float(optimize.brentq(lambda t: _linf_tail(sigma, t) - rate, 0.0, float(sigma.max()) * 40.0, xtol=1e-12))
+    low, high = 0.0, float(sigma.max()) * 40.0
+    for _ in range(60):  # bisection (scipy.optimize is not loaded by the operator for one root)
+        middle = (low + high) / 2.0
+        if _linf_tail(sigma, middle) > rate:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 @lru_cache(maxsize=128)
@@ -230,6 +247,18 @@ def _null_scores(method: str, shares_bytes: bytes, rows: int) -> FloatArray:
     draws = np.random.default_rng(seed).multinomial(rows, shares, size=NULL_DRAWS)
     scores = METHODS[method].columns(np.broadcast_to(shares, draws.shape), draws)
     return np.sort(np.asarray(scores, dtype=np.float64))
+
+
+@lru_cache(maxsize=1024)
+def _tail_scale(method: str, shares_bytes: bytes, rows: int) -> float:
+    """How much wider the simulated null is than the analytic one at the deepest point the simulation resolves
+    (``TAIL_ANCHOR`` windows beyond it): the analytic tail, stretched by this factor on the score axis, continues
+    the simulated one."""
+    null = _null_scores(method, shares_bytes, rows)
+    shares = np.frombuffer(shares_bytes, dtype=np.float64)
+    anchor = float(null[null.size - TAIL_ANCHOR - 1])
+    analytic = _analytic_threshold(method, shares, rows, TAIL_ANCHOR / null.size)
+    return anchor / analytic if anchor > 0 and analytic > 0 else 1.0
 
 
 def _simulated_threshold(null: FloatArray, rate: float) -> float:
