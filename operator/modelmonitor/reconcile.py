@@ -78,6 +78,7 @@ def _request(namespace: str, name: str, spec: ModelMonitorSpec, index: int) -> S
         version=spec.model.version,
         labels=tuple(spec.model.labels.items()),
         auto_threshold=bool(policy.condition.auto_threshold),
+        false_alarm_rate=policy.condition.false_alarm_rate,
         drift_method=policy.method or "psi",
         # Groups and features with fewer samples are left out of the fairness and drift signals, so a tiny
         # `__other__` group neither blocks nor decides the signal.

@@ -170,6 +170,26 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "Unsupported value",
     ),
     (
+        "sequential detection of accuracy without a reference level",
+        lambda s: _policy(s).update(detection={"sequential": {"falseAlarmEvery": "30d"}}),
+        "spec.policies[0].detection.sequential.referenceLevel",
+        "required for signals other than dataDrift",
+    ),
+    (
+        "a reference level without its standard deviation",
+        lambda s: _policy(s).update(detection={"sequential": {"falseAlarmEvery": "30d", "referenceLevel": 0.9}}),
+        "spec.policies[0].detection.sequential.standardDeviation",
+        "both referenceLevel and standardDeviation",
+    ),
+    (
+        "a false-alarm rate above 0.2",
+        lambda s: _policy(s).update(
+            signal="dataDrift", condition={"op": ">", "autoThreshold": True, "falseAlarmRate": 0.5}
+        ),
+        "spec.policies[0].condition.falseAlarmRate",
+        "less than or equal to 0.2",
+    ),
+    (
         "a model label the signals group by",
         lambda s: s["model"].update(labels={"feature": "age"}),
         "spec.model.labels",

@@ -47,7 +47,6 @@ CONFUSION_PER_TICK = {
 }
 FEATURE_BOUNDS = (1.0, 2.0, 3.0)
 REFERENCE_CUMULATIVE = (0.25, 0.5, 0.75, 1.0)
-DRIFT_THRESHOLD = 0.2
 
 
 def expected_accuracy(side: str, model: str) -> float:
@@ -96,12 +95,6 @@ def run_exporter(port_a: int, port_b: int) -> None:
                 ["model", "version", "feature", "le"],
                 registry=registry,
             ),
-            "threshold": Gauge(
-                "modelmonitor_drift_threshold",
-                "threshold",
-                ["model", "version", "feature", "method"],
-                registry=registry,
-            ),
             "cpu": Counter("container_cpu_usage_seconds", "cpu", ["container"], registry=registry),
         }
     version = {"a": "v1", "b": "v3"}
@@ -110,7 +103,6 @@ def run_exporter(port_a: int, port_b: int) -> None:
             for bound, ratio in zip([*FEATURE_BOUNDS, math.inf], REFERENCE_CUMULATIVE, strict=True):
                 le = "+Inf" if math.isinf(bound) else str(bound)
                 metrics[side]["reference"].labels(model, version[side], "amount", le).set(ratio)
-            metrics[side]["threshold"].labels(model, version[side], "amount", "psi").set(DRIFT_THRESHOLD)
     start_http_server(port_a, addr="127.0.0.1", registry=registries["a"])
     start_http_server(port_b, addr="127.0.0.1", registry=registries["b"])
 
@@ -377,7 +369,10 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
     calm, drifted = results[("team-a", "fraud", "drift")], results[("team-b", "fraud", "drift")]
     assert numbers(calm)[0] == pytest.approx(0.0, abs=1e-6)
     assert numbers(drifted)[0] > 1.0
-    assert calm.threshold == drifted.threshold == pytest.approx(DRIFT_THRESHOLD)
+    # threshold: auto judges each side at the rows its window holds (the reference ratios are all it needs).
+    assert calm.threshold is not None and drifted.threshold is not None
+    assert numbers(calm)[0] <= calm.threshold < numbers(drifted)[0]
+    assert "rows (false-alarm rate 0.001% over 1 compared)" in drifted.detail  # the default rate, 1e-5
     # cpu: one value per pod, the pod's container CPU joined to its model by (namespace, pod). team-b's pod
     # serves two models; each gets the pod's usage (and team-b's pod burns about three times team-a's).
     for namespace, model in [("team-a", "fraud"), ("team-b", "churn")]:
@@ -395,9 +390,9 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
 
     # One query per (kind, window, grouping), however many monitors ask: accuracy for five monitors is one
     # query, plus one for the monitor naming a version; errorRate 2, latency 1, fairness 1, dataDrift with
-    # auto threshold 5, cpu 1 (for three monitors).
+    # auto threshold 4, cpu 1 (for three monitors).
     assert cycle.template_queries == 0
-    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 12
+    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 11
 
 
 def test_stopped_prometheus_is_a_connection_error_not_no_data(exporter: Exporter) -> None:

@@ -4,8 +4,9 @@ Prometheus scraping REAL sidecar processes (``python -m modelmonitor sidecar``, 
 - ``spec.model.labels``: two sidecars of one model carry different ``cluster`` target labels; a monitor naming
   a cluster sees only that cluster's numbers, one naming none sees both, and each signal kind is still one query.
 - ``method:``: the value of dataDrift is the chosen method's score of the worst feature, computed by
-  `modelmonitor.stats` on the counts the test sent; ``threshold: auto`` takes that method's calibrated threshold;
-  the detail (and the policy's message) names the method and the feature.
+  `modelmonitor.stats` on the counts the test sent; ``threshold: auto`` judges it at the rows the window holds
+  (`modelmonitor.stats.window_null`); the detail (and the policy's message) names the method, the feature and
+  the drifting features.
 - fairness: fairnessGap and disparateImpact from per-group prediction counts with no label posted,
   equalOpportunityGap once labels arrive; each names the groups compared and leaves out small ones.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 import urllib.request
@@ -36,6 +38,7 @@ from modelmonitor.policy.outcome import classify
 from modelmonitor.sidecar.profile import Profile, load
 from modelmonitor.signals import SignalRequest, measure
 from modelmonitor.stats.drift import METHODS
+from modelmonitor.stats.window_null import window_test
 from modelmonitor_sandbox.devcluster.processes import free_port
 from support import Cluster, http_get, wait_for
 
@@ -294,13 +297,21 @@ def test_drift_method_decides_the_value_the_threshold_and_the_message(
     }
     auto = {
         m: SignalRequest(
-            namespace, "d-mm", f"{m}-auto", "drifty", WINDOW, signal="dataDrift", drift_method=m, auto_threshold=True
+            namespace,
+            "d-mm",
+            f"{m}-auto",
+            "drifty",
+            WINDOW,
+            signal="dataDrift",
+            drift_method=m,
+            auto_threshold=True,
+            false_alarm_rate=0.01,
         )
         for m in methods
     }
     cycle = measure([*plain.values(), *auto.values()], prometheus, at=at)
-    # 4 queries for every method without threshold auto, plus one threshold query shared by all methods
-    assert cycle.batched_queries == 5
+    # 4 queries shared by every method, threshold auto or not: auto needs only the reference ratios
+    assert cycle.batched_queries == 4
     for method in methods:
         result = cycle.results[plain[method]]
         assert result.kind is MeasurementKind.VALUES, result
@@ -308,11 +319,16 @@ def test_drift_method_decides_the_value_the_threshold_and_the_message(
         assert numbers(result) == (pytest.approx(expected, rel=1e-6),), method
         assert result.series[0].samples == 400
         assert result.detail.startswith(f"method {method}: ") and "feature 'age'" in result.detail
-        calibrated = cycle.results[auto[method]]
-        assert calibrated.threshold == pytest.approx(age.thresholds[method])
-        assert f"calibrated threshold {age.thresholds[method]:.4g}" in calibrated.detail
+        judged = cycle.results[auto[method]]
+        # The threshold for age's 400 rows at the policy's 1% split over the features compared.
+        compared = int(re.search(r"(\d+) compared over", judged.detail).group(1))  # type: ignore[union-attr]
+        assert compared == len(profile.features)
+        at_its_size = window_test(method, reference, current, false_alarm_rate=0.01 / compared)
+        assert judged.threshold == pytest.approx(at_its_size.threshold, rel=1e-6)
+        assert "for its 400 rows" in judged.detail
+        assert "drifting (Benjamini-Hochberg at 1%): 'age'" in judged.detail
         # The policy's status message names the method and the feature.
-        outcome = classify(Rule(method, Op.GT, calibrated.threshold, window=WINDOW), calibrated)
+        outcome = classify(Rule(method, Op.GT, judged.threshold, window=WINDOW), judged)
         assert outcome.kind.value == "Breach"
         assert f"method {method}" in outcome.reason and "feature 'age'" in outcome.reason
     assert len({numbers(cycle.results[plain[m]]) for m in methods}) == len(methods)

@@ -69,6 +69,41 @@ def test_the_status_message_names_what_the_value_is_made_of() -> None:
     assert "method hellinger" in entry["message"] and "feature 'age'" in entry["message"]
 
 
+def test_false_alarm_rate_reaches_the_request_and_has_a_default() -> None:
+    drift = {"signal": "dataDrift", "condition": {"op": ">", "autoThreshold": True}}
+    assert monitor_from_body(body(drift)).requests[0].false_alarm_rate == 1e-5
+    stated = {**drift, "condition": {"op": ">", "autoThreshold": True, "falseAlarmRate": 0.01}}
+    assert monitor_from_body(body(stated)).requests[0].false_alarm_rate == 0.01
+    with pytest.raises(SpecError, match=r"falseAlarmRate"):
+        monitor_from_body(body({**drift, "condition": {"op": ">", "autoThreshold": True, "falseAlarmRate": 0.5}}))
+
+
+def test_the_drifting_features_reach_the_event_and_the_alert() -> None:
+    drifting = "drifting (Benjamini-Hochberg at 0.001%): 'age' 0.41 (threshold 0.12, 900 rows, p 1e-30)"
+    measured = Measurement(MeasurementKind.VALUES, (Series(0.41, 900),), threshold=0.12, detail=drifting)
+    watched = body({"signal": "dataDrift", "condition": {"op": ">", "autoThreshold": True}, "actions": ["page"]})
+    watched["spec"]["actions"] = {"page": {"type": "alert"}}
+    evaluation = reconcile(monitor_from_body(watched), {"p": measured}, {}, T0).evaluation
+    assert drifting in evaluation.transitions[0].message  # the PolicyFiring Event
+    assert drifting in evaluation.decisions[0].reason  # the alert
+
+
+def test_sequential_detection_judges_the_cusum_and_keeps_it_in_status() -> None:
+    drift = {
+        "signal": "dataDrift",
+        "window": "1m",
+        "condition": {"op": ">", "autoThreshold": True},
+        "detection": {"sequential": {"falseAlarmEvery": "30d"}},
+    }
+    monitor = monitor_from_body(body(drift))
+    window = Measurement(MeasurementKind.VALUES, (Series(0.02, 600),), threshold=0.05, standardized=30.0)
+    entry = dict(reconcile(monitor, {"p": window}, {}, T0).status["policies"][0])
+    # One window far past anything drift-free: the statistic jumps past the boundary (30 - 0.5, capped at 2h).
+    assert entry["state"] == "Firing"
+    assert entry["sequential"]["statistic"] == entry["value"] > entry["threshold"]
+    assert "CUSUM" in entry["message"] and "one false alarm per 30d" in entry["message"]
+
+
 @pytest.mark.parametrize(
     ("op", "reduce", "state", "value"),
     [

@@ -21,11 +21,11 @@ from modelmonitor.adapters.prometheus import ErrorKind, QueryError, QueryResult,
 from modelmonitor.policy.model import Measurement, MeasurementKind
 from modelmonitor.signals import (
     BUILTIN_SIGNALS,
-    PREDICTION_FEATURE,
     SignalRequest,
     measure,
 )
 from modelmonitor.stats.drift import METHODS
+from modelmonitor.stats.window_null import window_test
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 _AGGREGATION = re.compile(
@@ -484,6 +484,7 @@ def test_memory_without_cadvisor_is_no_data() -> None:
 
 BOUNDS = ("1.0", "2.0", "3.0", "+Inf")
 REFERENCE = (0.25, 0.5, 0.75, 1.0)
+REFERENCE_SHARES = (0.25, 0.25, 0.25, 0.25)
 
 
 def add_histogram(
@@ -524,43 +525,55 @@ def test_data_drift_is_the_worst_feature_psi_from_summed_buckets() -> None:
     assert "'income'" in said(result)
 
 
-def test_data_drift_auto_threshold_compares_each_feature_with_its_own() -> None:
+def test_data_drift_auto_threshold_judges_each_feature_at_its_own_rows() -> None:
     fake = FakePrometheus()
-    add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))  # psi ~0.8, threshold 2.0: fine
-    add_histogram(fake, "a", "m", "v1", "income", (20, 30, 25, 25))  # psi ~0.02, threshold 0.01: drifted
-    for feature, threshold in (("age", 2.0), ("income", 0.01)):
-        fake.add(
-            "modelmonitor_drift_threshold",
-            threshold,
-            namespace="a",
-            model="m",
-            version="v1",
-            feature=feature,
-            method="psi",
-        )
-    fake.add(
-        "modelmonitor_drift_threshold",
-        99.0,
-        namespace="a",
-        model="m",
-        version="v1",
-        feature="income",
-        method="hellinger",
-    )
-    item = request("dataDrift", ns="a", model="m", auto_threshold=True)
+    add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))  # 100 rows, psi ~0.8: far past its threshold
+    add_histogram(fake, "a", "m", "v1", "income", (2400, 2600, 2500, 2500))  # 10,000 rows, nearly the reference
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True, false_alarm_rate=0.02)
     result = measure([item], fake, at=AT).results[item]
-    assert result.threshold == 0.01
-    assert numbers(result)[0] > 0.01
-    assert "'income'" in said(result)
+    # The policy's 2% is split over the two features compared; age's threshold is the one for its 100 rows.
+    age = window_test("psi", REFERENCE_SHARES, (10, 10, 10, 70), false_alarm_rate=0.01)
+    assert result.threshold == pytest.approx(age.threshold)
+    assert numbers(result) == (pytest.approx(age.score),)
+    assert samples_of(result) == 100
+    assert "'age'" in said(result) and "for its 100 rows" in said(result)
+    # The same score over 10,000 rows has a threshold a hundred times lower (the chi-square law scales as 1/n).
+    income = window_test("psi", REFERENCE_SHARES, (2400, 2600, 2500, 2500), false_alarm_rate=0.01)
+    assert income.analytic and income.threshold < age.threshold / 50
+    assert result.standardized is not None and result.standardized > 3
 
 
-def test_data_drift_auto_threshold_without_thresholds_is_no_data() -> None:
+def test_data_drift_names_the_drifting_features_with_benjamini_hochberg() -> None:
     fake = FakePrometheus()
-    add_histogram(fake, "a", "m", "v1", "age", (10, 10, 10, 70))
+    add_histogram(fake, "a", "m", "v1", "age", (100, 100, 100, 700))  # drifted
+    add_histogram(fake, "a", "m", "v1", "income", (150, 250, 250, 350))  # drifted, less
+    add_histogram(fake, "a", "m", "v1", "tenure", (250, 250, 250, 250))  # exactly the reference
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True, false_alarm_rate=0.01)
+    text = said(measure([item], fake, at=AT).results[item])
+    listed = text.split("drifting (Benjamini-Hochberg at 1%): ")[1]
+    assert listed.index("'age'") < listed.index("'income'")  # most significant first
+    assert "'tenure'" not in listed
+    assert "3 compared" in text
+
+
+def test_data_drift_lists_at_most_a_few_features() -> None:
+    fake = FakePrometheus()
+    for index in range(8):
+        add_histogram(fake, "a", "m", "v1", f"f{index}", (100, 100, 100, 700 + index))
+    item = request("dataDrift", ns="a", model="m", auto_threshold=True)
+    text = said(measure([item], fake, at=AT).results[item])
+    assert "and 3 more" in text
+    assert text.count("threshold ") == 6  # the worst feature's, then the five listed
+
+
+def test_data_drift_without_drift_has_no_drifting_list() -> None:
+    fake = FakePrometheus()
+    add_histogram(fake, "a", "m", "v1", "age", (250, 250, 250, 250))
     item = request("dataDrift", ns="a", model="m", auto_threshold=True)
     result = measure([item], fake, at=AT).results[item]
-    assert result.kind is MeasurementKind.NO_DATA
-    assert "modelmonitor_drift_threshold" in said(result)
+    assert "drifting" not in said(result)
+    assert numbers(result)[0] < result.threshold  # type: ignore[operator]
+    assert result.standardized is not None and result.standardized < 0  # p-value near 1
 
 
 def test_data_drift_other_methods_and_categories() -> None:
@@ -655,20 +668,12 @@ def test_prediction_drift_auto_threshold() -> None:
     for le, count, ratio in zip(BOUNDS, (0, 0, 50, 100), REFERENCE, strict=True):
         fake.add("modelmonitor_prediction_score_bucket", count, namespace="a", model="m", version="v1", le=le)
         fake.add("modelmonitor_prediction_reference_ratio", ratio, namespace="a", model="m", version="v1", le=le)
-    fake.add(
-        "modelmonitor_drift_threshold",
-        0.3,
-        namespace="a",
-        model="m",
-        version="v1",
-        feature=PREDICTION_FEATURE,
-        method="psi",
-    )
-    item = request("predictionDrift", ns="a", model="m", auto_threshold=True)
+    item = request("predictionDrift", ns="a", model="m", auto_threshold=True, false_alarm_rate=0.01)
     result = measure([item], fake, at=AT).results[item]
-    assert result.threshold == 0.3
+    expected = window_test("psi", REFERENCE_SHARES, (0, 0, 50, 50), false_alarm_rate=0.01)
+    assert result.threshold == pytest.approx(expected.threshold)
     assert numbers(result)[0] > 1
-    assert samples_of(result) == 100
+    assert "the prediction" in said(result)
 
 
 # --- errors and invalid requests ---------------------------------------------------------------------------
@@ -879,19 +884,18 @@ def test_drift_method_is_used_and_named(method: str) -> None:
     fake = FakePrometheus()
     add_histogram(fake, "a", "m", "v1", "age", (25, 25, 25, 25))
     add_histogram(fake, "a", "m", "v1", "income", (10, 10, 10, 70))
-    for name in ("psi", "jensen_shannon", "hellinger", "linf"):
-        fake.add(
-            "modelmonitor_drift_threshold", {"psi": 0.2, "jensen_shannon": 0.3, "hellinger": 0.4, "linf": 0.5}[name],
-            namespace="a", model="m", version="v1", feature="income", method=name,
-        )  # fmt: skip
     plain = request("dataDrift", ns="a", model="m", drift_method=method)
-    auto = request("dataDrift", ns="a", model="m", drift_method=method, auto_threshold=True, policy="auto")
+    auto = request(
+        "dataDrift", ns="a", model="m", drift_method=method, auto_threshold=True, false_alarm_rate=0.01, policy="auto"
+    )
     cycle = measure([plain, auto], fake, at=AT)
     expected = METHODS[method].function(np.array([0.25] * 4), np.array([10.0, 10, 10, 70]))
     assert numbers(cycle.results[plain]) == (pytest.approx(expected),)
     assert cycle.results[plain].detail.startswith(f"method {method}: ")
     assert "feature 'income'" in cycle.results[plain].detail
-    assert cycle.results[auto].threshold == {"psi": 0.2, "jensen_shannon": 0.3, "hellinger": 0.4, "linf": 0.5}[method]
+    # The auto threshold is the method's own, for income's 100 rows (the policy's 1% over two features).
+    income = window_test(method, REFERENCE_SHARES, (10, 10, 10, 70), false_alarm_rate=0.005)
+    assert cycle.results[auto].threshold == pytest.approx(income.threshold)
 
 
 def test_the_engine_message_carries_the_detail() -> None:

@@ -88,6 +88,9 @@ RESERVED_MODEL_LABELS = (
 
 Op = Literal["<", "<=", ">", ">="]
 
+# condition.falseAlarmRate when a policy states none.
+DEFAULT_FALSE_ALARM_RATE = 1e-5
+
 # Placeholders a `query` template may use (the PromQL module renders them; it is the one place that knows
 # PromQL quoting).
 QUERY_PLACEHOLDERS: tuple[str, ...] = tuple(TEMPLATE_PLACEHOLDERS)
@@ -289,9 +292,22 @@ class Condition(ApiModel):
     auto_threshold: bool | None = Field(
         default=None,
         description=(
-            "Use the threshold the sidecar calibrated for its live window size at the reference profile's "
-            "false-alarm rate (the modelmonitor_drift_threshold series) instead of a fixed number. Only for the "
-            "dataDrift and predictionDrift signals."
+            "Instead of a fixed number, judge each feature at the number of rows it has in the policy's window: "
+            "its threshold is the score a drift-free window of that many rows exceeds at falseAlarmRate divided "
+            "by the number of features compared (derived from the reference proportions the sidecar exports). "
+            "Only for the dataDrift and predictionDrift signals."
+        ),
+    )
+    false_alarm_rate: float = Field(
+        default=DEFAULT_FALSE_ALARM_RATE,
+        gt=0,
+        le=0.2,
+        description=(
+            "The share of evaluations of a drift-free model whose window breaches with autoThreshold, for the "
+            "policy as a whole (split evenly over the features compared); also the false-discovery rate of the "
+            "Benjamini-Hochberg selection that names the drifting features. Default 1e-5: an evaluation every "
+            "30s is 2,880 a day, and windows overlap, so a per-evaluation rate must be tiny for false episodes "
+            "to be rare (see docs/benchmarks.md)."
         ),
     )
     clear_threshold: float | None = Field(
@@ -331,6 +347,66 @@ class Condition(ApiModel):
         return self
 
 
+class SequentialDetection(ApiModel):
+    """Accumulate evidence across evaluations with a CUSUM instead of judging each window alone."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "has(self.referenceLevel) == has(self.standardDeviation)",
+                    "set both referenceLevel and standardDeviation, or neither",
+                    field_path=".standardDeviation",
+                )
+            ]
+        )
+    )
+
+    false_alarm_every: PositiveDuration = Field(
+        description=(
+            "The false-alarm budget in time: at most one false alarm per this long, on average, while nothing "
+            "changed (e.g. 90d). The CUSUM's boundary follows from it and the policy window; at least 10 windows."
+        ),
+    )
+    reference_level: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description=(
+            "For signals other than dataDrift and predictionDrift (required for them, refused for the drift "
+            "signals, which are standardized by their own null distribution): the signal's level while all is well. "
+            "condition.threshold is then the level to detect fastest."
+        ),
+    )
+    standard_deviation: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "With referenceLevel (and required with it): how far one window's value strays from referenceLevel "
+            "while all is well (its standard deviation)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SequentialDetection:
+        if (self.reference_level is None) != (self.standard_deviation is None):
+            raise field_error("standardDeviation", "set both referenceLevel and standardDeviation, or neither")
+        return self
+
+
+class Detection(ApiModel):
+    """How the policy decides that a signal is bad: each window alone (the default), or sequentially."""
+
+    sequential: SequentialDetection | None = Field(
+        default=None,
+        description=(
+            "Run a CUSUM over the policy's standardized signal, one non-overlapping window at a time; the policy "
+            "breaches while the CUSUM is above a boundary derived from falseAlarmEvery (status shows the statistic "
+            "as value, the boundary as threshold, and keeps the statistic so a restart resumes it)."
+        ),
+    )
+
+
 class Policy(ApiModel):
     """One guarded property of the model: a measurement, a condition meaning breach, how long it must last, and
     the actions to take while it fires."""
@@ -354,6 +430,20 @@ class Policy(ApiModel):
                     "!has(self.labelDelay) || (has(self.signal) && self.signal in ['labelCoverage'])",
                     "labelDelay is only available for the labelCoverage signal",
                     field_path=".labelDelay",
+                ),
+                cel(
+                    "!has(self.detection) || !has(self.detection.sequential) || "
+                    "((has(self.signal) && self.signal in ['dataDrift', 'predictionDrift']) "
+                    "!= has(self.detection.sequential.referenceLevel))",
+                    "detection.sequential.referenceLevel (with standardDeviation) is required for signals other than "
+                    "dataDrift and predictionDrift, and refused for them (drift is standardized by its own null "
+                    "distribution)",
+                    field_path=".detection.sequential.referenceLevel",
+                ),
+                cel(
+                    "!has(self.detection) || !has(self.detection.sequential) || !has(self.condition.clearThreshold)",
+                    "condition.clearThreshold cannot be combined with detection.sequential (the CUSUM has a boundary)",
+                    field_path=".condition.clearThreshold",
                 ),
             ]
         )
@@ -456,6 +546,10 @@ class Policy(ApiModel):
     dry_run: bool = Field(
         default=False, description="Evaluate and record what would be done, but take none of this policy's actions."
     )
+    detection: Detection | None = Field(
+        default=None,
+        description="Sequential detection across evaluations (see docs/policies.md); unset: each window alone.",
+    )
 
     @field_validator("actions")
     @classmethod
@@ -487,7 +581,40 @@ class Policy(ApiModel):
             raise field_error("method", "is only available for the dataDrift and predictionDrift signals")
         if self.label_delay is not None and self.signal not in LABEL_DELAY_SIGNALS:
             raise field_error("labelDelay", "is only available for the labelCoverage signal")
+        sequential = self.detection.sequential if self.detection is not None else None
+        if sequential is not None:
+            self._check_sequential(sequential)
         return self
+
+    def _check_sequential(self, sequential: SequentialDetection) -> None:
+        where = "detection.sequential"
+        if self.condition.clear_threshold is not None:
+            raise field_error("condition.clearThreshold", f"cannot be combined with {where} (the CUSUM has a boundary)")
+        if duration_seconds(sequential.false_alarm_every) < 10 * duration_seconds(self.window):
+            raise field_error(
+                f"{where}.falseAlarmEvery",
+                f"{sequential.false_alarm_every} is fewer than 10 windows of {self.window}",
+            )
+        if self.signal in DRIFT_SIGNALS:
+            if sequential.reference_level is not None:
+                raise field_error(
+                    f"{where}.referenceLevel",
+                    f"is not used by {self.signal}: drift is standardized by its own null distribution",
+                )
+            return
+        if sequential.reference_level is None:
+            raise field_error(
+                f"{where}.referenceLevel",
+                "is required (with standardDeviation) for signals other than dataDrift and predictionDrift",
+            )
+        assert self.condition.threshold is not None  # autoThreshold is refused for these signals
+        worse_is_higher = self.condition.op in (">", ">=")
+        if (self.condition.threshold > sequential.reference_level) != worse_is_higher:
+            raise field_error(
+                "condition.threshold",
+                f"{self.condition.threshold} must lie on the breaching side ({self.condition.op}) of "
+                f"{where}.referenceLevel {sequential.reference_level}",
+            )
 
 
 class Combine(ApiModel):

@@ -34,6 +34,13 @@ class ActionResult(StrEnum):
     DRY_RUN = "DryRun"  # what would have been done
 
 
+class SequentialStatus(StatusModel):
+    """The CUSUM of a policy with sequential detection."""
+
+    statistic: float = Field(ge=0, description="The CUSUM statistic (the policy's value).")
+    updated_at: Timestamp = Field(description="When the last window was folded in (one per policy window).")
+
+
 class PolicyStatus(StatusModel):
     """Where one policy stands."""
 
@@ -64,6 +71,9 @@ class PolicyStatus(StatusModel):
     last_outcome: Outcome = Field(description="The last measurement: OK, Breach, NoData, Error or Invalid.")
     message: str = Field(
         default="", max_length=4096, description="The last measurement in words: value, threshold, window and query."
+    )
+    sequential: SequentialStatus | None = Field(
+        default=None, description="With detection.sequential: the CUSUM kept across evaluations and restarts."
     )
 
 

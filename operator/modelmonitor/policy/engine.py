@@ -20,6 +20,7 @@ from typing import Any
 from modelmonitor.policy.decide import Decision, decide
 from modelmonitor.policy.model import Measurement, MonitorSpec
 from modelmonitor.policy.outcome import Outcome, OutcomeKind, classify
+from modelmonitor.policy.sequential import sequential_measurement, sequential_rule
 from modelmonitor.policy.state import PolicyState, PolicyStep, Transition, step
 from modelmonitor.policy.timefmt import floor_to_second
 
@@ -86,9 +87,14 @@ def evaluate(
         measurement = measurements.get(rule.name)
         if measurement is None:
             measurement = Measurement.error("no measurement was taken for this policy in this cycle")
-        measured_rule = rule.for_measurement(measurement)
+        cusum = before.cusum
+        if rule.sequential is not None:
+            measurement, cusum = sequential_measurement(rule, measurement, before.cusum, now)
+            measured_rule = sequential_rule(rule, measurement)
+        else:
+            measured_rule = rule.for_measurement(measurement)
         outcome = classify(measured_rule, measurement, clearing=before.clearing)
-        steps.append(step(measured_rule, before, outcome, now))
+        steps.append(step(measured_rule, before, outcome, now, cusum=cusum))
 
     transitions = tuple(s.transition for s in steps if s.transition is not None)
     return Evaluation(

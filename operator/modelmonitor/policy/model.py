@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
+from modelmonitor.policy.cusum import SequentialRule
+
 
 class Op(StrEnum):
     """The comparison in a policy's condition: the policy breaches while ``value <op> threshold``."""
@@ -117,6 +119,8 @@ class Rule:
     dry_run: bool = False
     window: str = ""
     query: str = ""
+    #: ``detection.sequential``: judge a CUSUM of the standardized signal instead of each window alone.
+    sequential: SequentialRule | None = None
 
     def __post_init__(self) -> None:
         owner = f"policy {self.name!r}"
@@ -209,6 +213,10 @@ class Measurement:
     detail: str = ""
     #: Warnings Prometheus returned with the answers (e.g. a partial answer from a federated store).
     warnings: tuple[str, ...] = ()
+    #: The evidence of this measurement on a standard normal scale, ``N(0, 1)`` while nothing changed (drift
+    #: signals: the probit of the adjusted smallest p-value); what sequential detection accumulates. ``None``
+    #: when the signal has no null distribution of its own.
+    standardized: float | None = None
 
     def __post_init__(self) -> None:
         # Built per policy per cycle (thousands at scale): convert only what is not already the right type.

@@ -8,6 +8,7 @@ Per-cycle facts (a calibrated ``threshold: auto``, the PromQL actually sent) arr
 from __future__ import annotations
 
 from modelmonitor.api import ModelMonitorSpec, Policy, duration_seconds
+from modelmonitor.policy.cusum import DRIFT_ALLOWANCE, SequentialRule
 from modelmonitor.policy.model import Combine, MonitorSpec, NoDataPolicy, Op, Reduce, Rule, Severity
 
 
@@ -15,6 +16,7 @@ def rule_from_policy(policy: Policy) -> Rule:
     """The `Rule` of one validated policy. ``threshold: auto`` leaves the threshold to each measurement."""
     condition = policy.condition
     return Rule(
+        sequential=_sequential(policy),
         name=policy.name,
         op=Op(condition.op),
         threshold=condition.threshold,
@@ -30,6 +32,25 @@ def rule_from_policy(policy: Policy) -> Rule:
         dry_run=policy.dry_run,
         window=policy.window,
         query=policy.query if policy.query is not None else f"signal {policy.signal}",
+    )
+
+
+def _sequential(policy: Policy) -> SequentialRule | None:
+    sequential = policy.detection.sequential if policy.detection is not None else None
+    if sequential is None:
+        return None
+    if sequential.reference_level is None:
+        allowance = DRIFT_ALLOWANCE
+    else:
+        assert sequential.standard_deviation is not None and policy.condition.threshold is not None
+        shift = abs(policy.condition.threshold - sequential.reference_level) / sequential.standard_deviation
+        allowance = shift / 2.0
+    return SequentialRule.for_budget(
+        duration_seconds(sequential.false_alarm_every),
+        duration_seconds(policy.window),
+        allowance,
+        reference_level=sequential.reference_level,
+        standard_deviation=sequential.standard_deviation,
     )
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from modelmonitor.policy.cusum import CusumState
 from modelmonitor.policy.model import Rule, Severity
 from modelmonitor.policy.outcome import Outcome, OutcomeKind
 from modelmonitor.policy.timefmt import (
@@ -80,6 +81,8 @@ class PolicyState:
     threshold: float | None = None
     samples: int | None = None
     message: str = ""
+    #: The CUSUM of a policy with sequential detection (``status.policies[].sequential``), so a restart resumes it.
+    cusum: CusumState | None = None
 
     def __post_init__(self) -> None:
         owner = f"policy {self.name!r}"
@@ -161,6 +164,8 @@ class PolicyState:
         if self.held_state is not None and self.held_since is not None:
             out["heldState"] = self.held_state.value
             out["heldSince"] = format_time(self.held_since)
+        if self.cusum is not None:
+            out["sequential"] = {"statistic": self.cusum.statistic, "updatedAt": format_time(self.cusum.updated_at)}
         return out
 
     @classmethod
@@ -218,6 +223,16 @@ class PolicyState:
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)):
             raise ValueError(f"{where}.samples: expected an integer, got {samples!r}")
         message = entry.get("message", "")
+        cusum = None
+        sequential = entry.get("sequential")
+        if sequential is not None:
+            if not isinstance(sequential, Mapping):
+                raise ValueError(f"{where}.sequential: expected an object with statistic and updatedAt")
+            statistic = sequential.get("statistic")
+            if isinstance(statistic, bool) or not isinstance(statistic, int | float):
+                raise ValueError(f"{where}.sequential.statistic: expected a number, got {statistic!r}")
+            updated_at = parse_time(str(sequential.get("updatedAt", "")), field=f"{where}.sequential.updatedAt")
+            cusum = CusumState(float(statistic), updated_at)
         return cls(
             name=name,
             state=state,
@@ -231,6 +246,7 @@ class PolicyState:
             threshold=number_field("threshold"),
             samples=samples,
             message=message if isinstance(message, str) else str(message),
+            cusum=cusum,
         )
 
 
@@ -343,12 +359,14 @@ def _describe(rule: Rule, state: PolicyState, outcome: Outcome) -> str:
     return text
 
 
-def step(rule: Rule, prior: PolicyState, outcome: Outcome, now: datetime) -> PolicyStep:
+def step(
+    rule: Rule, prior: PolicyState, outcome: Outcome, now: datetime, *, cusum: CusumState | None = None
+) -> PolicyStep:
     """Advance one policy by one measurement outcome at ``now``. Pure.
 
     OK and Breach move the episode (see the module docstring); NoData holds it in state NoData; Error and
     Invalid hold it in state Error. ``errorStreak`` counts consecutive Error outcomes and is reset by any other
-    outcome.
+    outcome. ``cusum`` is the sequential statistic to keep (the prior one when not given).
     """
     now = require_aware(now, field="now")
     if prior.name != rule.name:
@@ -383,6 +401,7 @@ def step(rule: Rule, prior: PolicyState, outcome: Outcome, now: datetime) -> Pol
         value=outcome.value if outcome.value is not None else prior.value,
         threshold=outcome.threshold if outcome.threshold is not None else prior.threshold,
         samples=outcome.samples if outcome.samples is not None else prior.samples,
+        cusum=cusum if cusum is not None else prior.cusum,
     )
     state = replace(state, message=_describe(rule, state, outcome))
     transition = None

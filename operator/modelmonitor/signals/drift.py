@@ -2,8 +2,9 @@
 proportions the sidecar exports, scored with the policy's ``method``.
 
 Always per version, because each version's bucket bounds are its own reference quantiles and summing buckets
-with different bounds would be meaningless. The value is the worst feature's score (over versions too); with
-``threshold: auto`` the worst is the one furthest past its own calibrated threshold for that method.
+with different bounds would be meaningless. The value is the worst feature's score (over versions too); each
+feature is judged at the rows it actually has in the window (`modelmonitor.stats.window_null`), and with
+``threshold: auto`` the worst is the one with the smallest p-value, compared with its own threshold.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,7 +20,6 @@ from modelmonitor.adapters.prometheus import Sample
 from modelmonitor.metricnames import (
     CATEGORY_COUNT,
     CATEGORY_REFERENCE,
-    DRIFT_THRESHOLD,
     FEATURE_REFERENCE,
     FEATURE_VALUE,
     PREDICTION_FEATURE,
@@ -27,23 +27,21 @@ from modelmonitor.metricnames import (
     PREDICTION_SCORE,
 )
 from modelmonitor.policy.model import Measurement
-from modelmonitor.promql import quote
-from modelmonitor.signals.answers import Grouping, Index, Plan, count, describe, values
+from modelmonitor.signals.answers import Grouping, Index, Plan, describe, values
 from modelmonitor.signals.request import FLEET_DRIFT_METHODS, SignalRequest
-from modelmonitor.stats.drift import METHODS, DriftMethod
+from modelmonitor.stats.window_null import WindowTest, benjamini_hochberg, probit_of_p_value, window_test
 
 SIGNALS = ("dataDrift", "predictionDrift")
 
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan | Measurement:
-    """Current counts and reference ratios (numerical, then categorical); the thresholds last, for auto."""
+    """Current counts and reference ratios (numerical, then categorical). ``threshold: auto`` needs nothing
+    more: the threshold follows from the reference ratios and the rows in the window."""
     if request.drift_method not in FLEET_DRIFT_METHODS:
         return Measurement.invalid(
             f"drift method {request.drift_method!r}: fleet drift is computed from summed bucket counts against "
             f"the reference's proportions; expected one of {', '.join(FLEET_DRIFT_METHODS)}"
         )
-    # Every method's thresholds in one query, shared by all methods and monitors.
-    thresholds = (f"max by ({grouping.by('feature', 'method')}) ({DRIFT_THRESHOLD})",) if request.auto_threshold else ()
     if request.signal == "dataDrift":
         return Plan(
             (
@@ -51,7 +49,6 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan | Meas
                 f"max by ({grouping.by('feature', 'le')}) ({FEATURE_REFERENCE})",
                 f"sum by ({grouping.by('feature', 'category')}) (increase({CATEGORY_COUNT}[{window}]))",
                 f"max by ({grouping.by('feature', 'category')}) ({CATEGORY_REFERENCE})",
-                *thresholds,
             ),
             _compute_data_drift,
         )
@@ -59,7 +56,6 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan | Meas
         (
             f"sum by ({grouping.by('le')}) (increase({PREDICTION_SCORE}_bucket[{window}]))",
             f"max by ({grouping.by('le')}) ({PREDICTION_REFERENCE})",
-            *thresholds,
         ),
         _compute_prediction_drift,
     )
@@ -67,13 +63,17 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan | Meas
 
 @dataclass
 class _Score:
-    """The drift of one feature of one version."""
+    """The window of one feature of one version: its reference proportions and current counts per bin."""
 
     version: str
     feature: str
-    score: float
-    observations: float
-    threshold: float | None = None
+    reference: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def observations(self) -> float:
+        """Rows of this feature in the window."""
+        return float(self.counts.sum())
 
 
 @dataclass
@@ -152,84 +152,114 @@ def _differences(cumulative: list[float]) -> np.ndarray:
     return np.array(bins, dtype=np.float64)
 
 
-def _score(method: DriftMethod, reference: np.ndarray, current: np.ndarray) -> float | str:
+def _check(reference: np.ndarray, current: np.ndarray) -> str | None:
     if current.sum() <= 0:
         return "no observations in the window"
     if reference.sum() <= 0:
         return "an empty reference"
-    try:
-        return method.function(reference, current)
-    except ValueError as problem:
-        return str(problem)
+    return None
 
 
-def _thresholds(request: SignalRequest, index: Index) -> dict[tuple[str, str], float]:
-    """The calibrated threshold of the request's method per (version, feature)."""
-    found: dict[tuple[str, str], float] = {}
-    for sample in index.select(request):
-        if sample.labels.get("method") == request.drift_method and math.isfinite(sample.value):
-            key = (sample.labels.get("version", ""), sample.labels.get("feature", ""))
-            found[key] = max(found.get(key, -math.inf), sample.value)
-    return found
+#: Drifting features named in a status message, Event and alert (the rest are counted).
+MAX_FEATURES_LISTED = 5
 
 
-def _pick(
-    request: SignalRequest,
-    method: DriftMethod,
-    scores: list[_Score],
-    skipped: list[str],
-    threshold_query: Index | None,
-) -> Measurement:
-    """Report the worst feature (over versions too): max score, or max score/threshold with threshold auto."""
+@dataclass(frozen=True)
+class FeatureTest:
+    """One feature of one version, judged at the rows it has in the window."""
+
+    version: str
+    feature: str
+    test: WindowTest
+
+    @property
+    def where(self) -> str:
+        """``feature 'age'`` or ``the prediction``, for messages."""
+        return "the prediction" if self.feature == PREDICTION_FEATURE else f"feature {self.feature!r}"
+
+
+def _pick(request: SignalRequest, scores: list[_Score], skipped: list[str]) -> Measurement:
+    """Judge every feature at its own window size (`modelmonitor.stats.window_null`), then report them.
+
+    The policy's false-alarm rate is split over the features compared (Bonferroni), so with ``threshold: auto``
+    a drift-free model breaches at most at that rate.
+    """
     sparse = [score for score in scores if score.observations < request.min_samples]
     if sparse and len(sparse) < len(scores):
         # Leave sparse features out, unless all are sparse: then the engine's minSamples reports NoData.
         skipped = [*skipped, *(f"feature {s.feature!r}: {s.observations:.0f} observations" for s in sparse)]
         scores = [score for score in scores if score.observations >= request.min_samples]
-    if not scores:
+    tests: list[FeatureTest] = []
+    for score in scores:
+        rate = request.false_alarm_rate / len(scores)
+        try:
+            test = window_test(request.drift_method, score.reference, score.counts, false_alarm_rate=rate)
+        except ValueError as problem:
+            skipped.append(f"feature {score.feature!r}: {problem}")
+            continue
+        tests.append(FeatureTest(score.version, score.feature, test))
+    return drift_measurement(request, tests, skipped)
+
+
+def drift_measurement(request: SignalRequest, tests: Sequence[FeatureTest], skipped: Sequence[str]) -> Measurement:
+    """The measurement of a drift policy from its features' window tests (each at the policy's rate divided by
+    the features compared), and why other features were skipped.
+
+    The value is the worst feature's score (over versions too): with ``threshold: auto`` the one with the
+    smallest p-value, whose threshold (at its rows) is the policy's; otherwise the highest score.
+    Benjamini-Hochberg at the policy's rate names the drifting features (the first few, most significant first).
+    ``standardized`` is the evidence of the window on a standard normal scale, for sequential detection.
+    """
+    if not tests:
         why = "; ".join(skipped[:5]) if skipped else "no feature histograms"
         return Measurement.no_data(
             f"{request.signal}: nothing to compare for {describe(request)} over {request.window}: {why}"
         )
-    higher = method.direction == "higher_is_drift"
-    if threshold_query is not None:
-        known = _thresholds(request, threshold_query)
-        for score in scores:
-            score.threshold = known.get((score.version, score.feature))
-        scores = [score for score in scores if score.threshold is not None]
-        if not scores:
-            return Measurement.no_data(
-                f"{request.signal}: threshold auto, but no {DRIFT_THRESHOLD}{{method={quote(request.drift_method)}}} "
-                f"for the measured features of {describe(request)}"
-            )
-
-        def badness(score: _Score) -> float:
-            assert score.threshold is not None
-            if higher:
-                return score.score / score.threshold if score.threshold > 0 else math.inf
-            return score.threshold / score.score if score.score > 0 else math.inf
-
-        worst = max(scores, key=badness)
+    rate = request.false_alarm_rate
+    compared = len(tests)
+    if request.auto_threshold:
+        worst = min(tests, key=lambda t: (t.test.p_value, -t.test.score / max(t.test.threshold, 1e-300)))
     else:
-        worst = max(scores, key=lambda s: s.score) if higher else min(scores, key=lambda s: s.score)
-    where = "the prediction" if worst.feature == PREDICTION_FEATURE else f"feature {worst.feature!r}"
-    detail = f"method {request.drift_method}: {worst.score:.4g} in {where} (version {worst.version!r})"
-    if worst.threshold is not None:
-        detail += f", calibrated threshold {worst.threshold:.4g}"
-    detail += f"; {len(scores)} compared over {request.window}"
+        worst = max(tests, key=lambda t: t.test.score)
+    test = worst.test
+    detail = f"method {request.drift_method}: {test.score:.4g} in {worst.where} (version {worst.version!r})"
+    if request.auto_threshold:
+        detail += (
+            f", threshold {test.threshold:.4g} for its {test.rows} rows (false-alarm rate {_rate(rate)} over "
+            f"{compared} compared)"
+        )
+    drifting = benjamini_hochberg([t.test.p_value for t in tests], rate)
+    listed = sorted((t for t, chosen in zip(tests, drifting, strict=True) if chosen), key=lambda t: t.test.p_value)
+    if listed:
+        names = ", ".join(
+            f"{t.where.removeprefix('feature ')} {t.test.score:.4g} (threshold {t.test.threshold:.4g}, "
+            f"{t.test.rows} rows, p {t.test.p_value:.2g})"
+            for t in listed[:MAX_FEATURES_LISTED]
+        )
+        more = f" and {len(listed) - MAX_FEATURES_LISTED} more" if len(listed) > MAX_FEATURES_LISTED else ""
+        detail += f"; drifting (Benjamini-Hochberg at {_rate(rate)}): {names}{more}"
+    detail += f"; {compared} compared over {request.window}"
     if skipped:
         detail += f", {len(skipped)} skipped ({'; '.join(skipped[:3])})"
-    return values([worst.score], count(worst.observations), detail, threshold=worst.threshold)
+    measurement = values([test.score], test.rows, detail, threshold=test.threshold if request.auto_threshold else None)
+    # The smallest p-value adjusted for the number of features compared (Sidak) is uniform without drift; its
+    # probit is N(0, 1).
+    smallest = min(t.test.p_value for t in tests)
+    adjusted = -math.expm1(compared * math.log1p(-min(smallest, 1.0 - 1e-16)))
+    return replace(measurement, standardized=probit_of_p_value(adjusted))
+
+
+def _rate(rate: float) -> str:
+    return f"{rate * 100:.3g}%"
 
 
 def _histogram_scores(
-    method: DriftMethod,
     current: _Histograms,
     reference: _Histograms,
     subject: Callable[[str, str], str],
     reference_metric: str,
 ) -> tuple[list[_Score], list[str]]:
-    """The drift score of every (version, feature) histogram against its reference, and why the others were
+    """The bins of every (version, feature) histogram with its reference, and why the others were
     skipped (``subject`` names a histogram in those reasons)."""
     scores: list[_Score] = []
     skipped: list[str] = []
@@ -243,20 +273,19 @@ def _histogram_scores(
         if isinstance(bins, str):
             skipped.append(f"{what}: {bins}")
             continue
-        value = _score(method, bins[1], bins[0])
-        if isinstance(value, str):
-            skipped.append(f"{what}: {value}")
+        problem = _check(bins[1], bins[0])
+        if problem is not None:
+            skipped.append(f"{what}: {problem}")
             continue
-        scores.append(_Score(version, feature, value, float(bins[0].sum())))
+        scores.append(_Score(version, feature, bins[1], bins[0]))
     return scores, skipped
 
 
 def _compute_data_drift(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
-    method = METHODS[request.drift_method]
     current = _Histograms.from_samples(answers[0].select(request), "feature", reference=False)
     reference = _Histograms.from_samples(answers[1].select(request), "feature", reference=True)
     scores, skipped = _histogram_scores(
-        method, current, reference, lambda version, feature: f"feature {feature!r}", FEATURE_REFERENCE
+        current, reference, lambda version, feature: f"feature {feature!r}", FEATURE_REFERENCE
     )
 
     # Categorical features: counts per category against the reference shares.
@@ -270,19 +299,18 @@ def _compute_data_drift(request: SignalRequest, answers: Sequence[Index]) -> Mea
         names = sorted(set(seen) | set(ref_shares))
         current_counts = np.array([max(seen.get(name, 0.0), 0.0) for name in names])
         reference_shares = np.array([max(ref_shares.get(name, 0.0), 0.0) for name in names])
-        value = _score(method, reference_shares, current_counts)
-        if isinstance(value, str):
-            skipped.append(f"feature {feature!r}: {value}")
+        problem = _check(reference_shares, current_counts)
+        if problem is not None:
+            skipped.append(f"feature {feature!r}: {problem}")
             continue
-        scores.append(_Score(version, feature, value, float(current_counts.sum())))
-    return _pick(request, method, scores, skipped, answers[4] if request.auto_threshold else None)
+        scores.append(_Score(version, feature, reference_shares, current_counts))
+    return _pick(request, scores, skipped)
 
 
 def _compute_prediction_drift(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
-    method = METHODS[request.drift_method]
     current = _Histograms.from_samples(answers[0].select(request), None, reference=False)
     reference = _Histograms.from_samples(answers[1].select(request), None, reference=True)
     scores, skipped = _histogram_scores(
-        method, current, reference, lambda version, feature: f"version {version!r}", PREDICTION_REFERENCE
+        current, reference, lambda version, feature: f"version {version!r}", PREDICTION_REFERENCE
     )
-    return _pick(request, method, scores, skipped, answers[2] if request.auto_threshold else None)
+    return _pick(request, scores, skipped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from modelmonitor.adapters.prometheus import PrometheusQuerier, QueryResult
@@ -81,16 +82,7 @@ def measure(
             measured = Measurement.error(str(error))
         else:
             measured = planned.compute(request, [indexes[text] for text in planned.queries])
-        results[request] = Measurement(
-            measured.kind,
-            measured.series,
-            measured.reason,
-            threshold=measured.threshold,
-            query=planned.queries[0],
-            queries=planned.queries,
-            detail=measured.detail,
-            warnings=warnings,
-        )
+        results[request] = replace(measured, query=planned.queries[0], queries=planned.queries, warnings=warnings)
 
     return CycleMeasurements(
         results=results,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelmonitor.api.spec import DRIFT_METHODS, SIGNALS
+from modelmonitor.api.spec import DEFAULT_FALSE_ALARM_RATE, DRIFT_METHODS, SIGNALS
 from modelmonitor.policy.model import Measurement
 
 #: The signal names are the API's (one list: the CRD enum and the PromQL plans must agree; a unit test checks
@@ -37,8 +37,11 @@ class SignalRequest:
     #: ``spec.model.labels``: extra equality matchers every built-in signal applies, as sorted (name, value)
     #: pairs (hashable). Series without the label, or with another value, are not this monitor's.
     labels: tuple[tuple[str, str], ...] = ()
-    #: ``threshold: auto``: resolve the threshold from ``modelmonitor_drift_threshold`` (drift signals only).
+    #: ``threshold: auto``: judge each feature at the rows in its window (drift signals only).
     auto_threshold: bool = False
+    #: The policy's ``condition.falseAlarmRate``: the share of drift-free windows that breach with
+    #: ``threshold: auto``, for the policy as a whole (split over the features compared).
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
     #: Drift method for dataDrift / predictionDrift (the policy's ``method``), one of ``FLEET_DRIFT_METHODS``.
     drift_method: str = "psi"
     #: The policy's minSamples. The engine applies it to ``samples``; the fairness signals and the drift signals

@@ -260,6 +260,7 @@ def test_status_follows_the_contract(schema: Schema) -> None:
         "errorStreak",
         "lastOutcome",
         "message",
+        "sequential",
     }
     assert at(schema, ".status.conditions")["x-kubernetes-list-map-keys"] == ["type"]
 
