@@ -90,6 +90,15 @@ def api(cluster: Cluster) -> Iterator[k8s.CustomObjectsApi]:
     api_client.close()
 
 
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """A real operator process watching the test's namespace, stopped however the test ends."""
+    process = OperatorProcess(cluster.env(), namespace, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
 def dry_run(api: k8s.CustomObjectsApi, namespace: str, index: int, spec: dict[str, Any]) -> tuple[int, str]:
     try:
         api.create_namespaced_custom_object(
@@ -114,10 +123,8 @@ CONTROL = {
 
 
 def test_ten_thousand_fuzzed_specs_are_refused_naming_the_field_or_judged_by_the_operator(
-    cluster: Cluster, api: k8s.CustomObjectsApi, namespace: str, tmp_path: Path
+    cluster: Cluster, api: k8s.CustomObjectsApi, namespace: str, operator: OperatorProcess
 ) -> None:
-    operator = OperatorProcess(cluster.env(), namespace, tmp_path)
-    operator.start()
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body("control", CONTROL)))
     wait_for(
         "the control monitor evaluated", lambda: monitor_status(cluster, namespace, "control").get("lastEvaluationTime")
@@ -196,4 +203,3 @@ def test_ten_thousand_fuzzed_specs_are_refused_naming_the_field_or_judged_by_the
     print(f"{len(names)} created for real; phases of the first 30: {dict(phases)}")
     assert operator.process is not None and operator.process.poll() is None, operator.log_text()[-3000:]
     assert "Traceback" not in operator.log_text(), operator.log_text()[-5000:]
-    operator.stop()
