@@ -185,31 +185,16 @@ MONITOR = {
 }
 
 
-def the_operator_evaluates_and_acts(
-    release: Release, exporter: ExporterProcess, metrics_port: int, running: Callable[[], bool], log: Callable[[], str]
-) -> None:
-    """What a user sees of an operator running under the chart's identity (as a process here, as its image in
-    tests/integration/test_images.py): /healthz answers, a monitor's status is written, and a breach scales the
-    target through the chart's RBAC, with nothing forbidden in the operator's `log()`."""
+def a_breach_scales_the_target(release: Release, exporter: ExporterProcess) -> None:
+    """The `fraud` monitor's status is written (Healthy), then a drop in accuracy fires its policy and scales the
+    Deployment through the chart's RBAC: a Succeeded scale record and a PolicyFiring Event."""
     cluster = release.cluster
-    exporter.set(labeled(good=20, bad=1))
-    wait_for(
-        "the operator's /healthz",
-        lambda: http_get(f"http://127.0.0.1:{metrics_port}/healthz") or not running(),
-        timeout=60,
-    )
-    assert running(), log()[-3000:]
-    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
-    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
 
     def status() -> dict[str, Any]:
         return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
 
-    # A status written by the operator under the chart's identity.
     healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
     assert healthy["policies"][0]["value"] > 0.8
-
-    # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
     exporter.set(labeled(good=2, bad=20))
     wait_for(
         "the scale action to add a replica",
@@ -228,6 +213,25 @@ def the_operator_evaluates_and_acts(
         if e["involvedObject"]["name"] == "fraud"
     }
     assert "PolicyFiring" in reasons, reasons
+
+
+def the_operator_evaluates_and_acts(
+    release: Release, exporter: ExporterProcess, metrics_port: int, running: Callable[[], bool], log: Callable[[], str]
+) -> None:
+    """What a user sees of an operator running under the chart's identity (as a process here, as its image in
+    tests/integration/test_images.py): /healthz answers, a monitor's status is written, and a breach scales the
+    target through the chart's RBAC, with nothing forbidden in the operator's `log()`."""
+    cluster = release.cluster
+    exporter.set(labeled(good=20, bad=1))
+    wait_for(
+        "the operator's /healthz",
+        lambda: http_get(f"http://127.0.0.1:{metrics_port}/healthz") or not running(),
+        timeout=60,
+    )
+    assert running(), log()[-3000:]
+    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=MODEL)
+    cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=json.dumps(MONITOR))
+    a_breach_scales_the_target(release, exporter)
     text = log()
     assert "forbidden" not in text.lower(), text[-3000:]
 
@@ -302,34 +306,7 @@ def test_the_chart_installs_two_replicas_and_both_take_work_under_its_service_ac
         leases = cluster.kubectl_json("get", "leases", "-n", release.namespace)["items"]
         assert {lease["spec"]["holderIdentity"] for lease in leases} == {p["metadata"]["name"] for p in pods}
 
-        def status() -> dict[str, Any]:
-            return dict(cluster.kubectl_json("get", "mm", "fraud", "-n", release.watched).get("status") or {})
-
-        # A status written by the operator under the chart's identity.
-        healthy = wait_for("the monitor to be Healthy", lambda: status().get("phase") == "Healthy" and status(), 90)
-        assert healthy["policies"][0]["value"] > 0.8
-
-        # A real action through the chart's RBAC: accuracy drops, the policy fires, the Deployment is scaled.
-        exporter.set(labeled(good=2, bad=20))
-        wait_for(
-            "the scale action to add a replica",
-            lambda: cluster.kubectl_json("get", "deployment", "fraud", "-n", release.watched)["spec"]["replicas"] == 2,
-            timeout=120,
-        )
-        records = wait_for(
-            "a Succeeded scale record",
-            lambda: [
-                a for a in status().get("actions") or [] if a["name"] == "scale-up" and a["result"] == "Succeeded"
-            ],
-            timeout=30,
-        )
-        assert records[0]["type"] == "scale"
-        reasons = {
-            e["reason"]
-            for e in cluster.kubectl_json("get", "events", "-n", release.watched)["items"]
-            if e["involvedObject"]["name"] == "fraud"
-        }
-        assert "PolicyFiring" in reasons, reasons
+        a_breach_scales_the_target(release, exporter)
         for _process, _port, log in processes:
             text = log.read_text()
             assert "forbidden" not in text.lower(), text[-3000:]
