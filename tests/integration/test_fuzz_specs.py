@@ -92,8 +92,9 @@ def api(cluster: Cluster) -> Iterator[k8s.CustomObjectsApi]:
 
 @pytest.fixture
 def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """A real operator process watching the test's namespace, stopped however the test ends."""
-    process = OperatorProcess(cluster.env(), namespace, tmp_path)
+    """A real operator process watching the test's namespace, stopped however the test ends. It writes every
+    status every cycle (no heartbeat spacing), so `lastEvaluationTime` shows the control monitor still evaluated."""
+    process = OperatorProcess({**cluster.env(), "MODELMONITOR_STATUS_HEARTBEAT_SECONDS": "0"}, namespace, tmp_path)
     process.start()
     yield process
     process.stop()
