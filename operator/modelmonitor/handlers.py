@@ -105,6 +105,7 @@ def prepare(settings: OperatorSettings) -> Runtime:
         ),
     )
     metrics = OperatorMetrics(monitors=OwnedMonitors(registry, membership))  # each owned monitor's last status
+    metrics.lease_overdue = membership.renewal_overdue  # /healthz: a replica cut off evaluates nothing
     registries = RegistryConnections(kube, secret_ttl_seconds=settings.secret_ttl_seconds)
     actions = Remediator(kube, HttpAlertSender(), crash=CrashHook.from_env(), registries=registries)
     evaluator = Evaluator(settings, registry, kube, actions, metrics, ownership=membership)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -212,6 +212,8 @@ class OperatorMetrics:
         )
         #: None until the first cycle completes: an operator that has not evaluated yet is not healthy.
         self.last_cycle_monotonic: float | None = None
+        #: Seconds the replica's Lease renewal is overdue (None while it keeps up): set by the operator's start.
+        self.lease_overdue: Callable[[], float | None] = lambda: None
 
     def cycle_done(self, report: CycleReport, monitors: int) -> None:
         self.cycles.inc()
@@ -256,7 +258,7 @@ class OperatorMetrics:
 
 def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Application:
     """/metrics for Prometheus; /healthz is 200 while cycles keep completing, 503 before the first one has
-    completed and once they stall."""
+    completed, once they stall, and while the replica stopped acting because its Lease cannot be renewed."""
 
     async def metrics_handler(_request: web.Request) -> web.Response:
         # Off the event loop: with thousands of policies, rendering takes long enough to delay Kopf's watch.
@@ -269,6 +271,9 @@ def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Applicatio
             return web.Response(status=503, text="no evaluation cycle has completed yet\n")
         if idle > stall_seconds:
             return web.Response(status=503, text=f"no evaluation cycle completed for {idle:.0f} s\n")
+        overdue = metrics.lease_overdue()
+        if overdue is not None:
+            return web.Response(status=503, text=f"not evaluating: the Lease was last renewed {overdue:.0f} s ago\n")
         return web.Response(text="ok\n")
 
     app = web.Application()

@@ -308,6 +308,15 @@ class Membership:
 
     # --- answers -----------------------------------------------------------------------------------------------
 
+    def renewal_overdue(self) -> float | None:
+        """Seconds since the last successful round began, once that is beyond the renew deadline (the replica
+        then evaluates nothing); None while renewals keep up, before the first round and after release."""
+        with self._lock:
+            if self._released or self._round_started is None:
+                return None
+            age = self.clock() - self._round_started
+            return age if age >= self.timings.renew_deadline else None
+
     def acting(self) -> bool:
         """Whether this replica may evaluate and act now: its last round is fresh and its join wait is over."""
         with self._lock:

@@ -136,6 +136,8 @@ def test_the_operator_converges_through_api_faults_and_repeats_nothing(rig: Rig,
 
 def test_an_api_server_gone_silent_makes_the_operator_unhealthy_until_it_answers(rig: Rig, proxy: FaultProxy) -> None:
     rig.operator.env["MODELMONITOR_STALL_SECONDS"] = "5"
+    # Every cycle writes status, so lastEvaluationTime shows evaluations resuming (not only the 300 s heartbeat).
+    rig.operator.env["MODELMONITOR_STATUS_HEARTBEAT_SECONDS"] = "0"
     rig.healthy()
     rig.apply(deployment(replicas=1))
     rig.operator.start()

@@ -257,3 +257,21 @@ def test_healthz_is_unhealthy_until_a_cycle_completes_and_once_cycles_stall() ->
     assert asyncio.run(healthz(120)) == (200, "ok\n")
     code, text = asyncio.run(healthz(1e-9))
     assert code == 503 and text.startswith("no evaluation cycle completed for"), text
+
+
+def test_healthz_is_unhealthy_while_the_lease_renewal_is_overdue_and_healthy_again_after() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    metrics.cycle_done(CycleReport(), monitors=0)
+    overdue: list[float | None] = [None]
+    metrics.lease_overdue = lambda: overdue[0]
+
+    async def healthz() -> tuple[int, str]:
+        async with TestClient(TestServer(health_app(metrics, 120))) as client:
+            response = await client.get("/healthz")
+            return response.status, await response.text()
+
+    assert asyncio.run(healthz()) == (200, "ok\n")
+    overdue[0] = 12.4
+    assert asyncio.run(healthz()) == (503, "not evaluating: the Lease was last renewed 12 s ago\n")
+    overdue[0] = None
+    assert asyncio.run(healthz()) == (200, "ok\n")
