@@ -463,3 +463,16 @@ def write_training_csv(path: Path, rows: int = 3000) -> None:
                     int(rng.random() < 1 / (1 + math.exp(-(age - 40) / 10))),
                 ]
             )
+
+
+def build_churn_profile(workdir: Path, rows: int) -> Path:
+    """`workdir`/profile.json built by the real `modelmonitor profile build` from `rows` rows of
+    `write_training_csv` (small windows and bootstrap, for tests)."""
+    write_training_csv(workdir / "train.csv", rows=rows)
+    build = subprocess.run(
+        [sys.executable, "-m", "modelmonitor", "profile", "build", "train.csv", "-o", "profile.json",
+         "--label", "churned", "--group", "gender", "--window-size", "100", "--n-boot", "50"],
+        cwd=workdir, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    return workdir / "profile.json"

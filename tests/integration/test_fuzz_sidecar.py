@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelmonitor_sandbox.devcluster.processes import free_port
-from support import wait_for, write_training_csv
+from support import build_churn_profile, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -138,13 +138,7 @@ class Processes:
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Processes]]:
     """(sidecar URL, model server URL, the processes): a sidecar in proxy mode in front of the model server."""
     workdir = tmp_path_factory.mktemp("fuzz-sidecar")
-    write_training_csv(workdir / "train.csv", rows=1500)
-    build = subprocess.run(
-        [sys.executable, "-m", "modelmonitor", "profile", "build", "train.csv", "-o", "profile.json",
-         "--label", "churned", "--group", "gender", "--window-size", "100", "--n-boot", "50"],
-        cwd=workdir, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
+    build_churn_profile(workdir, rows=1500)
     model_port, sidecar_port = free_port(), free_port()
     processes = Processes(workdir)
     model = processes.spawn("model", [sys.executable, str(TESTS / "echo_model_server.py"), str(model_port)])

@@ -28,7 +28,7 @@ import pytest
 from modelmonitor.sidecar.labelstore import PASSWORD_ENV
 from modelmonitor_sandbox.devcluster.processes import free_port
 from modelmonitor_sandbox.devcluster.redis_server import RedisServer
-from support import PrometheusProcess, http_get, wait_for, write_training_csv
+from support import PrometheusProcess, build_churn_profile, http_get, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -188,13 +188,7 @@ def _environ() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("label-store")
-    write_training_csv(workdir / "train.csv", rows=1000)
-    build = subprocess.run(
-        [sys.executable, "-m", "modelmonitor", "profile", "build", "train.csv", "-o", "profile.json",
-         "--label", "churned", "--group", "gender", "--window-size", "100", "--n-boot", "50"],
-        cwd=workdir, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
+    build_churn_profile(workdir, rows=1000)
     rig = Rig(workdir)
     try:
         yield rig
