@@ -341,24 +341,29 @@ class Membership:
 
     def owns(self, namespace: str, name: str) -> bool:
         """Whether this replica evaluates and acts on the monitor now. Asked right before every write."""
-        return bool(self.owned([(namespace, name)]))
+        with self._lock:
+            now = self.clock()
+            if not self._acting(now):
+                return False
+            live = self._live(now)
+            owner = self._assignments.get((namespace, name)) if live == self._assigned_over else None
+            return (owner or owner_of(namespace, name, live)) == self.identity
 
     def owned(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of ``keys`` this replica evaluates and acts on now (nothing while it may not act)."""
+        """Which of ``keys`` (every monitor known) this replica evaluates and acts on now (nothing while it may
+        not act). The owners are remembered for these keys only, so monitors deleted since are forgotten."""
         with self._lock:
             now = self.clock()
             if not self._acting(now):
                 return set()
             live = self._live(now)
-            if live != self._assigned_over:
-                self._assignments.clear()
-                self._assigned_over = live
-            assignments = self._assignments
+            previous = self._assignments if live == self._assigned_over else {}
+            assignments: dict[tuple[str, str], str | None] = {}
             mine: set[tuple[str, str]] = set()
             for key in keys:
-                owner = assignments.get(key, "")
-                if owner == "":
-                    owner = assignments[key] = owner_of(key[0], key[1], live)
+                owner = previous.get(key) or owner_of(key[0], key[1], live)
+                assignments[key] = owner
                 if owner == self.identity:
                     mine.add(key)
+            self._assignments, self._assigned_over = assignments, live
             return mine

@@ -262,3 +262,17 @@ def test_lease_timings_must_leave_a_margin(timings: tuple[float, float, float]) 
     }
     with pytest.raises(ValueError, match="MODELMONITOR_LEASE_RETRY_PERIOD_SECONDS <"):
         OperatorSettings.from_env(env)
+
+
+def test_the_listing_and_the_check_before_a_write_agree_and_deleted_monitors_are_forgotten() -> None:
+    clock, store = Clock(), Store()
+    a, b = replica(store, clock, "a"), replica(store, clock, "b")
+    a.renew()
+    b.renew()
+    run(clock, 12, a, b)
+    listed = a.owned(KEYS)
+    assert listed == owned(a) and listed and listed != set(KEYS)
+    survivors = KEYS[: len(KEYS) // 2]
+    a.owned(survivors)  # the rest were deleted: the next listing no longer names them
+    assert set(a._assignments) == set(survivors), "the owners of deleted monitors are not kept"
+    assert owned(a) == listed, "a monitor's owner does not depend on what the last listing held"
