@@ -223,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             except BenchError:
                 slow_scrapes += 1  # a busy machine: /metrics answered too late; the memory is read all the same
             samples.append(Sample(time.monotonic() - started, rss_mib(pid), monitors, cycles, churn.done))
+            if len(samples) == 1 or int(samples[-1].seconds // 60) > int(samples[-2].seconds // 60):
+                latest = samples[-1]
+                print(
+                    f"[soak] {latest.seconds / 60:.0f}/{args.minutes:g} min: RSS {latest.rss_mib:.0f} MiB, "
+                    f"{latest.monitors} monitors known, {latest.churned} churn operations",
+                    file=sys.stderr,
+                    flush=True,
+                )
             time.sleep(min(args.sample, max(0.0, end - time.monotonic())))
         minutes = (time.monotonic() - started) / 60
         churn.stop.set()
