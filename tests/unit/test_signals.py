@@ -965,7 +965,53 @@ def test_label_coverage_without_predictions_is_no_data_and_a_stopped_pipeline_is
     assert numbers(results[broken]) == (0.0,)
 
 
-@pytest.mark.parametrize("signal", ["accuracy", "multiclassAccuracy", "mae", "estimatedAccuracy"])
+def add_matured_confusion(fake: FakePrometheus, version: str, maturity: str, **counts: float) -> None:
+    for outcome, value in counts.items():
+        fake.add(
+            "modelmonitor_matured_labeled_predictions_total",
+            value,
+            namespace="a",
+            model="m",
+            version=version,
+            group="all",
+            outcome=outcome,
+            maturity=maturity,
+        )
+
+
+def test_label_delay_judges_accuracy_on_the_maturity_cohort_of_every_replica() -> None:
+    fake = FakePrometheus()
+    # As labels joined: fast positives over-represented; the 1d cohort: every label that came within a day.
+    add_confusion(fake, "a", "m", "v1", tp=50, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1d", tp=30, fp=10, tn=40, fn=10)
+    add_matured_confusion(fake, "v2", "1d", tp=10, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1h", tp=1, fp=0, tn=0, fn=0)
+    # 24h is the 1d maturity: the sidecar and the policy need not write it alike
+    accuracy = request("accuracy", ns="a", model="m", label_delay="24h")
+    recall = request("recall", ns="a", model="m", label_delay="1d")
+    cycle = measure([accuracy, recall], fake, at=AT)
+    assert cycle.batched_queries == 1
+    assert numbers(cycle.results[accuracy]) == (pytest.approx(90 / 110),)
+    assert samples_of(cycle.results[accuracy]) == 110
+    assert numbers(cycle.results[recall]) == (pytest.approx(40 / 50),)
+    assert 'maturity="1d"' in cycle.results[accuracy].query
+    assert "predictions 1d old with their labels joined by then" in said(cycle.results[accuracy])
+    undelayed = request("accuracy", ns="a", model="m", policy="as-joined")
+    assert numbers(measure([undelayed], fake, at=AT).results[undelayed]) == (pytest.approx(1.0),)
+
+
+def test_label_delay_without_a_matured_cohort_is_no_data_naming_the_sidecar_flag() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tp=50, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1h", tp=1, fp=0, tn=0, fn=0)
+    item = request("f1", ns="a", model="m", label_delay="2h")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no matured outcomes at 2h" in said(result)
+    assert "start the sidecars with --label-maturity 2h" in said(result)
+
+
+@pytest.mark.parametrize("signal", ["multiclassAccuracy", "mae", "estimatedAccuracy", "dataDrift"])
 def test_label_delay_is_invalid_on_other_signals(signal: str) -> None:
     item = request(signal, label_delay="1h")
     result = measure([item], FakePrometheus(), at=AT).results[item]
