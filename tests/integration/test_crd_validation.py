@@ -155,7 +155,8 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "a label delay on a signal not judged on labels",
         lambda s: _policy(s).update(signal="errorRate", labelDelay="1h"),
         "spec.policies[0].labelDelay",
-        "only available for the labelCoverage, accuracy, precision, recall, f1 signals",
+        "only available for the labelCoverage, accuracy, precision, recall, f1, multiclassAccuracy, macroF1, mae, "
+        "rmse, equalOpportunityGap signals",
     ),
     (
         "drift method on accuracy",

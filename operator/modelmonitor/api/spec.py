@@ -59,7 +59,18 @@ DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
 # Signals that take labelDelay: the share of predictions that got their label, judged on predictions made
 # labelDelay earlier; and the label-based quality signals, judged on the maturity cohort (sidecar flag
 # --label-maturity).
-LABEL_DELAY_SIGNALS: tuple[Signal, ...] = ("labelCoverage", "accuracy", "precision", "recall", "f1")
+LABEL_DELAY_SIGNALS: tuple[Signal, ...] = (
+    "labelCoverage",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "multiclassAccuracy",
+    "macroF1",
+    "mae",
+    "rmse",
+    "equalOpportunityGap",
+)
 _LABEL_DELAY_NAMES = ", ".join(LABEL_DELAY_SIGNALS)
 
 # Drift methods the fleet's summed counts support (current counts against the reference proportions the sidecar
@@ -489,7 +500,8 @@ class Policy(ApiModel):
     label_delay: PositiveDuration | None = Field(
         default=None,
         description=(
-            "The maturity delay of a label-based policy (labelCoverage, accuracy, precision, recall, f1), e.g. 1h "
+            "The maturity delay of a label-based policy (labelCoverage, accuracy, precision, recall, f1, "
+            "multiclassAccuracy, macroF1, mae, rmse, equalOpportunityGap), e.g. 1h "
             "when labels arrive within an hour. labelCoverage: labels joined over the window are set against "
             "the predictions made over a window of the same length that ended labelDelay ago (PromQL offset), "
             "so predictions younger than the time their labels take are not counted as unlabeled. The others "

@@ -185,14 +185,16 @@ def run(args: argparse.Namespace) -> int:
     )
     host, port = args.listen
     mode = f"proxy to {args.upstream}" if args.upstream else "push"
+    cohorts = ", ".join(maturity.name for maturity in args.label_maturity) or "none"
     log.info(
-        "sidecar for %s %s (%s mode) on %s:%d; label store: %s",
+        "sidecar for %s %s (%s mode) on %s:%d; label store: %s; maturity cohorts: %s",
         args.model,
         args.model_version,
         mode,
         host,
         port,
         store.description,
+        cohorts,
     )
     web.run_app(server.app(), host=host, port=port, print=None, access_log=None)
     return 0

@@ -110,7 +110,7 @@ def test_auto_threshold_reaches_the_engine_as_auto() -> None:
     assert parse_monitor(body).policies[0].condition.threshold_setting == "auto"
 
 
-@pytest.mark.parametrize("signal", ["labelCoverage", "accuracy", "f1"])
+@pytest.mark.parametrize("signal", ["labelCoverage", "accuracy", "f1", "macroF1", "rmse"])
 def test_label_delay_reaches_the_signal_request(signal: str) -> None:
     from modelmonitor.reconcile import monitor_from_body
 
@@ -176,7 +176,8 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "a label delay on a signal not judged on labels",
         lambda s: _policy(s).update(signal="errorRate", labelDelay="1h"),
         "spec.policies[0].labelDelay",
-        "only available for the labelCoverage, accuracy, precision, recall, f1 signals",
+        "only available for the labelCoverage, accuracy, precision, recall, f1, multiclassAccuracy, macroF1, mae, "
+        "rmse, equalOpportunityGap signals",
     ),
     (
         "a label delay that is not a duration",

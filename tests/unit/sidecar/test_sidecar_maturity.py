@@ -10,8 +10,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from test_sidecar_label_kinds import build, objects
 
 from conftest import reference_rows
 from modelmonitor.sidecar import Monitor, MonitorSettings
@@ -138,6 +140,52 @@ def test_without_maturities_records_carry_no_age_and_no_cohort_is_exported(profi
     assert isinstance(store, MemoryLabelStore)
     assert store.join([("a", 1)]).joined[0][0].predicted_at is None
     assert registry.get_sample_value("modelmonitor_labels_late_total", {**M, "maturity": "1h"}) is None
+
+
+def outcome_samples(registry: CollectorRegistry, prefix: str, names: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """The samples of the counters ``prefix + name`` for ``names``, by name and labels (``maturity`` left out)."""
+    found: dict[tuple[str, ...], float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            name = sample.name.removeprefix(prefix).removesuffix("_total")
+            if sample.name.startswith(prefix) and name in names:
+                labels = sorted(f"{k}={v}" for k, v in sample.labels.items() if k != "maturity")
+                found[(name, *labels)] = sample.value
+    return found
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_multiclass_and_regression_cohorts_are_counted_by_the_same_code_as_joins(task: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=900)
+    if task == "multiclass":
+        profile = build({"x": x, "y": objects([str(c) for c in rng.choice(["cat", "dog", "bird"], size=900)])},
+                        label_column="y")  # fmt: skip
+        predicted: list[object] = ["cat", "dog", "bird", "cat"]
+        truth: list[object] = ["cat", "cat", "bird", "dog"]
+        names: tuple[str, ...] = ("class_outcomes",)
+    else:
+        profile = build({"x": x, "pred": 2 * x, "y": 2 * x + rng.normal(size=900)},
+                        label_column="y", prediction_column="pred")  # fmt: skip
+        predicted, truth = [1.0, 2.0, 3.0, 4.0], [1.5, 0.0, 3.0, 10.0]
+        names = ("regression_absolute_error", "regression_squared_error", "regression_labeled_predictions")
+    assert profile.task == task
+    wall = Clock(50_000.0)
+    settings = MonitorSettings(label_maturities=parse_maturities("1h"))
+    monitor = Monitor(profile, model="churn", version="v3", settings=settings, wall_clock=wall)
+    registry = CollectorRegistry()
+    registry.register(monitor.collector())
+    ids = [f"r{i}" for i in range(4)]
+    monitor.log_batch({"x": [0.0] * 4}, predictions=predicted, request_ids=ids)
+    wall.now += 60
+    monitor.log_labels(list(zip(ids, truth, strict=True)))
+
+    joined = outcome_samples(registry, "modelmonitor_", names)
+    assert any(joined.values())
+    matured = outcome_samples(registry, "modelmonitor_matured_", names)
+    assert matured.keys() == joined.keys() and not any(matured.values())  # exported at 0; not an hour old yet
+    wall.now += 3600
+    assert outcome_samples(registry, "modelmonitor_matured_", names) == joined
 
 
 def test_the_memory_store_holds_at_most_its_capacity_and_counts_the_rest() -> None:
