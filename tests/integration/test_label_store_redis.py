@@ -328,6 +328,13 @@ def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, versio
     """Labels within the maturity count at maturity, once across replicas; later ones count late only; the
     operator's accuracy with ``labelDelay`` is the cohort's, computed here from the predictions and labels."""
     rng = np.random.default_rng(7)
+    base = f'namespace="{NAMESPACE}",model="churn",version="{version}"'
+    # Both replicas scraped once before any traffic: every counter's first sample is 0, so increase() sees it all.
+    scraped = f"count(modelmonitor_labeled_predictions_total{{{base}}}) by (instance)"
+    wait_for("a first scrape of both replicas", lambda: len(rig.by_label(scraped, "instance")) == 2 or None)
+    # Prometheus extrapolates increase() by up to a scrape interval over a series' span in the window: 15 s of
+    # series before the traffic keep that to about 5 % for the offset window of the coverage query below.
+    time.sleep(15)
 
     def timed_serve(prefix: str, n: int, seed: int) -> tuple[dict[str, int], dict[str, tuple[float, float]]]:
         predicted: dict[str, int] = {}
@@ -360,7 +367,6 @@ def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, versio
     assert all(late_posted[0] - after > MATURITY_SECONDS for _, after in late_when.values())
     cohort = outcomes(early, early_labels)
 
-    base = f'namespace="{NAMESPACE}",model="churn",version="{version}"'
     matured = f'sum by (outcome) (modelmonitor_matured_labeled_predictions_total{{{base},maturity="{MATURITY}"}})'
     wanted = {outcome: float(cohort.get(outcome, 0)) for outcome in ("tp", "fp", "tn", "fn")}
     wait_for(f"the matured cohort {wanted}", lambda: rig.by_label(matured, "outcome") == wanted or None, timeout=60)
@@ -380,9 +386,22 @@ def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, versio
         request("joined"),
         request("unknown", label_delay="1h"),
     )
+    # docs/signals.md's query for the share of a cohort labeled in time: 60 of the 100 predictions
+    selection = "namespace={{namespace}}, model={{model}}, version={{version}}"
+    covered = SignalRequest(
+        NAMESPACE,
+        "churn-mm",
+        "labeled-in-time",
+        "churn",
+        "5m",
+        version=version,
+        query=f'sum(increase(modelmonitor_matured_labeled_predictions_total{{{selection}, maturity="{MATURITY}"}}'
+        f"[{{{{window}}}}])) / sum(increase(modelmonitor_label_predictions_total{{{selection}}}[{{{{window}}}}] "
+        f"offset {MATURITY}))",
+    )
     at = datetime.now(UTC)
     with PrometheusClient(PrometheusSettings(url=rig.prometheus.url, timeout_seconds=10)) as prometheus:
-        cycle = measure([delayed, as_joined, unknown], prometheus, at=at)
+        cycle = measure([delayed, as_joined, unknown, covered], prometheus, at=at)
         cohort_series = f'modelmonitor_matured_labeled_predictions_total{{{base},maturity="{MATURITY}"'
         by_hand = prometheus.query(
             f'sum(increase({cohort_series},outcome=~"tp|tn"}}[5m])) / sum(increase({cohort_series}}}[5m]))', at=at
@@ -398,6 +417,8 @@ def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, versio
     assert measured.series[0].value == pytest.approx(expected, abs=0.01)
     assert measured.series[0].value == pytest.approx(by_hand.values[0], rel=1e-9)
     assert cycle.results[as_joined].series[0].value == pytest.approx(as_joined_accuracy, abs=0.01)
+    # within the extrapolation (all labels joined: the coverage as they join would be 1)
+    assert cycle.results[covered].series[0].value == pytest.approx(60 / 100, rel=0.06), cycle.results[covered]
     assert rig.by_label(matured, "outcome") == wanted  # still: no late label reached the cohort meanwhile
     assert cycle.results[unknown].kind is MeasurementKind.NO_DATA
     assert "start the sidecars with --label-maturity 1h" in cycle.results[unknown].reason
