@@ -25,3 +25,20 @@ def seconds(text: object) -> float:
 def units(text: str) -> list[str]:
     """The units of a valid duration, in the order written."""
     return [unit for _, unit in _PART.findall(text)]
+
+
+def normalized(text: str) -> str:
+    """``text`` written the one way ModelMonitor writes durations: largest unit first, each unit once, none at 0
+    (``60m`` and ``1h`` are both ``1h``; ``90s`` is ``1m30s``). Raises ValueError as :func:`seconds` does.
+
+    Two sides that must name the same duration (a sidecar's ``--label-maturity`` and a policy's ``labelDelay``,
+    matched as a Prometheus label value) compare their normalized forms.
+    """
+    milliseconds = round(seconds(text) * 1000)
+    parts: list[str] = []
+    for unit in PROMETHEUS_UNIT_ORDER:
+        size = round(UNIT_SECONDS[unit] * 1000)
+        amount, milliseconds = divmod(milliseconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts) or "0s"

@@ -54,6 +54,15 @@ ESTIMATED_PREDICTIONS = "modelmonitor_estimated_predictions_total"
 ESTIMATED_POSITIVE_PREDICTIONS = "modelmonitor_estimated_positive_predictions_total"
 ESTIMATED_TRUE_POSITIVES = "modelmonitor_estimated_true_positives_total"
 ESTIMATED_POSITIVES = "modelmonitor_estimated_positives_total"
+#: Maturity cohorts (``--label-maturity``): the outcome counters above, counted for each maturity age m (label
+#: ``maturity``, the duration normalized) at the time the prediction turns m old, for labels that joined by then.
+MATURED_LABELED_PREDICTIONS = "modelmonitor_matured_labeled_predictions_total"
+MATURED_CLASS_OUTCOMES = "modelmonitor_matured_class_outcomes_total"
+MATURED_REGRESSION_ABSOLUTE_ERROR = "modelmonitor_matured_regression_absolute_error_total"
+MATURED_REGRESSION_SQUARED_ERROR = "modelmonitor_matured_regression_squared_error_total"
+MATURED_REGRESSION_LABELED = "modelmonitor_matured_regression_labeled_predictions_total"
+#: Labels that joined after their prediction was older than the maturity (never counted for that maturity).
+LABELS_LATE = "modelmonitor_labels_late_total"
 LABEL_STORE_UP = "modelmonitor_label_store_up"
 LABEL_STORE_ERRORS = "modelmonitor_label_store_errors_total"
 LABEL_STORE_DROPPED = "modelmonitor_label_store_dropped_total"

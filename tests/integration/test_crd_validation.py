@@ -152,10 +152,11 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "dataDrift and predictionDrift",
     ),
     (
-        "a label delay on accuracy",
-        lambda s: _policy(s).update(labelDelay="1h"),
+        "a label delay on a signal not judged on labels",
+        lambda s: _policy(s).update(signal="errorRate", labelDelay="1h"),
         "spec.policies[0].labelDelay",
-        "only available for the labelCoverage signal",
+        "only available for the labelCoverage, accuracy, precision, recall, f1, multiclassAccuracy, macroF1, mae, "
+        "rmse, equalOpportunityGap signals",
     ),
     (
         "drift method on accuracy",

@@ -3,7 +3,8 @@
 Two sidecars (replicas A and B of one model, in front of one small model server) share a password-protected
 redis-server (A reads the password from the environment, B from a file). Predictions go through A; labels go to
 whichever replica a test says, and the confusion counts are checked through Prometheus, summed across replicas,
-against outcomes computed here from the model's rule and the labels sent.
+against outcomes computed here from the model's rule and the labels sent. Both run with ``--label-maturity``, and
+the maturity cohort's accuracy is measured by the operator's signal code (``labelDelay``) through Prometheus.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
+from modelmonitor.policy.model import MeasurementKind
 from modelmonitor.sidecar.labelstore import PASSWORD_ENV
+from modelmonitor.signals import SignalRequest, measure
 from modelmonitor_sandbox.devcluster.processes import free_port
 from modelmonitor_sandbox.devcluster.redis_server import RedisServer
 from support import PrometheusProcess, build_churn_profile, http_get, wait_for
@@ -37,6 +43,9 @@ pytestmark = [
 
 PASSWORD = "label-store-secret"
 OUTCOME = {(1, 1): "tp", (1, 0): "fp", (0, 0): "tn", (0, 1): "fn"}
+NAMESPACE = "label-store"
+MATURITY = "10s"
+MATURITY_SECONDS = 10.0
 
 
 class ModelServer:
@@ -140,12 +149,16 @@ class Rig:
         password_file = workdir / "password"
         password_file.write_text(PASSWORD + "\n")
         env_a = {**_environ(), PASSWORD_ENV: PASSWORD}
-        self.a = Sidecar("a", workdir, self.model.url, self.redis.url, env_a, [])
+        maturity = ["--label-maturity", MATURITY]
+        self.a = Sidecar("a", workdir, self.model.url, self.redis.url, env_a, maturity)
         self.b = Sidecar("b", workdir, self.model.url, self.redis.url, _environ(), [
-            "--label-store-password-file", str(password_file),
+            "--label-store-password-file", str(password_file), *maturity,
         ])  # fmt: skip
         (workdir / "prometheus").mkdir()
-        self.prometheus = PrometheusProcess(workdir / "prometheus", [f"127.0.0.1:{s.port}" for s in (self.a, self.b)])
+        # The namespace target label is what the operator's signals select on (Kubernetes service discovery's).
+        self.prometheus = PrometheusProcess(
+            workdir / "prometheus", [f"127.0.0.1:{s.port}" for s in (self.a, self.b)], {"namespace": NAMESPACE}
+        )
 
     def start(self, version: str) -> None:
         self.a.start(version)
@@ -309,3 +322,103 @@ def test_two_replicas_receiving_one_label_count_it_once(rig: Rig, version: str) 
     duplicate = {name: sum(a["duplicate"] for a in replies) for name, replies in answers.items()}
     assert joined["a"] + joined["b"] == 300 and duplicate["a"] + duplicate["b"] == 300
     rig.wait_for_outcomes(version, outcomes(predicted, labels))
+
+
+def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, version: str) -> None:
+    """Labels within the maturity count at maturity, once across replicas; later ones count late only; the
+    operator's accuracy with ``labelDelay`` is the cohort's, computed here from the predictions and labels."""
+    rng = np.random.default_rng(7)
+    base = f'namespace="{NAMESPACE}",model="churn",version="{version}"'
+    # Both replicas scraped once before any traffic: every counter's first sample is 0, so increase() sees it all.
+    scraped = f"count(modelmonitor_labeled_predictions_total{{{base}}}) by (instance)"
+    wait_for("a first scrape of both replicas", lambda: len(rig.by_label(scraped, "instance")) == 2 or None)
+    # Prometheus extrapolates increase() by up to a scrape interval over a series' span in the window: 15 s of
+    # series before the traffic keep that to about 5 % for the offset window of the coverage query below.
+    time.sleep(15)
+
+    def timed_serve(prefix: str, n: int, seed: int) -> tuple[dict[str, int], dict[str, tuple[float, float]]]:
+        predicted: dict[str, int] = {}
+        when: dict[str, tuple[float, float]] = {}  # request id -> (before, after) the proxied call
+        for i, row in enumerate(rows(n, seed)):
+            request_id = f"{prefix}-{i}"
+            before = time.time()
+            predicted[request_id] = rig.a.predict(request_id, row)
+            when[request_id] = (before, time.time())
+        return predicted, when
+
+    def timed_post(sidecar: Sidecar, labels: list[tuple[str, int]]) -> tuple[float, float]:
+        before = time.time()
+        assert sidecar.post_labels(labels)["joined"] == len(labels)
+        return before, time.time()
+
+    # In time: labels mostly right (80 %), posted to both replicas at once after the predictions.
+    early, early_when = timed_serve("early", 60, seed=11)
+    early_labels = [(r, p if rng.random() < 0.8 else 1 - p) for r, p in early.items()]
+    wait_for("the early predictions in Redis", lambda: rig.pending_keys(version) == 60, timeout=30)
+    posted = [timed_post(rig.a, early_labels[:30]), timed_post(rig.b, early_labels[30:])]
+    # Too late: every label says the model was wrong, and comes after the maturity.
+    late, late_when = timed_serve("late", 40, seed=12)
+    late_labels = [(r, 1 - p) for r, p in late.items()]
+    time.sleep(max(0.0, max(after for _, after in late_when.values()) + MATURITY_SECONDS + 1 - time.time()))
+    late_posted = timed_post(rig.b, late_labels)
+    # The test's own account: which labels came within the maturity (the sidecar's clock sits inside these spans).
+    for request_id, _ in early_labels:
+        assert max(after for _, after in posted) - early_when[request_id][0] <= MATURITY_SECONDS, "serve was slow"
+    assert all(late_posted[0] - after > MATURITY_SECONDS for _, after in late_when.values())
+    cohort = outcomes(early, early_labels)
+
+    matured = f'sum by (outcome) (modelmonitor_matured_labeled_predictions_total{{{base},maturity="{MATURITY}"}})'
+    wanted = {outcome: float(cohort.get(outcome, 0)) for outcome in ("tp", "fp", "tn", "fn")}
+    wait_for(f"the matured cohort {wanted}", lambda: rig.by_label(matured, "outcome") == wanted or None, timeout=60)
+    late_total = f'sum(modelmonitor_labels_late_total{{{base},maturity="{MATURITY}"}})'
+    wait_for("40 late labels", lambda: rig.by_label(late_total, "") == {"": 40.0} or None, timeout=30)
+    rig.wait_for_outcomes(version, outcomes({**early, **late}, early_labels + late_labels))  # as joined: all
+    assert rig.pending_keys(version) == 0
+    held = sum(1 for _ in rig.redis.client().scan_iter(match=f"modelmonitor:churn:{version}:m:*"))
+    assert held == 0  # every held outcome swept (an empty sorted set is no key)
+
+    # The operator's signal code, through this Prometheus: the cohort's accuracy, not the joined labels'.
+    def request(policy: str, **extra: Any) -> SignalRequest:
+        return SignalRequest(NAMESPACE, "churn-mm", policy, "churn", "5m", signal="accuracy", version=version, **extra)
+
+    delayed, as_joined, unknown = (
+        request("cohort", label_delay=MATURITY),
+        request("joined"),
+        request("unknown", label_delay="1h"),
+    )
+    # docs/signals.md's query for the share of a cohort labeled in time: 60 of the 100 predictions
+    selection = "namespace={{namespace}}, model={{model}}, version={{version}}"
+    covered = SignalRequest(
+        NAMESPACE,
+        "churn-mm",
+        "labeled-in-time",
+        "churn",
+        "5m",
+        version=version,
+        query=f'sum(increase(modelmonitor_matured_labeled_predictions_total{{{selection}, maturity="{MATURITY}"}}'
+        f"[{{{{window}}}}])) / sum(increase(modelmonitor_label_predictions_total{{{selection}}}[{{{{window}}}}] "
+        f"offset {MATURITY}))",
+    )
+    at = datetime.now(UTC)
+    with PrometheusClient(PrometheusSettings(url=rig.prometheus.url, timeout_seconds=10)) as prometheus:
+        cycle = measure([delayed, as_joined, unknown, covered], prometheus, at=at)
+        cohort_series = f'modelmonitor_matured_labeled_predictions_total{{{base},maturity="{MATURITY}"'
+        by_hand = prometheus.query(
+            f'sum(increase({cohort_series},outcome=~"tp|tn"}}[5m])) / sum(increase({cohort_series}}}[5m]))', at=at
+        )
+    expected = (cohort["tp"] + cohort["tn"]) / 60
+    all_joined = outcomes({**early, **late}, early_labels + late_labels)
+    as_joined_accuracy = (all_joined["tp"] + all_joined["tn"]) / 100
+    assert abs(expected - as_joined_accuracy) > 0.2  # the late labels would drag it down: the cohort leaves them out
+    measured = cycle.results[delayed]
+    assert measured.kind is MeasurementKind.VALUES, measured
+    # Two replicas scraped at different instants: Prometheus extrapolates each one's increase by under a scrape
+    # interval over its series' span, scaling numerator and denominator of that replica alike.
+    assert measured.series[0].value == pytest.approx(expected, abs=0.01)
+    assert measured.series[0].value == pytest.approx(by_hand.values[0], rel=1e-9)
+    assert cycle.results[as_joined].series[0].value == pytest.approx(as_joined_accuracy, abs=0.01)
+    # within the extrapolation (all labels joined: the coverage as they join would be 1)
+    assert cycle.results[covered].series[0].value == pytest.approx(60 / 100, rel=0.06), cycle.results[covered]
+    assert rig.by_label(matured, "outcome") == wanted  # still: no late label reached the cohort meanwhile
+    assert cycle.results[unknown].kind is MeasurementKind.NO_DATA
+    assert "start the sidecars with --label-maturity 1h" in cycle.results[unknown].reason

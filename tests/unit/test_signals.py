@@ -965,7 +965,77 @@ def test_label_coverage_without_predictions_is_no_data_and_a_stopped_pipeline_is
     assert numbers(results[broken]) == (0.0,)
 
 
-@pytest.mark.parametrize("signal", ["accuracy", "multiclassAccuracy", "mae", "estimatedAccuracy"])
+def add_matured_confusion(fake: FakePrometheus, version: str, maturity: str, **counts: float) -> None:
+    for outcome, value in counts.items():
+        fake.add(
+            "modelmonitor_matured_labeled_predictions_total",
+            value,
+            namespace="a",
+            model="m",
+            version=version,
+            group="all",
+            outcome=outcome,
+            maturity=maturity,
+        )
+
+
+def test_label_delay_judges_accuracy_on_the_maturity_cohort_of_every_replica() -> None:
+    fake = FakePrometheus()
+    # As labels joined: fast positives over-represented; the 1d cohort: every label that came within a day.
+    add_confusion(fake, "a", "m", "v1", tp=50, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1d", tp=30, fp=10, tn=40, fn=10)
+    add_matured_confusion(fake, "v2", "1d", tp=10, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1h", tp=1, fp=0, tn=0, fn=0)
+    # 24h is the 1d maturity: the sidecar and the policy need not write it alike
+    accuracy = request("accuracy", ns="a", model="m", label_delay="24h")
+    recall = request("recall", ns="a", model="m", label_delay="1d")
+    cycle = measure([accuracy, recall], fake, at=AT)
+    assert cycle.batched_queries == 1
+    assert numbers(cycle.results[accuracy]) == (pytest.approx(90 / 110),)
+    assert samples_of(cycle.results[accuracy]) == 110
+    assert numbers(cycle.results[recall]) == (pytest.approx(40 / 50),)
+    assert 'maturity="1d"' in cycle.results[accuracy].query
+    assert "predictions 1d old with their labels joined by then" in said(cycle.results[accuracy])
+    undelayed = request("accuracy", ns="a", model="m", policy="as-joined")
+    assert numbers(measure([undelayed], fake, at=AT).results[undelayed]) == (pytest.approx(1.0),)
+
+
+def test_label_delay_judges_equal_opportunity_on_the_cohort_per_group() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", group="f", tp=10, fn=0)
+    add_confusion(fake, "a", "m", "v1", group="m", tp=10, fn=0)
+    for group, (tp, fn) in {"f": (8, 2), "m": (5, 5)}.items():
+        for outcome, value in (("tp", tp), ("fn", fn)):
+            fake.add(
+                "modelmonitor_matured_labeled_predictions_total",
+                value,
+                namespace="a",
+                model="m",
+                version="v1",
+                group=group,
+                outcome=outcome,
+                maturity="1d",
+            )
+    item = request("equalOpportunityGap", ns="a", model="m", label_delay="1d")
+    result = measure([item], fake, at=AT).results[item]
+    assert numbers(result) == (pytest.approx(0.8 - 0.5),)
+    assert "predictions 1d old" in said(result)
+    undelayed = request("equalOpportunityGap", ns="a", model="m", policy="as-joined")
+    assert numbers(measure([undelayed], fake, at=AT).results[undelayed]) == (0.0,)
+
+
+def test_label_delay_without_a_matured_cohort_is_no_data_naming_the_sidecar_flag() -> None:
+    fake = FakePrometheus()
+    add_confusion(fake, "a", "m", "v1", tp=50, fp=0, tn=10, fn=0)
+    add_matured_confusion(fake, "v1", "1h", tp=1, fp=0, tn=0, fn=0)
+    item = request("f1", ns="a", model="m", label_delay="2h")
+    result = measure([item], fake, at=AT).results[item]
+    assert result.kind is MeasurementKind.NO_DATA
+    assert "no matured outcomes at 2h" in said(result)
+    assert "start the sidecars with --label-maturity 2h" in said(result)
+
+
+@pytest.mark.parametrize("signal", ["estimatedAccuracy", "dataDrift", "errorRate", "fairnessGap"])
 def test_label_delay_is_invalid_on_other_signals(signal: str) -> None:
     item = request(signal, label_delay="1h")
     result = measure([item], FakePrometheus(), at=AT).results[item]
@@ -1009,6 +1079,38 @@ def test_multiclass_without_labels_is_no_data() -> None:
     result = measure([item], fake, at=AT).results[item]
     assert result.kind is MeasurementKind.NO_DATA
     assert "no labeled predictions" in said(result)
+
+
+def test_label_delay_judges_multiclass_and_regression_models_on_their_cohorts() -> None:
+    fake = FakePrometheus()
+    add_class_outcomes(fake, "v1", cat=(50, 0, 0))  # as labels joined: all right
+    for name, (tp, fp, fn) in {"cat": (6, 2, 1), "dog": (3, 1, 2)}.items():
+        for outcome, value in (("tp", tp), ("fp", fp), ("fn", fn)):
+            fake.add(
+                "modelmonitor_matured_class_outcomes_total",
+                value,
+                namespace="a",
+                model="m",
+                version="v1",
+                maturity="1d",
+                **{"class": name, "outcome": outcome},
+            )
+    labels = {"namespace": "a", "model": "m", "version": "v1"}
+    fake.add("modelmonitor_regression_absolute_error_total", 1.0, **labels)
+    fake.add("modelmonitor_regression_labeled_predictions_total", 10, **labels)
+    fake.add("modelmonitor_matured_regression_absolute_error_total", 30.0, maturity="1d", **labels)
+    fake.add("modelmonitor_matured_regression_squared_error_total", 160.0, maturity="1d", **labels)
+    fake.add("modelmonitor_matured_regression_labeled_predictions_total", 10, maturity="1d", **labels)
+    accuracy, mae, rmse = (
+        request(s, ns="a", model="m", label_delay="1d") for s in ("multiclassAccuracy", "mae", "rmse")
+    )
+    results = measure([accuracy, mae, rmse], fake, at=AT).results
+    assert numbers(results[accuracy]) == (pytest.approx(9 / 12),)
+    assert numbers(results[mae]) == (pytest.approx(3.0),)
+    assert numbers(results[rmse]) == (pytest.approx(4.0),)
+    assert all("predictions 1d old" in said(results[item]) for item in (accuracy, mae, rmse))
+    missing = request("macroF1", ns="a", model="m", label_delay="1h")
+    assert "--label-maturity 1h" in said(measure([missing], fake, at=AT).results[missing])
 
 
 def test_mae_and_rmse_from_error_sums_and_counts() -> None:

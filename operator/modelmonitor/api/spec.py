@@ -57,8 +57,21 @@ Signal = Literal[
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
 DRIFT_SIGNALS: tuple[Signal, ...] = ("dataDrift", "predictionDrift")
 # Signals that take labelDelay: the share of predictions that got their label, judged on predictions made
-# labelDelay earlier.
-LABEL_DELAY_SIGNALS: tuple[Signal, ...] = ("labelCoverage",)
+# labelDelay earlier; and the label-based quality signals, judged on the maturity cohort (sidecar flag
+# --label-maturity).
+LABEL_DELAY_SIGNALS: tuple[Signal, ...] = (
+    "labelCoverage",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "multiclassAccuracy",
+    "macroF1",
+    "mae",
+    "rmse",
+    "equalOpportunityGap",
+)
+_LABEL_DELAY_NAMES = ", ".join(LABEL_DELAY_SIGNALS)
 
 # Drift methods the fleet's summed counts support (current counts against the reference proportions the sidecar
 # exports); psi when a drift policy names none.
@@ -427,8 +440,10 @@ class Policy(ApiModel):
                     field_path=".method",
                 ),
                 cel(
-                    "!has(self.labelDelay) || (has(self.signal) && self.signal in ['labelCoverage'])",
-                    "labelDelay is only available for the labelCoverage signal",
+                    "!has(self.labelDelay) || (has(self.signal) && self.signal in ["
+                    + ", ".join(f"'{name}'" for name in LABEL_DELAY_SIGNALS)
+                    + "])",
+                    f"labelDelay is only available for the {_LABEL_DELAY_NAMES} signals",
                     field_path=".labelDelay",
                 ),
                 cel(
@@ -485,10 +500,15 @@ class Policy(ApiModel):
     label_delay: PositiveDuration | None = Field(
         default=None,
         description=(
-            "The maturity delay of a labelCoverage policy (only that signal): labels joined over the window are "
-            "set against the predictions made over a window of the same length that ended labelDelay ago "
-            "(PromQL offset), so predictions younger than the time their labels take are not counted as "
-            "unlabeled, e.g. 1h when labels arrive within an hour. Unset: the same window."
+            "The maturity delay of a label-based policy (labelCoverage, accuracy, precision, recall, f1, "
+            "multiclassAccuracy, macroF1, mae, rmse, equalOpportunityGap), e.g. 1h "
+            "when labels arrive within an hour. labelCoverage: labels joined over the window are set against "
+            "the predictions made over a window of the same length that ended labelDelay ago (PromQL offset), "
+            "so predictions younger than the time their labels take are not counted as unlabeled. The others "
+            "judge the maturity cohort: predictions that turned labelDelay old during the window, with the "
+            "labels that joined within labelDelay of the prediction (the sidecars must run with "
+            "--label-maturity set to the same duration; NoData otherwise). Unset: the same window, labels "
+            "counted as they join."
         ),
     )
     query: str | None = Field(
@@ -580,7 +600,7 @@ class Policy(ApiModel):
         if self.method is not None and self.signal not in DRIFT_SIGNALS:
             raise field_error("method", "is only available for the dataDrift and predictionDrift signals")
         if self.label_delay is not None and self.signal not in LABEL_DELAY_SIGNALS:
-            raise field_error("labelDelay", "is only available for the labelCoverage signal")
+            raise field_error("labelDelay", f"is only available for the {_LABEL_DELAY_NAMES} signals")
         sequential = self.detection.sequential if self.detection is not None else None
         if sequential is not None:
             self._check_sequential(sequential)

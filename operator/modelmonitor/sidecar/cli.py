@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from modelmonitor import durations
+from modelmonitor.sidecar.labels import Maturity, parse_maturities
 from modelmonitor.sidecar.labelstore import PASSWORD_ENV
 
 if TYPE_CHECKING:
@@ -31,6 +32,13 @@ def duration_seconds(text: str) -> float:
         pass
     try:
         return durations.seconds(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+
+
+def _maturities(text: str) -> tuple[Maturity, ...]:
+    try:
+        return parse_maturities(text)
     except ValueError as problem:
         raise argparse.ArgumentTypeError(str(problem)) from None
 
@@ -78,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"${PASSWORD_ENV} or --label-store-password-file)",
     )
     parser.add_argument("--label-store-password-file", help="a file holding the label store's password")
+    parser.add_argument(
+        "--label-maturity",
+        type=_maturities,
+        default=(),
+        metavar="DURATION[,DURATION...]",
+        help="also count each label when its prediction is this old, if it joined by then (e.g. 1d): the cohorts "
+        "that a policy's labelDelay judges; default: none",
+    )
     parser.add_argument(
         "--label-capacity",
         type=int,
@@ -141,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             label_capacity=args.label_capacity,
             max_groups=args.max_groups,
             max_classes=args.max_classes,
+            label_maturities=args.label_maturity,
         )
         store = open_label_store(
             args.label_store,
@@ -149,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             ttl_seconds=args.label_ttl,
             capacity=args.label_capacity,
             password=_label_store_password(args.label_store_password_file),
+            maturities=args.label_maturity,
         )
         monitor = Monitor(profile, model=args.model, version=args.model_version, settings=settings, label_store=store)
     except (ValueError, OSError) as error:
@@ -167,14 +185,16 @@ def run(args: argparse.Namespace) -> int:
     )
     host, port = args.listen
     mode = f"proxy to {args.upstream}" if args.upstream else "push"
+    cohorts = ", ".join(maturity.name for maturity in args.label_maturity) or "none"
     log.info(
-        "sidecar for %s %s (%s mode) on %s:%d; label store: %s",
+        "sidecar for %s %s (%s mode) on %s:%d; label store: %s; maturity cohorts: %s",
         args.model,
         args.model_version,
         mode,
         host,
         port,
         store.description,
+        cohorts,
     )
     web.run_app(server.app(), host=host, port=port, print=None, access_log=None)
     return 0

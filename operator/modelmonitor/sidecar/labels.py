@@ -13,11 +13,14 @@ monitor counts. What a record holds, and how it is written to a shared store, is
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import orjson
+
+from modelmonitor import durations
 
 OUTCOMES = ("tp", "fp", "tn", "fn")
 """Confusion outcomes, in the order of their codes 0..3."""
@@ -35,6 +38,9 @@ class PendingPrediction:
     predicted_value: float | None = None
     """The predicted class code (multiclass: codes come from the profile's class list, the same on every replica)
     or the predicted value (regression); None for binary models or when the prediction had none."""
+    predicted_at: float | None = None
+    """When the prediction was made, in Unix seconds (wall clock: replicas compare it), for the maturity cohorts;
+    None when the sidecar counts no cohort (``--label-maturity`` unset), which keeps the record short."""
 
 
 _FIELDS = tuple(f.name for f in fields(PendingPrediction))
@@ -51,6 +57,80 @@ def decode_pending(raw: bytes) -> PendingPrediction:
     if not isinstance(values, list):
         raise ValueError(f"pending prediction: expected a JSON array, got {raw[:80]!r}")
     return PendingPrediction(*values[: len(_FIELDS)])
+
+
+@dataclass(frozen=True)
+class Maturity:
+    """One maturity age of ``--label-maturity``: outcomes are counted when their prediction is this old."""
+
+    name: str
+    """The duration normalized (:func:`modelmonitor.durations.normalized`): the ``maturity`` label value, which a
+    policy's ``labelDelay`` selects."""
+    seconds: float
+
+
+def parse_maturities(text: str) -> tuple[Maturity, ...]:
+    """``"1h,1d"``: the maturity ages, without repeats; ValueError naming the bad item."""
+    found: dict[str, Maturity] = {}
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            name = durations.normalized(item)
+        except ValueError as problem:
+            raise ValueError(f"--label-maturity: {problem}") from None
+        seconds = durations.seconds(name)
+        if seconds < 1:
+            raise ValueError(f"--label-maturity: {item!r}: expected at least 1s")
+        found.setdefault(name, Maturity(name, seconds))
+    return tuple(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutcome:
+    """A joined label waiting for its prediction to reach a maturity age, to be counted then (and only then)."""
+
+    maturity: str
+    """The :attr:`Maturity.name` it is held for."""
+    due: float
+    """predicted_at + the maturity, Unix seconds."""
+    record: PendingPrediction
+    label: Any
+
+
+def hold_or_late(
+    joined: Sequence[tuple[PendingPrediction, Any]], maturities: Sequence[Maturity], now: float
+) -> tuple[list[HeldOutcome], dict[str, int]]:
+    """For each joined label and maturity m: held until predicted_at + m when it joined by then, else late.
+
+    Returns (the outcomes to hold, late labels per maturity name). A record without ``predicted_at`` (written
+    before cohorts were on) has no age: it takes part in no cohort, rather than a guessed one.
+    """
+    held: list[HeldOutcome] = []
+    late: dict[str, int] = {}
+    for record, label in joined:
+        if record.predicted_at is None:
+            continue
+        for maturity in maturities:
+            due = record.predicted_at + maturity.seconds
+            if now <= due:
+                held.append(HeldOutcome(maturity.name, due, record, label))
+            else:
+                late[maturity.name] = late.get(maturity.name, 0) + 1
+    return held, late
+
+
+def encode_held(outcome: HeldOutcome) -> bytes:
+    """The bytes a shared store keeps per held outcome (its maturity and due time are the key and the score): a
+    random nonce, so that equal outcomes stay distinct members of a set, the label, then the record's fields."""
+    values = [secrets.token_hex(4), outcome.label, *(getattr(outcome.record, name) for name in _FIELDS)]
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_held(raw: bytes, maturity: str, due: float) -> HeldOutcome:
+    """:func:`encode_held`'s outcome back."""
+    values = orjson.loads(raw)
+    if not isinstance(values, list) or len(values) < 2:
+        raise ValueError(f"held outcome: expected a JSON array, got {raw[:80]!r}")
+    return HeldOutcome(maturity, due, PendingPrediction(*values[2 : 2 + len(_FIELDS)]), values[1])
 
 
 @dataclass
@@ -88,6 +168,8 @@ class LocalCounts:
     """Predictions that left unlabeled (TTL or capacity), since start."""
     joined: int
     """Labels joined, since start."""
+    held_dropped: int = 0
+    """Outcomes not held for a maturity cohort because the store was full (capacity), since start."""
 
     @property
     def coverage(self) -> float | None:
@@ -128,6 +210,14 @@ class LabelStore(Protocol):
 
     def settled(self) -> JoinResults:
         """Results of deferred labels settled since the last call (empty for a store that never defers)."""
+
+    def hold(self, outcomes: Sequence[HeldOutcome]) -> None:
+        """Keep outcomes until their due time, for the maturity cohorts. Never blocks on I/O and never raises for
+        an unreachable store (a shared store queues them)."""
+
+    def matured(self) -> list[HeldOutcome]:
+        """Held outcomes whose due time has passed, each handed out once whichever replica asks; removed from the
+        store. Never blocks on I/O (a shared store sweeps in the background)."""
 
     def local_counts(self) -> LocalCounts | None:
         """Counts only this replica can know, or None for a shared store."""

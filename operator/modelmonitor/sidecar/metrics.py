@@ -45,7 +45,10 @@ from modelmonitor.sidecar.scores import (
 )
 
 if TYPE_CHECKING:
-    from modelmonitor.sidecar.monitor import Monitor
+    from modelmonitor.sidecar.monitor import Monitor, OutcomeCounts
+
+MATURED = "matured_"
+"""Prefix of the family keys of the maturity cohorts' outcome counters (the same counters, labelled by maturity)."""
 
 
 def _le(bound: float) -> str:
@@ -210,6 +213,34 @@ class MonitorCollector(Collector):
                 names.REGRESSION_SQUARED_ERROR, "Regression: sum of (prediction - label)^2 over joined labels."
             ),
             "regression_labeled": counter(names.REGRESSION_LABELED, "Regression: joined labels with a numeric error."),
+            MATURED + "labeled": counter(
+                names.MATURED_LABELED_PREDICTIONS,
+                "Predictions that reached a maturity age with their label joined, by outcome.",
+                ["group", "outcome", "maturity"],
+            ),
+            MATURED + "class_outcomes": counter(
+                names.MATURED_CLASS_OUTCOMES,
+                "Multiclass: labels joined by a maturity age, per class, one-vs-rest tp / fp / fn.",
+                ["class", "outcome", "maturity"],
+            ),
+            MATURED + "regression_absolute": counter(
+                names.MATURED_REGRESSION_ABSOLUTE_ERROR,
+                "Regression: sum of |prediction - label| over labels joined by a maturity age.",
+                ["maturity"],
+            ),
+            MATURED + "regression_squared": counter(
+                names.MATURED_REGRESSION_SQUARED_ERROR,
+                "Regression: sum of (prediction - label)^2 over labels joined by a maturity age.",
+                ["maturity"],
+            ),
+            MATURED + "regression_labeled": counter(
+                names.MATURED_REGRESSION_LABELED,
+                "Regression: labels with a numeric error joined by a maturity age.",
+                ["maturity"],
+            ),
+            "late": counter(
+                names.LABELS_LATE, "Labels that joined after their prediction was older than a maturity.", ["maturity"]
+            ),
             "estimated_correct": counter(
                 names.ESTIMATED_CORRECT, "Sum of the calibrated probabilities that scored predictions are correct."
             ),
@@ -271,26 +302,37 @@ class MonitorCollector(Collector):
         self._fill(families, base)
         yield from families.values()
 
-    def _fill_label_kinds(
+    def _fill_outcomes(
         self,
         f: dict[str, Any],
+        prefix: str,
         base: list[str],
-        class_names: list[str],
-        class_outcomes: np.ndarray,
-        regression: tuple[float, float, int],
+        suffix: list[str],
+        outcomes: OutcomeCounts,
+        names: tuple[list[str], list[str]],
     ) -> None:
-        """The task's own label counters, from the first scrape at 0 so increase() counts the first labels."""
+        """One set of outcome counters (``prefix`` "" as labels join, :data:`MATURED` per maturity, whose name is
+        ``suffix``), from the first scrape at 0 so increase() counts the first labels. ``names``: the group and
+        class names by code, ``__other__`` last."""
         m = self.monitor
+        group_names, class_names = names
+        group_codes = [*range(len(group_names) - 1), m.groups.other]
+        for code, name in zip(group_codes, group_names, strict=True):
+            if outcomes.confusion[code].sum() or code != m.groups.other:
+                for outcome_code, outcome in enumerate(OUTCOMES):
+                    count = int(outcomes.confusion[code, outcome_code])
+                    f[prefix + "labeled"].add_metric([*base, name, outcome, *suffix], count)
         if m.profile.task == "multiclass":
             codes = [*range(len(class_names) - 1), m.classes.other]
             for code, name in zip(codes, class_names, strict=True):
-                if class_outcomes[code].sum() or code != m.classes.other:
+                if outcomes.class_outcomes[code].sum() or code != m.classes.other:
                     for index, outcome in enumerate(CLASS_OUTCOME_NAMES):
-                        f["class_outcomes"].add_metric([*base, name, outcome], int(class_outcomes[code, index]))
+                        count = int(outcomes.class_outcomes[code, index])
+                        f[prefix + "class_outcomes"].add_metric([*base, name, outcome, *suffix], count)
         elif m.profile.task == "regression":
-            f["regression_absolute"].add_metric(base, regression[0])
-            f["regression_squared"].add_metric(base, regression[1])
-            f["regression_labeled"].add_metric(base, regression[2])
+            f[prefix + "regression_absolute"].add_metric([*base, *suffix], outcomes.absolute_error)
+            f[prefix + "regression_squared"].add_metric([*base, *suffix], outcomes.squared_error)
+            f[prefix + "regression_labeled"].add_metric([*base, *suffix], outcomes.regression_labeled)
 
     def _fill(self, f: dict[str, Any], base: list[str]) -> None:
         m = self.monitor
@@ -316,10 +358,10 @@ class MonitorCollector(Collector):
             class_names = [m.classes.label(i) for i in range(len(m.classes.names))] + [OTHER]
             group_names = [m.groups.label(i) for i in range(len(m.groups.names))] + [OTHER]
             group_predictions = c.group_predictions.copy()
-            confusion = c.confusion.copy()
+            outcomes = c.outcomes.copy()
+            matured = {name: counts.copy() for name, counts in c.matured.items()}
+            late = dict(c.labels_late)
             label_predictions = c.label_predictions
-            class_outcomes = c.class_outcomes.copy()
-            regression = c.regression_absolute_error, c.regression_squared_error, c.regression_labeled
             estimated = c.estimated
             received = dict(c.labels_received)
             rejected = dict(c.rejected)
@@ -372,13 +414,13 @@ class MonitorCollector(Collector):
             if group_predictions[code].sum() or named:
                 f["group_predictions"].add_metric([*base, name, PREDICTED_POSITIVE], int(group_predictions[code, 1]))
                 f["group_predictions"].add_metric([*base, name, PREDICTED_NEGATIVE], int(group_predictions[code, 0]))
-            if confusion[code].sum() or named:
-                for outcome_code, outcome in enumerate(OUTCOMES):
-                    f["labeled"].add_metric([*base, name, outcome], int(confusion[code, outcome_code]))
         for result in ("joined", "unmatched", "duplicate"):
             f["labels"].add_metric([*base, result], received.get(result, 0))
         f["label_predictions"].add_metric(base, label_predictions)
-        self._fill_label_kinds(f, base, class_names, class_outcomes, regression)
+        self._fill_outcomes(f, "", base, [], outcomes, (group_names, class_names))
+        for maturity, counts in matured.items():
+            self._fill_outcomes(f, MATURED, base, [maturity], counts, (group_names, class_names))
+            f["late"].add_metric([*base, maturity], late[maturity])
         if profile.calibration is not None:
             f["estimated_correct"].add_metric(base, estimated.correct)
             f["estimated_predictions"].add_metric(base, estimated.predictions)
@@ -386,6 +428,8 @@ class MonitorCollector(Collector):
             f["estimated_true_positives"].add_metric(base, estimated.true_positives)
             f["estimated_positives"].add_metric(base, estimated.positives)
         if store_counts is not None:
+            if matured:
+                f["store_dropped"].add_metric([*base, "matured"], store_counts.held_dropped)
             f["expired"].add_metric(base, store_counts.expired)
             f["pending"].add_metric(base, store_counts.pending)
             if store_counts.coverage is not None:

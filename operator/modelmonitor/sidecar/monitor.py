@@ -27,7 +27,14 @@ import numpy.typing as npt
 
 from modelmonitor.sidecar.datafiles import canonical_category
 from modelmonitor.sidecar.encode import BatchError, FeatureColumns, FeatureEncoder
-from modelmonitor.sidecar.labels import JoinResults, LabelStore, PendingPrediction
+from modelmonitor.sidecar.labels import (
+    HeldOutcome,
+    JoinResults,
+    LabelStore,
+    Maturity,
+    PendingPrediction,
+    hold_or_late,
+)
 from modelmonitor.sidecar.labelstore.memory import MemoryLabelStore
 from modelmonitor.sidecar.profile import OTHER, NumericalReference, Profile
 from modelmonitor.stats.probability import calibrated, probability_correct
@@ -69,6 +76,9 @@ class MonitorSettings:
     """Bucket bounds (seconds) of the latency histogram."""
     min_group_rows: int = 30
     """Rows a group needs in the window before it takes part in a fairness gap (fewer: too noisy to compare)."""
+    label_maturities: tuple[Maturity, ...] = ()
+    """Maturity ages (``--label-maturity``): each joined label is also counted, under its maturity, when its
+    prediction reaches that age, if it joined by then (else it counts as late)."""
 
 
 @dataclass
@@ -179,6 +189,38 @@ class Estimate:
 
 
 @dataclass
+class OutcomeCounts:
+    """What joined labels said of their predictions, as counters: once as they join, and once per maturity age
+    (the cohort of predictions that reached it). One set of fields, filled by one function for both."""
+
+    confusion: npt.NDArray[np.int64]
+    """Per group code, outcomes tp / fp / tn / fn (binary)."""
+    class_outcomes: npt.NDArray[np.int64]
+    """Multiclass: per class code, joined labels as tp / fp / fn (one-vs-rest)."""
+    absolute_error: float = 0.0
+    """Regression: sum of |prediction - label|."""
+    squared_error: float = 0.0
+    """Regression: sum of (prediction - label)^2."""
+    regression_labeled: int = 0
+    """Regression: labels with a numeric error."""
+
+    @classmethod
+    def zeros(cls, groups: int, classes: int) -> OutcomeCounts:
+        """All at 0, for ``groups`` group codes and ``classes`` class codes."""
+        return cls(np.zeros((groups, 4), dtype=np.int64), np.zeros((classes, 3), dtype=np.int64))
+
+    def copy(self) -> OutcomeCounts:
+        """A snapshot (for a scrape)."""
+        return OutcomeCounts(
+            self.confusion.copy(),
+            self.class_outcomes.copy(),
+            self.absolute_error,
+            self.squared_error,
+            self.regression_labeled,
+        )
+
+
+@dataclass
 class Counters:
     """The monotonically growing counts (exported as Prometheus counters and histograms)."""
 
@@ -197,14 +239,14 @@ class Counters:
     score_sum: float = 0.0
     class_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     group_predictions: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
-    confusion: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    outcomes: OutcomeCounts = field(default_factory=lambda: OutcomeCounts.zeros(0, 0))
+    """Outcomes of joined labels, counted as they join."""
+    matured: dict[str, OutcomeCounts] = field(default_factory=dict)
+    """Per maturity name, outcomes counted when their prediction reached that age."""
+    labels_late: dict[str, int] = field(default_factory=dict)
+    """Per maturity name, labels that joined after their prediction was older than it."""
     label_predictions: int = 0
     """Predictions stored to wait for a label (they carried a request id)."""
-    class_outcomes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
-    """Multiclass: per class code, joined labels as tp / fp / fn (one-vs-rest)."""
-    regression_absolute_error: float = 0.0
-    regression_squared_error: float = 0.0
-    regression_labeled: int = 0
     estimated: Estimate = field(default_factory=lambda: Estimate())
     """Sums of calibrated probabilities over scored predictions (estimated accuracy, precision, recall)."""
     labels_received: dict[str, int] = field(default_factory=dict)
@@ -219,6 +261,7 @@ class Monitor:
         model, version: the ``model`` and ``version`` label values of every exported series.
         settings: bounds and knobs.
         clock: monotonic seconds, for the label TTL; injectable for tests.
+        wall_clock: Unix seconds, for the prediction times of the maturity cohorts; injectable for tests.
         label_store: where predictions wait for their labels; default: this process's memory, bounded by
             ``settings.label_ttl_seconds`` and ``settings.label_capacity``.
     """
@@ -231,6 +274,7 @@ class Monitor:
         version: str,
         settings: MonitorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         label_store: LabelStore | None = None,
     ) -> None:
         self.profile = profile
@@ -270,8 +314,11 @@ class Monitor:
             score_buckets=np.zeros(0 if self.score_ref is None else self.score_ref.bounds.size + 1, dtype=np.int64),
             class_counts=np.zeros(self.classes.size, dtype=np.int64),
             group_predictions=np.zeros((self.groups.size, 2), dtype=np.int64),
-            confusion=np.zeros((self.groups.size, 4), dtype=np.int64),
-            class_outcomes=np.zeros((self.classes.size, 3), dtype=np.int64),
+            outcomes=OutcomeCounts.zeros(self.groups.size, self.classes.size),
+            matured={
+                m.name: OutcomeCounts.zeros(self.groups.size, self.classes.size) for m in settings.label_maturities
+            },
+            labels_late={m.name: 0 for m in settings.label_maturities},
         )
         self._latency_bounds = np.asarray(settings.latency_buckets, dtype=np.float64)
         self._latency_list = list(settings.latency_buckets)
@@ -285,9 +332,10 @@ class Monitor:
         self.quality_window = _Ring(settings.quality_window, 2, np.int32, -1)
         if label_store is None:
             label_store = MemoryLabelStore(
-                ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock
+                ttl=settings.label_ttl_seconds, capacity=settings.label_capacity, clock=clock, wall_clock=wall_clock
             )
         self.labels: LabelStore = label_store
+        self._wall_clock = wall_clock
         self.generation = 0
         """Bumped on every change, so scrape-time computations can be cached between changes."""
 
@@ -370,32 +418,54 @@ class Monitor:
         return counts
 
     def settle_labels(self) -> None:
-        """Count the labels a shared store settled in the background (run before every scrape)."""
+        """Count the labels a shared store settled in the background, and the held outcomes whose prediction
+        reached its maturity age (run before every scrape)."""
         settled = self.labels.settled()
         if settled.counts():
             self._count_joins(settled)
+        matured = self.labels.matured()
+        if matured:
+            with self.lock:
+                for outcome in matured:
+                    counts = self.counters.matured.get(outcome.maturity)
+                    if counts is not None:  # None: only for a maturity this sidecar was not started with
+                        self._count_outcome(counts, outcome.record, outcome.label, window=False)
+                self.generation += 1
 
     def _count_joins(self, results: JoinResults) -> None:
-        positive = self.profile.positive_class
+        held: list[HeldOutcome] = []
         with self.lock:
             for record, label in results.joined:
-                label_positive = -1 if positive is None or label is None else int(canonical_category(label) == positive)
-                if record.predicted_positive >= 0 and label_positive >= 0:
-                    outcome = _OUTCOME_CODES[(record.predicted_positive, label_positive)]
-                    # by name: each replica numbers its groups itself (__other__ is no name to learn)
-                    group = self.groups.other if record.group == OTHER else self.groups.code(record.group)
-                    self.counters.confusion[group, outcome] += 1
-                    self.quality_window.push(np.array([[outcome, group]], dtype=np.int32))
-                if record.predicted_value is not None and label is not None:
-                    self._count_labeled_value(record.predicted_value, label)
+                self._count_outcome(self.counters.outcomes, record, label, window=True)
             received = self.counters.labels_received
             for result, count in results.counts().items():
                 received[result] = received.get(result, 0) + count
+            maturities = self.settings.label_maturities
+            if maturities and results.joined:
+                held, late = hold_or_late(results.joined, maturities, self._wall_clock())
+                for name, count in late.items():
+                    self.counters.labels_late[name] += count
             self.generation += 1
+        if held:
+            self.labels.hold(held)
 
-    def _count_labeled_value(self, predicted: float, label: Any) -> None:
+    def _count_outcome(self, counts: OutcomeCounts, record: PendingPrediction, label: Any, *, window: bool) -> None:
+        """Add one joined label's outcome to ``counts`` (and to the quality window when ``window``); the caller
+        holds the lock."""
+        positive = self.profile.positive_class
+        label_positive = -1 if positive is None or label is None else int(canonical_category(label) == positive)
+        if record.predicted_positive >= 0 and label_positive >= 0:
+            outcome = _OUTCOME_CODES[(record.predicted_positive, label_positive)]
+            # by name: each replica numbers its groups itself (__other__ is no name to learn)
+            group = self.groups.other if record.group == OTHER else self.groups.code(record.group)
+            counts.confusion[group, outcome] += 1
+            if window:
+                self.quality_window.push(np.array([[outcome, group]], dtype=np.int32))
+        if record.predicted_value is not None and label is not None:
+            self._count_labeled_value(counts, record.predicted_value, label)
+
+    def _count_labeled_value(self, c: OutcomeCounts, predicted: float, label: Any) -> None:
         """Multiclass outcomes or regression errors of one joined label (the caller holds the lock)."""
-        c = self.counters
         if self.profile.task == "multiclass":
             true_class = self.classes.code(canonical_category(label))
             predicted_class = int(predicted)
@@ -410,8 +480,8 @@ class Monitor:
             except (TypeError, ValueError):
                 return  # not a number: no error to count (the join itself is counted)
             if math.isfinite(error):
-                c.regression_absolute_error += abs(error)
-                c.regression_squared_error += error * error
+                c.absolute_error += abs(error)
+                c.squared_error += error * error
                 c.regression_labeled += 1
 
     def reject(self, reason: str) -> None:
@@ -467,7 +537,8 @@ class Monitor:
             self.prediction_group_window.push(np.column_stack([predicted_positive, group_codes]).astype(np.int32))
             if estimate is not None:
                 c.estimated = c.estimated.plus(estimate)
-            records = self._pending_records(batch, predicted_positive, group_codes, predicted_values)
+            predicted_at = round(self._wall_clock(), 3) if self.settings.label_maturities else None
+            records = self._pending_records(batch, predicted_positive, group_codes, predicted_values, predicted_at)
             c.label_predictions += len(records)
             self.generation += 1
         if records:
@@ -479,6 +550,7 @@ class Monitor:
         predicted_positive: npt.NDArray[np.int64],
         group_codes: npt.NDArray[np.int64],
         predicted_values: npt.NDArray[np.float64] | None,
+        predicted_at: float | None,
     ) -> list[tuple[str, PendingPrediction]]:
         """(request id, record) of each joinable event (called under the lock: group names come from the table)."""
         if batch.request_ids is None:
@@ -500,7 +572,7 @@ class Monitor:
             key = (positive, group, value)
             record = distinct.get(key)
             if record is None:
-                record = distinct[key] = PendingPrediction(positive, self.groups.label(group), value)
+                record = distinct[key] = PendingPrediction(positive, self.groups.label(group), value, predicted_at)
             records.append((str(request_id), record))
         return records
 

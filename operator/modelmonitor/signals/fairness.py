@@ -6,7 +6,8 @@
 - ``disparateImpact``: the smallest over the largest positive-prediction rate, same counts (1 is parity; the
   "four-fifths rule" flags values below 0.8).
 - ``equalOpportunityGap``: the largest minus the smallest true-positive rate ``tp / (tp + fn)`` over the groups,
-  from the label-joined ``modelmonitor_labeled_predictions_total{group, outcome}``.
+  from the label-joined ``modelmonitor_labeled_predictions_total{group, outcome}``; with ``labelDelay``, from the
+  maturity cohort's (:mod:`modelmonitor.signals.maturity`).
 
 A group with fewer samples than the policy's ``minSamples`` (predictions; labeled positives for equal
 opportunity) is left out, and the detail says so. The formulas are those of ``modelmonitor.stats.quality``
@@ -20,9 +21,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from modelmonitor.metricnames import GROUP_PREDICTIONS, LABELED_PREDICTIONS, PREDICTED_NEGATIVE, PREDICTED_POSITIVE
+from modelmonitor.metricnames import (
+    GROUP_PREDICTIONS,
+    LABELED_PREDICTIONS,
+    MATURED_LABELED_PREDICTIONS,
+    PREDICTED_NEGATIVE,
+    PREDICTED_POSITIVE,
+)
 from modelmonitor.policy.model import Measurement
 from modelmonitor.signals.answers import Grouping, Index, Plan, count, no_series, sum_by_two, values
+from modelmonitor.signals.maturity import cohort, no_outcomes, series
 from modelmonitor.signals.request import SignalRequest
 
 SIGNALS = ("fairnessGap", "disparateImpact", "equalOpportunityGap")
@@ -40,8 +48,9 @@ class _Group:
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """fairnessGap and disparateImpact share one query over the group prediction counts."""
     if request.signal == "equalOpportunityGap":
+        counts = series(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
         return Plan(
-            (f"sum by ({grouping.by('group', 'outcome')}) (increase({LABELED_PREDICTIONS}[{window}]))",),
+            (f"sum by ({grouping.by('group', 'outcome')}) (increase({counts}[{window}]))",),
             _compute_equal_opportunity,
         )
     return Plan(
@@ -69,12 +78,13 @@ def _compute_parity(request: SignalRequest, answers: Sequence[Index]) -> Measure
 def _compute_equal_opportunity(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     per_group = sum_by_two(answers[0].select(request), "group", "outcome")
     if not per_group:
-        return no_series(request, LABELED_PREDICTIONS)
+        return no_outcomes(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
     groups = {}
     for group, counts in per_group.items():
         tp, fn = max(counts.get("tp", 0.0), 0.0), max(counts.get("fn", 0.0), 0.0)
         groups[group] = _Group(tp / (tp + fn) if tp + fn > 0 else math.nan, tp + fn)
-    return _result(request, groups, "equal opportunity: highest - lowest true-positive rate", "labeled positives")
+    what = f"equal opportunity: highest - lowest true-positive rate{cohort(request)}"
+    return _result(request, groups, what, "labeled positives")
 
 
 def _result(request: SignalRequest, groups: Mapping[str, _Group], what: str, unit: str) -> Measurement:

@@ -8,15 +8,18 @@ adds exactly one ``tp`` or one ``fn``, so their total is the number of labeled p
 - accuracy = sum(tp) / sum(tp + fn);
 - macro F1 = the mean over classes of 2 tp / (2 tp + fp + fn), over the classes that occur in the window (as
   true or predicted class), the rest having no F1 to average.
+
+With ``labelDelay``, from the maturity cohort's counts (:mod:`modelmonitor.signals.maturity`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modelmonitor.metricnames import CLASS_OUTCOMES
+from modelmonitor.metricnames import CLASS_OUTCOMES, MATURED_CLASS_OUTCOMES
 from modelmonitor.policy.model import Measurement
-from modelmonitor.signals.answers import Grouping, Index, Plan, count, describe, no_series, sum_by_two, values
+from modelmonitor.signals.answers import Grouping, Index, Plan, count, describe, sum_by_two, values
+from modelmonitor.signals.maturity import cohort, no_outcomes, series
 from modelmonitor.signals.request import SignalRequest
 
 SIGNALS = ("multiclassAccuracy", "macroF1")
@@ -24,13 +27,14 @@ SIGNALS = ("multiclassAccuracy", "macroF1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for both signals."""
-    return Plan((f"sum by ({grouping.by('class', 'outcome')}) (increase({CLASS_OUTCOMES}[{window}]))",), _compute)
+    counts = series(request, CLASS_OUTCOMES, MATURED_CLASS_OUTCOMES)
+    return Plan((f"sum by ({grouping.by('class', 'outcome')}) (increase({counts}[{window}]))",), _compute)
 
 
 def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     per_class = sum_by_two(answers[0].select(request), "class", "outcome")
     if not per_class:
-        return no_series(request, CLASS_OUTCOMES)
+        return no_outcomes(request, CLASS_OUTCOMES, MATURED_CLASS_OUTCOMES)
     counts = {
         name: {outcome: max(0.0, outcomes.get(outcome, 0.0)) for outcome in ("tp", "fp", "fn")}
         for name, outcomes in per_class.items()
@@ -45,7 +49,7 @@ def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
         return values(
             [correct / labeled],
             count(labeled),
-            f"{correct:.0f} correct of {labeled:.0f} labeled predictions over {request.window}",
+            f"{correct:.0f} correct of {labeled:.0f} labeled predictions over {request.window}{cohort(request)}",
         )
     scores = {
         name: 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"])
@@ -56,5 +60,5 @@ def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     return values(
         [sum(scores.values()) / len(scores)],
         count(labeled),
-        f"mean F1 of {len(scores)} classes over {labeled:.0f} labeled predictions: {described}",
+        f"mean F1 of {len(scores)} classes over {labeled:.0f} labeled predictions{cohort(request)}: {described}",
     )

@@ -1,12 +1,14 @@
-"""accuracy, precision, recall and f1 from the label-joined confusion counts of the whole fleet."""
+"""accuracy, precision, recall and f1 from the label-joined confusion counts of the whole fleet; with
+``labelDelay``, from the maturity cohort's (:mod:`modelmonitor.signals.maturity`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modelmonitor.metricnames import LABELED_PREDICTIONS
+from modelmonitor.metricnames import LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS
 from modelmonitor.policy.model import Measurement
-from modelmonitor.signals.answers import Grouping, Index, Plan, confusion, count, describe, no_series, values
+from modelmonitor.signals.answers import Grouping, Index, Plan, confusion, count, describe, values
+from modelmonitor.signals.maturity import cohort, no_outcomes, series
 from modelmonitor.signals.request import SignalRequest
 
 SIGNALS = ("accuracy", "precision", "recall", "f1")
@@ -14,13 +16,14 @@ SIGNALS = ("accuracy", "precision", "recall", "f1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for all four signals (and every monitor of the batch)."""
-    return Plan((f"sum by ({grouping.by('outcome')}) (increase({LABELED_PREDICTIONS}[{window}]))",), _compute)
+    counts = series(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
+    return Plan((f"sum by ({grouping.by('outcome')}) (increase({counts}[{window}]))",), _compute)
 
 
 def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     counts = confusion(answers[0].select(request))
     if counts is None:
-        return no_series(request, LABELED_PREDICTIONS)
+        return no_outcomes(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
     tp, fp, tn, fn = counts["tp"], counts["fp"], counts["tn"], counts["fn"]
     # The sample count is the ratio's denominator, so minSamples guards exactly what the value rests on.
     signal = request.signal
@@ -38,5 +41,5 @@ def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
     return values(
         [numerator / denominator],
         count(samples),
-        f"tp={tp:.0f} fp={fp:.0f} tn={tn:.0f} fn={fn:.0f} over {request.window}",
+        f"tp={tp:.0f} fp={fp:.0f} tn={tn:.0f} fn={fn:.0f} over {request.window}{cohort(request)}",
     )

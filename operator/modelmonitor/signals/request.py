@@ -48,8 +48,9 @@ class SignalRequest:
     #: also leave out the groups / features with fewer observations, so one sparse group or feature
     #: (``__other__``, a mostly-missing column) neither blocks the measurement nor dominates it with noise.
     min_samples: int = 0
-    #: The policy's labelDelay (labelCoverage only): the predictions counted are those of the window that
-    #: ended this long ago (a validated PromQL duration), ``None`` for the same window.
+    #: The policy's labelDelay (a validated PromQL duration), ``None`` for none. labelCoverage: the predictions
+    #: counted are those of the window that ended this long ago; accuracy, precision, recall, f1: the maturity
+    #: cohort of this age (`modelmonitor.signals.maturity`).
     label_delay: str | None = None
 
     def __post_init__(self) -> None:

@@ -110,12 +110,13 @@ def test_auto_threshold_reaches_the_engine_as_auto() -> None:
     assert parse_monitor(body).policies[0].condition.threshold_setting == "auto"
 
 
-def test_label_delay_reaches_the_signal_request() -> None:
+@pytest.mark.parametrize("signal", ["labelCoverage", "accuracy", "f1", "macroF1", "rmse"])
+def test_label_delay_reaches_the_signal_request(signal: str) -> None:
     from modelmonitor.reconcile import monitor_from_body
 
     body = minimal()
     body["metadata"].setdefault("namespace", "ml")
-    body["spec"]["policies"][0] |= {"signal": "labelCoverage", "labelDelay": "2h"}
+    body["spec"]["policies"][0] |= {"signal": signal, "labelDelay": "2h"}
     assert parse_monitor(body).policies[0].label_delay == "2h"
     assert monitor_from_body(body).requests[0].label_delay == "2h"
 
@@ -172,10 +173,11 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
         "dataDrift and predictionDrift",
     ),
     (
-        "a label delay on a signal other than labelCoverage",
-        lambda s: _policy(s).update(labelDelay="1h"),
+        "a label delay on a signal not judged on labels",
+        lambda s: _policy(s).update(signal="errorRate", labelDelay="1h"),
         "spec.policies[0].labelDelay",
-        "only available for the labelCoverage signal",
+        "only available for the labelCoverage, accuracy, precision, recall, f1, multiclassAccuracy, macroF1, mae, "
+        "rmse, equalOpportunityGap signals",
     ),
     (
         "a label delay that is not a duration",

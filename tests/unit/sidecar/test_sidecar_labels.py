@@ -164,7 +164,8 @@ def test_pending_records_round_trip_and_tolerate_other_versions() -> None:
     record = PendingPrediction(predicted_positive=1, group="f", predicted_value=2.0)
     assert decode_pending(encode_pending(record)) == record
     assert decode_pending(b"[0]") == PendingPrediction(predicted_positive=0)  # written by an older sidecar
-    assert decode_pending(b'[1, "m", 3.5, "a field from a newer sidecar"]') == PendingPrediction(1, "m", 3.5)
+    newer = b'[1, "m", 3.5, 1700000000.5, "a field from a newer sidecar"]'
+    assert decode_pending(newer) == PendingPrediction(1, "m", 3.5, 1700000000.5)
     with pytest.raises(ValueError, match="JSON array"):
         decode_pending(b'{"predicted_positive": 1}')
 

@@ -6,7 +6,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from modelmonitor.sidecar.labels import LabelStore
+from modelmonitor.sidecar.labels import LabelStore, Maturity
 from modelmonitor.sidecar.labelstore.memory import MemoryLabelStore
 
 PASSWORD_ENV = "MODELMONITOR_LABEL_STORE_PASSWORD"
@@ -21,9 +21,12 @@ def open_label_store(
     ttl_seconds: float,
     capacity: int,
     password: str | None = None,
+    maturities: tuple[Maturity, ...] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> LabelStore:
     """The store ``url`` names: ``memory``, or ``redis://host:port/db`` / ``rediss://host:port/db``.
+
+    ``maturities``: the ``--label-maturity`` ages whose held outcomes a shared store sweeps.
 
     Raises:
         ValueError: an unknown scheme, or a password in the URL (it would show in ``ps``; use the environment
@@ -45,5 +48,7 @@ def open_label_store(
         url,
         password=password,
         namespace=f"modelmonitor:{model}:{version}",
-        settings=RedisStoreSettings(ttl_seconds=ttl_seconds, queue_capacity=capacity),
+        settings=RedisStoreSettings(
+            ttl_seconds=ttl_seconds, queue_capacity=capacity, maturities=tuple(m.name for m in maturities)
+        ),
     )

@@ -2,17 +2,21 @@
 
 Bounded twice: a prediction leaves after ``ttl`` seconds or when ``capacity`` newer ones push it out, whichever
 comes first, so memory stays flat however many labels never come. Both ways out are counted, since the share
-of predictions that did get a label (the label coverage) is itself a signal.
+of predictions that did get a label (the label coverage) is itself a signal. Outcomes held for a maturity cohort
+wait in a heap by due time, also at most ``capacity`` (beyond: not held, and counted).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from modelmonitor.sidecar.labels import JoinResults, LocalCounts, PendingPrediction, StoreHealth
+from modelmonitor.sidecar.labels import HeldOutcome, JoinResults, LocalCounts, PendingPrediction, StoreHealth
 
 
 class MemoryLabelStore:
@@ -22,11 +26,14 @@ class MemoryLabelStore:
         ttl: seconds a prediction waits for its label.
         capacity: most predictions kept; the oldest go first when it is full.
         clock: seconds, monotonic; injectable for tests.
+        wall_clock: Unix seconds, for the due times of held outcomes; injectable for tests.
     """
 
     description = "memory (this replica only: labels must be sent to the replica that served the prediction)"
 
-    def __init__(self, *, ttl: float, capacity: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, ttl: float, capacity: int, clock: Callable[[], float], wall_clock: Callable[[], float] = time.time
+    ) -> None:
         if ttl <= 0:
             raise ValueError(f"label ttl: must be > 0 seconds, got {ttl}")
         if capacity < 1:
@@ -41,6 +48,11 @@ class MemoryLabelStore:
         self._joined: OrderedDict[str, float] = OrderedDict()
         self._expired = 0
         self._joined_count = 0
+        self._wall_clock = wall_clock
+        # (due, sequence, outcome): the sequence keeps equal due times in arrival order and never compares outcomes.
+        self._held: list[tuple[float, int, HeldOutcome]] = []
+        self._sequence = itertools.count()
+        self._held_dropped = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -78,10 +90,30 @@ class MemoryLabelStore:
     def settled(self) -> JoinResults:
         return JoinResults()  # nothing is ever deferred: the store is always there
 
+    def hold(self, outcomes: Sequence[HeldOutcome]) -> None:
+        with self._lock:
+            room = max(0, self.capacity - len(self._held))
+            for outcome in outcomes[:room]:
+                heapq.heappush(self._held, (outcome.due, next(self._sequence), outcome))
+            self._held_dropped += max(0, len(outcomes) - room)
+
+    def matured(self) -> list[HeldOutcome]:
+        with self._lock:
+            now = self._wall_clock()
+            due: list[HeldOutcome] = []
+            while self._held and self._held[0][0] <= now:
+                due.append(heapq.heappop(self._held)[2])
+            return due
+
     def local_counts(self) -> LocalCounts:
         with self._lock:
             self._evict(self._clock())
-            return LocalCounts(pending=len(self._pending), expired=self._expired, joined=self._joined_count)
+            return LocalCounts(
+                pending=len(self._pending),
+                expired=self._expired,
+                joined=self._joined_count,
+                held_dropped=self._held_dropped,
+            )
 
     def health(self) -> StoreHealth | None:
         return None

@@ -17,6 +17,13 @@ bytes with the TTL as its expiry.
   be writing its own queue) it is retried for ``retry_grace`` seconds before it counts as unmatched. Retry queues
   live in the sidecar's memory: a sidecar stopped during an outage loses them (the prediction queue gets a final,
   bounded attempt at shutdown).
+- **Maturity cohorts, counted once.** An outcome held for a maturity (``--label-maturity``) is a member of one
+  sorted set per maturity, ``modelmonitor:{model}:{version}:m:{maturity}``, scored by its due time (Unix
+  seconds), written by the writer thread like the predictions. The same thread sweeps every
+  ``sweep_interval_seconds``: a Lua script takes the members due (``ZRANGEBYSCORE`` then ``ZREM``, atomic), so of
+  several replicas sweeping one set each outcome goes to exactly one, whose :meth:`RedisLabelStore.matured` hands
+  it to the monitor at the next scrape. Held outcomes outlive a sidecar restart; the sweep takes no more than the
+  sidecar can keep (``queue_capacity``) and leaves the rest in Redis for later.
 """
 
 from __future__ import annotations
@@ -33,7 +40,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from modelmonitor.sidecar.labels import JoinResults, PendingPrediction, StoreHealth, decode_pending, encode_pending
+from modelmonitor.sidecar.labels import (
+    HeldOutcome,
+    JoinResults,
+    PendingPrediction,
+    StoreHealth,
+    decode_held,
+    decode_pending,
+    encode_held,
+    encode_pending,
+)
 
 log = logging.getLogger("modelmonitor.sidecar")
 
@@ -52,6 +68,24 @@ for i = 1, #KEYS, 2 do
   else
     out[#out + 1] = 0
   end
+end
+return out
+"""
+
+# KEYS: one sorted set per maturity; ARGV[1]: now (Unix seconds), ARGV[2]: most members per set. Per set: the
+# members due, with their scores, removed in the same atomic step, so each is handed to one sweeper only.
+SWEEP_SCRIPT = """
+local out = {}
+for i = 1, #KEYS do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+  local members = {}
+  for j = 1, #due, 2 do
+    members[#members + 1] = due[j]
+  end
+  if #members > 0 then
+    redis.call('ZREM', KEYS[i], unpack(members))
+  end
+  out[#out + 1] = due
 end
 return out
 """
@@ -77,6 +111,10 @@ class RedisStoreSettings:
     """Longest pause between two attempts while Redis is unreachable."""
     close_timeout_seconds: float = 5.0
     """How long shutdown waits to write the queued predictions."""
+    maturities: tuple[str, ...] = ()
+    """Names of the maturity ages whose held outcomes this sidecar sweeps (``--label-maturity``)."""
+    sweep_interval_seconds: float = 2.0
+    """How often held outcomes that came due are taken from Redis."""
 
 
 @dataclass
@@ -119,13 +157,18 @@ class RedisLabelStore:
         self._pending_prefix = f"{namespace}:p:"
         self._joined_prefix = f"{namespace}:j:"
         self._join_script = client.register_script(JOIN_SCRIPT)
+        self._sweep_script = client.register_script(SWEEP_SCRIPT)
+        self._held_prefix = f"{namespace}:m:"
+        self._holds: deque[HeldOutcome] = deque()
+        self._matured: list[HeldOutcome] = []
+        self._next_sweep = 0.0
         self._clock = clock
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, PendingPrediction]] = deque()
         self._deferred: deque[_DeferredLabel] = deque()
         self._settled = JoinResults()
-        self._errors = {"write": 0, "join": 0}
-        self._dropped = {"prediction": 0, "label": 0}
+        self._errors = {"write": 0, "join": 0, **({"sweep": 0} if settings.maturities else {})}
+        self._dropped = {"prediction": 0, "label": 0, **({"matured": 0} if settings.maturities else {})}
         self._up = True
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -169,6 +212,22 @@ class RedisLabelStore:
             settled, self._settled = self._settled, JoinResults()
         return settled
 
+    def hold(self, outcomes: Sequence[HeldOutcome]) -> None:
+        if not outcomes:
+            return
+        with self._lock:
+            self._holds.extend(outcomes)
+            overflow = len(self._holds) - self._settings.queue_capacity
+            for _ in range(max(0, overflow)):
+                self._holds.popleft()
+            self._dropped["matured"] = self._dropped.get("matured", 0) + max(0, overflow)
+        self._wake.set()
+
+    def matured(self) -> list[HeldOutcome]:
+        with self._lock:
+            matured, self._matured = self._matured, []
+        return matured
+
     def local_counts(self) -> None:
         return None  # Redis expires records itself; pending counts live in Redis (docs/sidecar.md)
 
@@ -203,6 +262,23 @@ class RedisLabelStore:
             pipe.set(self._pending_prefix + request_id, encode_pending(record), ex=self._ttl)
         pipe.execute()
 
+    def _write_held(self, batch: Sequence[HeldOutcome]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for outcome in batch:
+            pipe.zadd(self._held_prefix + outcome.maturity, {encode_held(outcome): outcome.due})
+        pipe.execute()
+
+    def _take_due(self, now: float, limit: int) -> tuple[list[HeldOutcome], bool]:
+        """The outcomes due at ``now``, at most ``limit`` per maturity; and whether a maturity had more."""
+        maturities = self._settings.maturities
+        keys = [self._held_prefix + name for name in maturities]
+        answers = self._sweep_script(keys=keys, args=[repr(now), limit])
+        due: list[HeldOutcome] = []
+        for name, answer in zip(maturities, answers, strict=True):
+            for index in range(0, len(answer), 2):
+                due.append(decode_held(answer[index], name, float(answer[index + 1])))
+        return due, any(len(answer) // 2 >= limit for answer in answers)
+
     # --- the writer thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -211,23 +287,32 @@ class RedisLabelStore:
             if backoff:
                 self._stop.wait(backoff)
             else:
-                # Woken by new records; every second anyway, to retry deferred labels.
-                self._wake.wait(timeout=1.0)
+                # Woken by new records; every second anyway (or every sweep interval, when shorter), to retry
+                # deferred labels and sweep held outcomes.
+                self._wake.wait(timeout=min(1.0, self._settings.sweep_interval_seconds))
             self._wake.clear()
             if self._stop.is_set():
                 break
-            if self._flush() and self._retry_labels():
+            if self._flush() and self._retry_labels() and self._flush_holds() and self._sweep():
                 backoff = 0.0
             else:
                 backoff = min(self._settings.max_backoff_seconds, max(0.2, backoff * 2))
         deadline = self._clock() + self._settings.close_timeout_seconds
         while self._queue and self._clock() < deadline and self._flush():
             pass
-        if self._queue or self._deferred:
+        with self._lock:
+            # Swept but not counted by a scrape yet: back to Redis, for another replica or the next start.
+            self._holds.extend(self._matured)
+            self._matured = []
+        while self._holds and self._clock() < deadline and self._flush_holds():
+            pass
+        if self._queue or self._deferred or self._holds:
             log.warning(
-                "label store: stopping with %d predictions unwritten and %d labels unjoined",
+                "label store: stopping with %d predictions unwritten, %d labels unjoined and %d matured outcomes "
+                "unwritten",
                 len(self._queue),
                 len(self._deferred),
+                len(self._holds),
             )
 
     def _flush(self) -> bool:
@@ -247,6 +332,45 @@ class RedisLabelStore:
                     self._trim_queue()
                 return False
             self._succeeded()
+
+    def _flush_holds(self) -> bool:
+        """Write the held outcomes in batches; False when Redis failed (the batch goes back to the queue's front)."""
+        while True:
+            with self._lock:
+                if not self._holds:
+                    return True
+                batch = [self._holds.popleft() for _ in range(min(self._settings.batch_size, len(self._holds)))]
+            try:
+                self._write_held(batch)
+            except redis.RedisError as error:
+                self._failed("write", error)
+                with self._lock:
+                    self._holds.extendleft(reversed(batch))
+                return False
+            self._succeeded()
+
+    def _sweep(self) -> bool:
+        """Take the held outcomes that came due, when the sweep interval has passed; False when Redis failed."""
+        settings = self._settings
+        if not settings.maturities or self._clock() < self._next_sweep:
+            return True
+        self._next_sweep = self._clock() + settings.sweep_interval_seconds
+        while True:
+            with self._lock:
+                room = settings.queue_capacity - len(self._matured)
+            limit = min(settings.batch_size, room // len(settings.maturities))
+            if limit <= 0:
+                return True  # the rest stays in Redis until a scrape has counted what this sidecar holds
+            try:
+                due, more = self._take_due(time.time(), limit)
+            except redis.RedisError as error:
+                self._failed("sweep", error)
+                return False
+            self._succeeded()
+            with self._lock:
+                self._matured.extend(due)
+            if not more:
+                return True
 
     def _retry_labels(self) -> bool:
         """Offer every deferred label once more; False when Redis failed (the rest stay deferred)."""
