@@ -176,6 +176,12 @@ class OperatorMetrics:
             "PromQL queries sent in the last cycle that evaluated",
             registry=r,
         )
+        self.largest_answer = Gauge(
+            "modelmonitor_operator_largest_answer_series",
+            "series in the largest Prometheus answer of the last cycle that evaluated (a batched query is split "
+            "when its answer would pass MODELMONITOR_MAX_SERIES_PER_ANSWER)",
+            registry=r,
+        )
         self.cycle_seconds = Histogram(
             "modelmonitor_operator_cycle_duration_seconds",
             "wall time of a cycle that evaluated at least one monitor",
@@ -226,6 +232,7 @@ class OperatorMetrics:
             self.evaluations.labels("invalid").inc(report.invalid)
             self.queries.inc(report.queries)
             self.queries_last_cycle.set(report.queries)
+            self.largest_answer.set(report.largest_answer)
             self.cycle_seconds.observe(report.seconds)
             if report.failed_queries:
                 self.errors.labels("prometheus").inc(report.failed_queries)

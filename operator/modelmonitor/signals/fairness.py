@@ -41,11 +41,14 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """fairnessGap and disparateImpact share one query over the group prediction counts."""
     if request.signal == "equalOpportunityGap":
         return Plan(
-            (f"sum by ({grouping.by('group', 'outcome')}) (increase({LABELED_PREDICTIONS}[{window}]))",),
+            (
+                f"sum by ({grouping.by('group', 'outcome')}) "
+                f"(increase({grouping.select(LABELED_PREDICTIONS)}[{window}]))",
+            ),
             _compute_equal_opportunity,
         )
     return Plan(
-        (f"sum by ({grouping.by('group', 'predicted')}) (increase({GROUP_PREDICTIONS}[{window}]))",),
+        (f"sum by ({grouping.by('group', 'predicted')}) (increase({grouping.select(GROUP_PREDICTIONS)}[{window}]))",),
         _compute_parity,
     )
 

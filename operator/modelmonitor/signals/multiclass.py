@@ -24,7 +24,10 @@ SIGNALS = ("multiclassAccuracy", "macroF1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for both signals."""
-    return Plan((f"sum by ({grouping.by('class', 'outcome')}) (increase({CLASS_OUTCOMES}[{window}]))",), _compute)
+    return Plan(
+        (f"sum by ({grouping.by('class', 'outcome')}) (increase({grouping.select(CLASS_OUTCOMES)}[{window}]))",),
+        _compute,
+    )
 
 
 def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:

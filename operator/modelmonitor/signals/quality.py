@@ -14,7 +14,9 @@ SIGNALS = ("accuracy", "precision", "recall", "f1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for all four signals (and every monitor of the batch)."""
-    return Plan((f"sum by ({grouping.by('outcome')}) (increase({LABELED_PREDICTIONS}[{window}]))",), _compute)
+    return Plan(
+        (f"sum by ({grouping.by('outcome')}) (increase({grouping.select(LABELED_PREDICTIONS)}[{window}]))",), _compute
+    )
 
 
 def _compute(request: SignalRequest, answers: Sequence[Index]) -> Measurement:

@@ -24,8 +24,8 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     errors = REGRESSION_ABSOLUTE_ERROR if request.signal == "mae" else REGRESSION_SQUARED_ERROR
     return Plan(
         (
-            f"sum by ({by}) (increase({errors}[{window}]))",
-            f"sum by ({by}) (increase({REGRESSION_LABELED}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(errors)}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(REGRESSION_LABELED)}[{window}]))",
         ),
         _compute,
     )
