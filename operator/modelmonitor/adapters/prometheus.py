@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 from modelmonitor.tlsfiles import TlsFiles
 
 __all__ = [
+    "LONG_QUERY",
     "ErrorKind",
     "PrometheusClient",
     "PrometheusQuerier",

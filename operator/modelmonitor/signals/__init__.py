@@ -29,9 +29,9 @@ in parts, each restricted to some of the models asked for (`split`); the queries
 series over the budget, and each replica of several asks for its own share only.
 
 Modules: `request` (what is asked, what a cycle returns), `planning` (which queries), `answers` (splitting per
-monitor), `split` (splitting a query by models), `measure` (the cycle), and one module per family of signals: `quality`, `fairness`, `traffic`,
-`dataquality`, `drift`, `resources`, `template`, `coverage` (labelCoverage), `multiclass`, `regression`,
-`estimated` (estimatedAccuracy, estimatedPrecision, estimatedRecall).
+monitor), `split` (splitting a query by models), `measure` (the cycle), and one module per family of signals:
+`quality`, `fairness`, `traffic`, `dataquality`, `drift`, `resources`, `template`, `coverage` (labelCoverage),
+`multiclass`, `regression`, `estimated` (estimatedAccuracy, estimatedPrecision, estimatedRecall).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from modelmonitor.policy.model import Measurement
 from modelmonitor.signals.answers import Index, Plan, Restriction
 from modelmonitor.signals.planning import extra_labels, plan
 from modelmonitor.signals.request import CycleMeasurements, SignalRequest
-from modelmonitor.signals.split import ModelKey, Part, SeriesBook, counting, model_of, restriction_of
+from modelmonitor.signals.split import ModelKey, Part, SeriesBook, counting, model_of, total
 
 
 def measure(
@@ -81,20 +81,26 @@ def measure(
     #: A failed count of a query's series: the error of every request that needs the query, which is not sent.
     uncounted: dict[str, QueryResult] = {}
     if book is not None:
-        counts: dict[str, tuple[str, list[ModelKey], bool]] = {}
-        for text in splittable:
-            if not book.known(text):
-                counts[counting(text)] = (text, sorted(wanted[text]), True)
-            else:
-                new = book.unknown_models(text, wanted[text])
-                if new:
-                    counts[counting(restricted(text, restriction_of(new)))] = (text, new, False)
-        for count_text, answer in _send(prometheus, list(counts), at, max_parallel, sent).items():
-            text, asked, whole = counts[count_text]
+        # First the size of each new query's whole answer; then, for those that do not fit, the size of each
+        # model asked for that is not known yet. Both cost queries in a query's first cycle only (and in the
+        # cycle a new model comes).
+        totals = {total(text): text for text in splittable if not book.known(text)}
+        for count_text, answer in _send(prometheus, list(totals), at, max_parallel, sent).items():
             if answer.ok:
-                book.learn(text, answer.samples, asked, whole=whole, counted=True)
+                book.learn_total(totals[count_text], sum(int(s.value) for s in answer.samples))
             else:
-                uncounted[text] = answer
+                uncounted[totals[count_text]] = answer
+        counts: dict[str, tuple[str, Part]] = {}
+        for text in splittable:
+            if text not in uncounted and not book.fits(text):
+                for part in book.counting_parts(text, wanted[text]):
+                    counts[counting(restricted(text, part.restriction))] = (text, part)
+        for count_text, answer in _send(prometheus, list(counts), at, max_parallel, sent).items():
+            text, part = counts[count_text]
+            if answer.ok:
+                book.learn(text, answer.samples, part.models, whole=False, counted=True)
+            else:
+                uncounted.setdefault(text, answer)
         for text in splittable:
             if text not in uncounted:
                 split = book.plan(text, sorted(wanted[text]))

@@ -7,11 +7,12 @@ than it should. When a query's answer would pass the budget, it is sent in parts
 of the models this replica measures (``namespace=~"..."``, ``model=~"..."`` literal alternations) and sized to
 fit; below the budget the query stays one unrestricted query, as before.
 
-The sizes come from the answers themselves: a `SeriesBook` remembers, per query, how many series each
-(namespace, model) had in its last answer. A query never answered before is first counted with
-``count by (namespace, model) (query)`` (one series per model), and so are models that appear later (a new
-monitor). Between two cycles a model can grow (a new version being rolled out, new features): a part can then
-pass the budget by that growth, once, until its answer is learnt.
+The sizes come from the answers themselves: a `SeriesBook` remembers, per query, how many series its whole answer
+and each (namespace, model) had in the last answers. A query never sent before is first counted with
+``count (query)`` (one series); when that passes the budget, the models this replica asks for are counted with
+``count by (namespace, model) (query)`` restricted to at most ``budget`` models at a time (one series per model),
+and so are models that appear later (a new monitor). Between two cycles a model can grow (a new version being
+rolled out, new features): a part can then pass the budget by that growth, once, until its answer is learnt.
 
 A part asks for the namespaces and the model names of its models, so it also selects the models in the cross
 product of the two lists (``team-b/fraud`` when ``team-a/fraud`` and ``team-b/churn`` are in the part). Those are
@@ -44,6 +45,11 @@ FORGET_AFTER_SECONDS = 24 * 3600.0
 def counting(query: str) -> str:
     """The query that counts ``query``'s series per model: one series per model in the answer."""
     return f"count by (namespace, model) ({query})"
+
+
+def total(query: str) -> str:
+    """The query that counts ``query``'s series: one series (none when the answer would be empty)."""
+    return f"count ({query})"
 
 
 def model_of(sample: Sample) -> ModelKey:
@@ -132,13 +138,15 @@ def _added(
 
 @dataclass
 class SeriesBook:
-    """Series per model in the last answer of each batched query, to one Prometheus; and the budget.
+    """What the answers of each batched query to one Prometheus held, and the budget: the series of the whole
+    answer, and per model.
 
     Kept by the loop across cycles (one per Prometheus client), read and written by `measure`.
     """
 
     #: The most series one answer may hold.
     budget: int = DEFAULT_MAX_SERIES
+    _totals: dict[str, int] = field(default_factory=dict)
     _sizes: dict[str, dict[ModelKey, int]] = field(default_factory=dict)
     _used: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -148,27 +156,37 @@ class SeriesBook:
             raise ValueError(f"series budget {self.budget!r}: expected >= 1")
 
     def known(self, query: str) -> bool:
-        """Whether ``query`` has been answered (or counted) before."""
+        """Whether the size of ``query``'s whole answer is known (counted, or answered before)."""
         with self._lock:
-            return query in self._sizes
+            return query in self._totals
 
-    def unknown_models(self, query: str, models: Iterable[ModelKey]) -> list[ModelKey]:
-        """Which of ``models`` the book has no size for, for a known ``query``."""
+    def fits(self, query: str) -> bool:
+        """Whether ``query``'s whole answer fits the budget, as far as is known."""
+        with self._lock:
+            return self._totals.get(query, 0) <= self.budget
+
+    def counting_parts(self, query: str, models: Iterable[ModelKey]) -> list[Part]:
+        """Parts to count the series of those of ``models`` whose size is unknown, with
+        ``count by (namespace, model)``: one series per model selected, so at most ``budget`` models a part."""
         with self._lock:
             sizes = self._sizes.get(query, {})
-            return sorted({key for key in models if key not in sizes})
-
-    def sizes(self, query: str) -> dict[ModelKey, int]:
-        """Series per model for ``query``, as last learnt (a copy)."""
-        with self._lock:
-            return dict(self._sizes.get(query, {}))
+            unknown = sorted({key for key in models if key not in sizes})
+            ones = dict.fromkeys([*sizes, *unknown], 1)
+        return split(unknown, ones, self.budget) if unknown else []
 
     def plan(self, query: str, models: Sequence[ModelKey]) -> list[Part] | None:
         """``None`` when the whole query fits the budget (send it unrestricted), else its parts for ``models``."""
-        sizes = self.sizes(query)
-        if sum(sizes.values()) <= self.budget:
-            return None
+        with self._lock:
+            if self._totals.get(query, 0) <= self.budget:
+                return None
+            sizes = dict(self._sizes.get(query, {}))
         return split(models, sizes, self.budget)
+
+    def learn_total(self, query: str, total: int) -> None:
+        """Remember the series of ``query``'s whole answer, counted with ``count(query)``."""
+        with self._lock:
+            self._totals[query] = total
+            self._used[query] = time.monotonic()
 
     def learn(
         self, query: str, samples: Iterable[Sample], asked: Iterable[ModelKey], *, whole: bool, counted: bool
@@ -178,16 +196,21 @@ class SeriesBook:
         ``asked``: the models the answer was for; one absent from it has no series (0). ``whole``: the answer was
         not restricted, so it replaces everything known of the query. ``counted``: the answer is a
         ``count by (namespace, model)`` of the query, whose values are the sizes; otherwise every sample is one
-        series.
+        series. The whole answer's size follows an answer (a part's models are updated in it, the others kept).
         """
-        found: dict[ModelKey, int] = defaultdict(int)
+        found: dict[ModelKey, int] = dict.fromkeys(asked, 0)
         for sample in samples:
-            found[model_of(sample)] += int(sample.value) if counted else 1
+            key = model_of(sample)
+            found[key] = found.get(key, 0) + (int(sample.value) if counted else 1)
         with self._lock:
-            sizes = {} if whole else self._sizes.get(query, {})
-            sizes.update(dict.fromkeys(asked, 0))
+            sizes = {} if whole else self._sizes.setdefault(query, {})
+            before = sum(sizes.get(key, 0) for key in found)
             sizes.update(found)
             self._sizes[query] = sizes
+            if not counted:
+                # A count of some models is already in the whole answer's count; an answer is what it is now.
+                total = 0 if whole else self._totals.get(query, 0)
+                self._totals[query] = max(0, total + sum(found.values()) - before)
             self._used[query] = time.monotonic()
 
     def forget_unused(self, seconds: float = FORGET_AFTER_SECONDS) -> None:
@@ -197,3 +220,4 @@ class SeriesBook:
             for query in [q for q, used in self._used.items() if used < oldest]:
                 del self._used[query]
                 self._sizes.pop(query, None)
+                self._totals.pop(query, None)
