@@ -131,15 +131,17 @@ class _Families:
         return self._families
 
 
-def _sample_line(metric: str, names: Sequence[str], values: Sequence[str], number: float) -> str:
-    """One sample in the text format as prometheus_client writes it (a unit test compares the two): labels
-    sorted by name, their values escaped, the number as Go prints it."""
-    labels = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in sorted(zip(names, values, strict=True)))
-    return f"{metric}{{{labels}}} {floatToGoString(number)}\n"  # type: ignore[no-untyped-call]
-
-
 def _escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _go_float(number: float) -> str:
+    """A sample value as prometheus_client writes it; the 0 and 1 of the state series without a call."""
+    if number == 1.0:
+        return "1.0"
+    if number == 0.0:
+        return "0.0"
+    return str(floatToGoString(number))  # type: ignore[no-untyped-call]
 
 
 def _text(family: Metric) -> str:
@@ -165,7 +167,10 @@ class PolicyCollector(Collector):
         self._rendered: dict[tuple[str, str], tuple[tuple[object, ...], tuple[str, ...]]] = {}
         families = self._families()
         self._headers = tuple(_text(family) for family in families)
-        self._label_names = tuple(labels for _, _, labels in _FAMILIES)
+        #: Per family: its name, its label names, and their order in a line (sorted by name).
+        self._layouts = tuple(
+            (metric, labels, sorted(range(len(labels)), key=labels.__getitem__)) for metric, _, labels in _FAMILIES
+        )
         self._lock = threading.Lock()
 
     def describe(self) -> Iterable[Metric]:
@@ -202,13 +207,28 @@ class PolicyCollector(Collector):
         return "".join(header + "".join(body) for header, body in zip(self._headers, lines, strict=True)).encode()
 
     def _render(self, namespace: str, name: str, status: Mapping[str, Any]) -> tuple[str, ...]:
-        """One monitor's sample lines per family (the families' HELP and TYPE lines left out)."""
-        return tuple(
-            "".join(_sample_line(family.name, family_labels, labels, number) for labels, number in samples)
-            for family, family_labels, samples in zip(
-                self._families(), self._label_names, _monitor_samples(namespace, name, status), strict=True
+        """One monitor's sample lines per family (the families' HELP and TYPE lines left out), as prometheus_client
+        writes them (a unit test compares the two): labels sorted by name, values escaped, numbers as Go prints
+        them. Each ``name="value"`` is escaped once per monitor: the same few recur in all its lines."""
+        fragments: dict[tuple[str, str], str] = {}
+
+        def fragment(label: str, value: str) -> str:
+            known = fragments.get((label, value))
+            if known is None:
+                known = fragments[(label, value)] = f'{label}="{_escape_label_value(value)}"'
+            return known
+
+        texts = []
+        for (metric, names, order), samples in zip(
+            self._layouts, _monitor_samples(namespace, name, status), strict=True
+        ):
+            texts.append(
+                "".join(
+                    f"{metric}{{{','.join([fragment(names[i], labels[i]) for i in order])}}} {_go_float(number)}\n"
+                    for labels, number in samples
+                )
             )
-        )
+        return tuple(texts)
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily]:
