@@ -661,8 +661,8 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, i
 
     Returns the wall seconds of each repeat, the queries sent per repeat (the last repeat's: the first also
     counts each query's series), how many policies got values and the most series in one answer. The queries are
-    split as the operator splits them, with its default series budget (kept across the repeats, as the operator
-    keeps it across cycles).
+    split as the operator splits them, with its series budget (MODELMONITOR_MAX_SERIES_PER_ANSWER, kept across the
+    repeats as the operator keeps it across cycles).
     """
     requests = []
     for i in range(rig.plan.monitors):
@@ -680,7 +680,7 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, i
             )
     client = PrometheusClient(PrometheusSettings(url=rig.prometheus_url, timeout_seconds=30))
     counting = CountingQuerier(client)
-    book = SeriesBook(budget=OperatorSettings().max_series_per_answer)
+    book = SeriesBook(budget=OperatorSettings.from_env().max_series_per_answer)
     times: list[float] = []
     queries = values = 0
     try:

@@ -4,7 +4,7 @@ series budget, `split`), split the answers per monitor."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -81,31 +81,7 @@ def measure(
     #: A failed count of a query's series: the error of every request that needs the query, which is not sent.
     uncounted: dict[str, QueryResult] = {}
     if book is not None:
-        # First the size of each new query's whole answer; then, for those that do not fit, the size of each
-        # model asked for that is not known yet. Both cost queries in a query's first cycle only (and in the
-        # cycle a new model comes).
-        totals = {total(text): text for text in splittable if not book.known(text)}
-        for count_text, answer in _send(prometheus, list(totals), at, max_parallel, sent).items():
-            if answer.ok:
-                book.learn_total(totals[count_text], sum(int(s.value) for s in answer.samples))
-            else:
-                uncounted[totals[count_text]] = answer
-        counts: dict[str, tuple[str, Part]] = {}
-        for text in splittable:
-            if text not in uncounted and not book.fits(text):
-                for part in book.counting_parts(text, wanted[text]):
-                    counts[counting(restricted(text, part.restriction))] = (text, part)
-        for count_text, answer in _send(prometheus, list(counts), at, max_parallel, sent).items():
-            text, part = counts[count_text]
-            if answer.ok:
-                book.learn(text, answer.samples, part.models, whole=False, counted=True)
-            else:
-                uncounted.setdefault(text, answer)
-        for text in splittable:
-            if text not in uncounted:
-                split = book.plan(text, sorted(wanted[text]))
-                if split is not None:
-                    parts[text] = split
+        parts, uncounted = _split(book, splittable, wanted, restricted, prometheus, at, max_parallel, sent)
 
     texts = [text for text in dict.fromkeys([*batched, *templated]) if text not in parts and text not in uncounted]
     part_texts = {
@@ -173,6 +149,49 @@ def measure(
         largest_answer=max((len(answer.samples) for answer in sent), default=0),
         split_queries=len(parts),
     )
+
+
+def _split(
+    book: SeriesBook,
+    texts: Sequence[str],
+    wanted: Mapping[str, set[ModelKey]],
+    restricted: Callable[[str, Restriction], str],
+    prometheus: PrometheusQuerier,
+    at: datetime,
+    max_parallel: int,
+    sent: list[QueryResult],
+) -> tuple[dict[str, list[Part]], dict[str, QueryResult]]:
+    """The parts of each batched query in ``texts`` whose answer would pass the budget; and the failed counts.
+
+    First the size of each new query's whole answer; then, for those that do not fit, the size of each model
+    asked for that is not known yet. Both cost queries in a query's first cycle only (and in the cycle a new
+    model comes). A query whose count failed is not sent: the count's error is its answer.
+    """
+    uncounted: dict[str, QueryResult] = {}
+    totals = {total(text): text for text in texts if not book.known(text)}
+    for count_text, answer in _send(prometheus, list(totals), at, max_parallel, sent).items():
+        if answer.ok:
+            book.learn_total(totals[count_text], sum(int(s.value) for s in answer.samples))
+        else:
+            uncounted[totals[count_text]] = answer
+    counts: dict[str, tuple[str, Part]] = {}
+    for text in texts:
+        if text not in uncounted and not book.fits(text):
+            for part in book.counting_parts(text, wanted[text]):
+                counts[counting(restricted(text, part.restriction))] = (text, part)
+    for count_text, answer in _send(prometheus, list(counts), at, max_parallel, sent).items():
+        text, part = counts[count_text]
+        if answer.ok:
+            book.learn(text, answer.samples, part.models, whole=False, counted=True)
+        else:
+            uncounted.setdefault(text, answer)
+    parts: dict[str, list[Part]] = {}
+    for text in texts:
+        if text not in uncounted:
+            split = book.plan(text, sorted(wanted[text]))
+            if split is not None:
+                parts[text] = split
+    return parts, uncounted
 
 
 def _send(
