@@ -105,7 +105,7 @@ def quote_regex(value: str) -> str:
 
 def matches_any(name: str, values: Sequence[str]) -> str:
     """A matcher selecting exactly the series whose label ``name`` is one of ``values``: ``name="a"`` for one,
-    a literal alternation ``name=~"a|b"`` (which Prometheus matches as a set) for several."""
+    a literal alternation ``name=~"a|b"`` for several (each value regex-escaped, so it matches itself only)."""
     if not values:
         raise ValueError(f"label {name!r}: a matcher needs at least one value")
     validate_label_name(name)

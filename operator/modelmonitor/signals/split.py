@@ -4,8 +4,9 @@ A batched query asks for every model's series at once (one query per signal kind
 monitors). Its answer grows with the models in Prometheus: a latency histogram is about 9 series per model, so at
 11,000 models one answer passes 100,000 series, which costs Prometheus, the wire and the operator's memory more
 than it should. When a query's answer would pass the budget, it is sent in parts instead, each restricted to some
-of the models this replica measures (``namespace=~"..."``, ``model=~"..."`` literal alternations) and sized to
-fit; below the budget the query stays one unrestricted query, as before.
+of the models this replica measures (``namespace=~"..."``, ``model=~"..."`` literal alternations, which cost
+Prometheus no more than the whole query: docs/operator.md) and sized to fit; below the budget the query stays one
+unrestricted query, as before.
 
 The sizes come from the answers themselves: a `SeriesBook` remembers, per query, how many series its whole answer
 and each (namespace, model) had in the last answers. A query never sent before is first counted with
