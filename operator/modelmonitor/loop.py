@@ -206,7 +206,7 @@ class Evaluator:
         self._writer = ThreadPoolExecutor(max_workers=settings.write_parallelism, thread_name_prefix="status")
         #: Series per model of each batched query, per Prometheus client (by identity; the client is kept so its
         #: id cannot be reused while its book is): what sizes the parts of a split query.
-        self._books: dict[int, tuple[PrometheusQuerier, SeriesBook]] = {}
+        self._books: dict[Hashable, tuple[PrometheusQuerier, SeriesBook]] = {}
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -253,10 +253,10 @@ class Evaluator:
         self._books = {key: held for key, held in self._books.items() if self.connections.holds(held[0])}
 
         results: dict[SignalRequest, Measurement] = {}
-        for client, requests in groups.values():
-            book = self._books.setdefault(id(client), (client, SeriesBook(budget=self.settings.max_series_per_answer)))[
-                1
-            ]
+        for key, (client, requests) in groups.items():
+            if key not in self._books:
+                self._books[key] = (client, SeriesBook(budget=self.settings.max_series_per_answer))
+            book = self._books[key][1]
             measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
             report.measurements.append(measured)
             report.queries += measured.queries
