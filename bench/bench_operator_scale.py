@@ -89,7 +89,8 @@ from synthetic_exporter import model_name
 from modelmonitor.adapters.kubernetes import KubernetesClient
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings, QueryResult
 from modelmonitor.policy.model import MeasurementKind
-from modelmonitor.signals import SignalRequest, measure
+from modelmonitor.settings import OperatorSettings
+from modelmonitor.signals import SeriesBook, SignalRequest, measure
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster.build import kubectl_binary
 from modelmonitor_sandbox.devcluster.processes import free_port
@@ -658,8 +659,10 @@ class CountingQuerier:
 def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, int]:
     """The query phase alone, with the operator's own `measure` and Prometheus client, for all N monitors.
 
-    Returns the wall seconds of each repeat, the queries sent per repeat, how many policies got values and the
-    most series in one answer (each replica sends these same queries, whatever its share).
+    Returns the wall seconds of each repeat, the queries sent per repeat (the last repeat's: the first also
+    counts each query's series), how many policies got values and the most series in one answer. The queries are
+    split as the operator splits them, with its series budget (MODELMONITOR_MAX_SERIES_PER_ANSWER, kept across the
+    repeats as the operator keeps it across cycles).
     """
     requests = []
     for i in range(rig.plan.monitors):
@@ -677,12 +680,13 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, i
             )
     client = PrometheusClient(PrometheusSettings(url=rig.prometheus_url, timeout_seconds=30))
     counting = CountingQuerier(client)
+    book = SeriesBook(budget=OperatorSettings.from_env().max_series_per_answer)
     times: list[float] = []
     queries = values = 0
     try:
         for _ in range(repeats):
             started = time.monotonic()
-            measured = measure(requests, counting, max_parallel=4)  # the operator's default query parallelism
+            measured = measure(requests, counting, max_parallel=OperatorSettings().query_parallelism, book=book)
             times.append(time.monotonic() - started)
             queries = measured.queries
             values = sum(1 for r in measured.results.values() if r.kind is MeasurementKind.VALUES)

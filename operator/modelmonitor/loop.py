@@ -31,7 +31,7 @@ from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.sharding import Ownership, Standalone, fraction
-from modelmonitor.signals import CycleMeasurements, SignalRequest, measure
+from modelmonitor.signals import CycleMeasurements, SeriesBook, SignalRequest, measure
 
 log = logging.getLogger("modelmonitor.loop")
 
@@ -168,6 +168,8 @@ class CycleReport:
     owned: int = 0
     queries: int = 0
     failed_queries: int = 0
+    #: Series in the largest Prometheus answer of the cycle.
+    largest_answer: int = 0
     write_errors: int = 0
     seconds: float = 0.0
     measurements: list[CycleMeasurements] = field(default_factory=list)
@@ -202,6 +204,9 @@ class Evaluator:
             factory=prometheus_factory,
         )
         self._writer = ThreadPoolExecutor(max_workers=settings.write_parallelism, thread_name_prefix="status")
+        #: Series per model of each batched query, per Prometheus client (by identity; the client is kept so its
+        #: id cannot be reused while its book is): what sizes the parts of a split query.
+        self._books: dict[Hashable, tuple[PrometheusQuerier, SeriesBook]] = {}
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -243,15 +248,20 @@ class Evaluator:
                 connection_errors[entry.key] = f"cannot reach Prometheus: {exc}"
                 continue
             groups.setdefault(id(client), (client, []))[1].extend(monitor.requests)
-        # Clients and cached Secrets of deleted monitors are closed and dropped.
+        # Clients and cached Secrets of deleted monitors are closed and dropped, and so are their books.
         self.connections.retain(entry.key for entry in self.registry.all())
+        self._books = {key: held for key, held in self._books.items() if self.connections.holds(held[0])}
 
         results: dict[SignalRequest, Measurement] = {}
-        for client, requests in groups.values():
-            measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism)
+        for key, (client, requests) in groups.items():
+            if key not in self._books:
+                self._books[key] = (client, SeriesBook(budget=self.settings.max_series_per_answer))
+            book = self._books[key][1]
+            measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
             report.measurements.append(measured)
             report.queries += measured.queries
             report.failed_queries += measured.failed_queries
+            report.largest_answer = max(report.largest_answer, measured.largest_answer)
             results.update(measured.results)
 
         # Which monitors yield to an older one changing the same workload: from every known monitor, not only

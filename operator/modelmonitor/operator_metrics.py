@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from modelmonitor.policy import Phase, State
 
@@ -69,15 +71,107 @@ def _spec_invalid(status: Mapping[str, Any]) -> bool:
     )
 
 
-class PolicyCollector(Collector):
-    """One series set per monitor and policy, built fresh at every scrape from the loop's last statuses.
+#: One monitor's samples, per family of `PolicyCollector` (phase, state, value, threshold): (labels, value) pairs.
+_MonitorSamples = tuple[list[tuple[list[str], float]], ...]
 
-    Nothing is kept between scrapes, so a deleted monitor or a policy removed from a spec disappears from the
-    next scrape by itself. A monitor whose spec is invalid shows only its phase: its policies are not evaluated.
+
+def _monitor_samples(namespace: str, name: str, status: Mapping[str, Any]) -> _MonitorSamples:
+    """The series one monitor's status gives, per family (none before its first evaluation)."""
+    phase: list[tuple[list[str], float]] = []
+    state: list[tuple[list[str], float]] = []
+    value: list[tuple[list[str], float]] = []
+    threshold: list[tuple[list[str], float]] = []
+    samples = (phase, state, value, threshold)
+    current_phase = status.get("phase")
+    if current_phase not in _PHASES:
+        return samples  # never evaluated yet: nothing to show
+    for known in _PHASES:
+        phase.append(([namespace, name, known], 1.0 if known == current_phase else 0.0))
+    if _spec_invalid(status):
+        return samples
+    for entry in status.get("policies") or ():
+        if not isinstance(entry, Mapping):
+            continue
+        policy, current_state = entry.get("name"), entry.get("state")
+        if not isinstance(policy, str) or current_state not in _STATES:
+            continue
+        labels = [namespace, name, policy]
+        for known in _STATES:
+            state.append(([*labels, known], 1.0 if known == current_state else 0.0))
+        measured = _number(entry.get("value"))
+        if measured is not None and current_state not in _NO_VALUE_STATES:
+            value.append((labels, measured))
+        in_force = _number(entry.get("threshold"))
+        if in_force is not None:
+            threshold.append((labels, in_force))
+    return samples
+
+
+def _shown(status: Mapping[str, Any]) -> tuple[object, ...]:
+    """What of a status its series show: equal for two statuses whose series are the same. Cheap (no labels, no
+    text), so a scrape can tell which monitors changed without rendering them."""
+    policies = status.get("policies") or ()
+    return (
+        status.get("phase"),
+        _spec_invalid(status),
+        tuple(
+            (p.get("name"), p.get("state"), p.get("value"), p.get("threshold")) if isinstance(p, Mapping) else None
+            for p in policies
+        ),
+    )
+
+
+class _Families:
+    """A fixed list of metric families, as the exposition functions take a registry."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _go_float(number: float) -> str:
+    """A sample value as prometheus_client writes it; the 0 and 1 of the state series without a call."""
+    if number == 1.0:
+        return "1.0"
+    if number == 0.0:
+        return "0.0"
+    return str(floatToGoString(number))  # type: ignore[no-untyped-call]
+
+
+def _text(family: Metric) -> str:
+    """``family`` in the text format, by prometheus_client itself (HELP and TYPE lines first)."""
+    return generate_latest(_Families([family])).decode()
+
+
+class PolicyCollector(Collector):
+    """One series set per monitor and policy, from the loop's last statuses, at every scrape.
+
+    A deleted monitor or a policy removed from a spec disappears from the next scrape by itself. A monitor whose
+    spec is invalid shows only its phase: its policies are not evaluated.
+
+    Two ways out: `collect` (for a registry: families built fresh) and `exposition` (for /metrics: the text,
+    each monitor's lines rendered once and kept until its series change). With 10,000 monitors the families hold
+    about 300,000 samples, which prometheus_client takes seconds to format; most statuses do not change between
+    two scrapes, so a scrape mostly joins kept text.
     """
 
     def __init__(self, monitors: KnownMonitors) -> None:
         self._monitors = monitors
+        #: Per monitor: what its series show, and their lines per family.
+        self._rendered: dict[tuple[str, str], tuple[tuple[object, ...], tuple[str, ...]]] = {}
+        families = self._families()
+        self._headers = tuple(_text(family) for family in families)
+        #: Per family: its name, its label names, and their order in a line (sorted by name).
+        self._layouts = tuple(
+            (metric, labels, sorted(range(len(labels)), key=labels.__getitem__)) for metric, _, labels in _FAMILIES
+        )
+        self._lock = threading.Lock()
 
     def describe(self) -> Iterable[Metric]:
         # The names, without samples: lets a registry detect a clash without calling collect() (the default
@@ -85,74 +179,114 @@ class PolicyCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        phase, state, value, threshold = families = self._families()
+        families = self._families()
         for monitor in self._monitors.all():
-            namespace, name, status = monitor.namespace, monitor.name, monitor.status
-            current_phase = status.get("phase")
-            if current_phase not in _PHASES:
-                continue  # never evaluated yet: nothing to show
-            for known in _PHASES:
-                phase.add_metric([namespace, name, known], 1.0 if known == current_phase else 0.0)
-            if _spec_invalid(status):
-                continue
-            for entry in status.get("policies") or ():
-                if not isinstance(entry, Mapping):
-                    continue
-                policy, current_state = entry.get("name"), entry.get("state")
-                if not isinstance(policy, str) or current_state not in _STATES:
-                    continue
-                labels = [namespace, name, policy]
-                for known in _STATES:
-                    state.add_metric([*labels, known], 1.0 if known == current_state else 0.0)
-                measured = _number(entry.get("value"))
-                if measured is not None and current_state not in _NO_VALUE_STATES:
-                    value.add_metric(labels, measured)
-                in_force = _number(entry.get("threshold"))
-                if in_force is not None:
-                    threshold.add_metric(labels, in_force)
+            for family, samples in zip(
+                families, _monitor_samples(monitor.namespace, monitor.name, monitor.status), strict=True
+            ):
+                for labels, number in samples:
+                    family.add_metric(labels, number)
         return families
+
+    def exposition(self) -> bytes:
+        """The four families in the text format; a monitor's lines are rendered again only when its series
+        change."""
+        with self._lock:
+            rendered: dict[tuple[str, str], tuple[tuple[object, ...], tuple[str, ...]]] = {}
+            lines: tuple[list[str], ...] = tuple([] for _ in self._headers)
+            for monitor in self._monitors.all():
+                key, shown = (monitor.namespace, monitor.name), _shown(monitor.status)
+                known = self._rendered.get(key)
+                if known is None or known[0] != shown:
+                    known = (shown, self._render(monitor.namespace, monitor.name, monitor.status))
+                rendered[key] = known
+                for family_lines, text in zip(lines, known[1], strict=True):
+                    if text:
+                        family_lines.append(text)
+            self._rendered = rendered
+        return "".join(header + "".join(body) for header, body in zip(self._headers, lines, strict=True)).encode()
+
+    def _render(self, namespace: str, name: str, status: Mapping[str, Any]) -> tuple[str, ...]:
+        """One monitor's sample lines per family (the families' HELP and TYPE lines left out), as prometheus_client
+        writes them (a unit test compares the two): labels sorted by name, values escaped, numbers as Go prints
+        them. Each ``name="value"`` is escaped once per monitor: the same few recur in all its lines."""
+        fragments: dict[tuple[str, str], str] = {}
+
+        def fragment(label: str, value: str) -> str:
+            known = fragments.get((label, value))
+            if known is None:
+                known = fragments[(label, value)] = f'{label}="{_escape_label_value(value)}"'
+            return known
+
+        texts = []
+        for (metric, names, order), samples in zip(
+            self._layouts, _monitor_samples(namespace, name, status), strict=True
+        ):
+            texts.append(
+                "".join(
+                    f"{metric}{{{','.join([fragment(names[i], labels[i]) for i in order])}}} {_go_float(number)}\n"
+                    for labels, number in samples
+                )
+            )
+        return tuple(texts)
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily]:
-        monitor_labels = ["namespace", "monitor"]
-        policy_labels = [*monitor_labels, "policy"]
-        return [
-            GaugeMetricFamily(
-                "modelmonitor_monitor_phase",
-                "1 for the monitor's current phase (status.phase), 0 for the others",
-                labels=[*monitor_labels, "phase"],
-            ),
-            GaugeMetricFamily(
-                "modelmonitor_policy_state",
-                "1 for the policy's current state (status.policies[].state), 0 for the others",
-                labels=[*policy_labels, "state"],
-            ),
-            GaugeMetricFamily(
-                "modelmonitor_policy_value",
-                "the policy's measured value (status.policies[].value); absent while NoData or Error",
-                labels=policy_labels,
-            ),
-            GaugeMetricFamily(
-                "modelmonitor_policy_threshold",
-                "the threshold in force (status.policies[].threshold: clearThreshold while firing)",
-                labels=policy_labels,
-            ),
-        ]
+        return [GaugeMetricFamily(name, documentation, labels=labels) for name, documentation, labels in _FAMILIES]
 
 
+_MONITOR_LABELS = ("namespace", "monitor")
+_POLICY_LABELS = (*_MONITOR_LABELS, "policy")
+#: The families of `PolicyCollector`: name, help, label names.
+_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "modelmonitor_monitor_phase",
+        "1 for the monitor's current phase (status.phase), 0 for the others",
+        (*_MONITOR_LABELS, "phase"),
+    ),
+    (
+        "modelmonitor_policy_state",
+        "1 for the policy's current state (status.policies[].state), 0 for the others",
+        (*_POLICY_LABELS, "state"),
+    ),
+    (
+        "modelmonitor_policy_value",
+        "the policy's measured value (status.policies[].value); absent while NoData or Error",
+        _POLICY_LABELS,
+    ),
+    (
+        "modelmonitor_policy_threshold",
+        "the threshold in force (status.policies[].threshold: clearThreshold while firing)",
+        _POLICY_LABELS,
+    ),
+)
 _PHASES = tuple(p.value for p in Phase)
 _STATES = tuple(s.value for s in State)
 
 
+class _Forward(Collector):
+    """Another registry's series, as one collector of this one."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()
+
+
 class OperatorMetrics:
-    """Counters of what the loop does, and the policies of ``monitors`` when given. Pass a fresh registry in
-    tests."""
+    """Counters of what the loop does, and the policies of ``monitors`` when given, all in ``registry`` (pass a
+    fresh one in tests). /metrics serves `exposition`: the same series, the policies' from rendered text."""
 
     def __init__(self, registry: CollectorRegistry | None = None, monitors: KnownMonitors | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        if monitors is not None:
-            r.register(PolicyCollector(monitors))
+        #: The loop's own counters and gauges; ``registry`` reaches them through a forwarding collector.
+        self._own = CollectorRegistry()
+        self.registry.register(_Forward(self._own))
+        self._policies = PolicyCollector(monitors) if monitors is not None else None
+        if self._policies is not None:
+            self.registry.register(self._policies)
+        r = self._own
         self.cycles = Counter("modelmonitor_operator_cycles", "evaluation cycles run", registry=r)
         self.evaluations = Counter(
             "modelmonitor_operator_evaluations", "monitors evaluated (valid and invalid)", ["result"], registry=r
@@ -174,6 +308,12 @@ class OperatorMetrics:
         self.queries_last_cycle = Gauge(
             "modelmonitor_operator_queries_last_cycle",
             "PromQL queries sent in the last cycle that evaluated",
+            registry=r,
+        )
+        self.largest_answer = Gauge(
+            "modelmonitor_operator_largest_answer_series",
+            "series in the largest Prometheus answer of the last cycle that evaluated (a batched query is split "
+            "when its answer would pass MODELMONITOR_MAX_SERIES_PER_ANSWER)",
             registry=r,
         )
         self.cycle_seconds = Histogram(
@@ -226,6 +366,7 @@ class OperatorMetrics:
             self.evaluations.labels("invalid").inc(report.invalid)
             self.queries.inc(report.queries)
             self.queries_last_cycle.set(report.queries)
+            self.largest_answer.set(report.largest_answer)
             self.cycle_seconds.observe(report.seconds)
             if report.failed_queries:
                 self.errors.labels("prometheus").inc(report.failed_queries)
@@ -249,6 +390,11 @@ class OperatorMetrics:
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
 
+    def exposition(self) -> bytes:
+        """What /metrics serves: every series of ``registry``, in the text format."""
+        policies = self._policies.exposition() if self._policies is not None else b""
+        return generate_latest(self._own) + policies
+
     def seconds_since_last_cycle(self) -> float | None:
         """Seconds since the last cycle completed; None while none has."""
         if self.last_cycle_monotonic is None:
@@ -262,7 +408,7 @@ def health_app(metrics: OperatorMetrics, stall_seconds: float) -> web.Applicatio
 
     async def metrics_handler(_request: web.Request) -> web.Response:
         # Off the event loop: with thousands of policies, rendering takes long enough to delay Kopf's watch.
-        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        body = await asyncio.to_thread(metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ Pure: no I/O, nothing but the standard library.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from modelmonitor import durations
@@ -24,6 +24,7 @@ __all__ = [
     "PromQLTemplateError",
     "Template",
     "label_matchers",
+    "matches_any",
     "quote",
     "quote_regex",
     "regex_escape",
@@ -100,6 +101,17 @@ def regex_escape(value: str) -> str:
 def quote_regex(value: str) -> str:
     """A PromQL string literal for a regex matcher that matches exactly ``value``."""
     return quote(regex_escape(value))
+
+
+def matches_any(name: str, values: Sequence[str]) -> str:
+    """A matcher selecting exactly the series whose label ``name`` is one of ``values``: ``name="a"`` for one,
+    a literal alternation ``name=~"a|b"`` for several (each value regex-escaped, so it matches itself only)."""
+    if not values:
+        raise ValueError(f"label {name!r}: a matcher needs at least one value")
+    validate_label_name(name)
+    if len(values) == 1:
+        return f"{name}={quote(values[0])}"
+    return f"{name}=~" + quote("|".join(regex_escape(value) for value in values))
 
 
 def validate_label_name(name: str) -> str:

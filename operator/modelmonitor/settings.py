@@ -43,6 +43,9 @@ class OperatorSettings:
     tick_seconds: float = field(default=1.0, metadata={"env": "MODELMONITOR_TICK_SECONDS"})
     #: Queries in flight at once per Prometheus.
     query_parallelism: int = field(default=4, metadata={"env": "MODELMONITOR_QUERY_PARALLELISM"})
+    #: The most series one Prometheus answer may hold: a batched query whose answer would hold more (a fleet of
+    #: many models) is sent in parts, each restricted to some of the models this replica measures.
+    max_series_per_answer: int = field(default=100_000, metadata={"env": "MODELMONITOR_MAX_SERIES_PER_ANSWER"})
     #: Status patches in flight at once (the API server's fairness limits apply beyond that).
     write_parallelism: int = field(default=8, metadata={"env": "MODELMONITOR_WRITE_PARALLELISM"})
     #: A monitor's status is written when its states, conditions or actions change (at once), and otherwise only
@@ -92,7 +95,7 @@ class OperatorSettings:
                 values[f.name] = _seconds(raw, name)
             elif f.name == "status_heartbeat_seconds":
                 values[f.name] = 0.0 if raw in ("0", "0.0") else _seconds(raw, name)
-            elif f.name in ("query_parallelism", "write_parallelism"):
+            elif f.name in ("query_parallelism", "write_parallelism", "max_series_per_answer"):
                 if not raw.isdigit() or int(raw) < 1:
                     raise ValueError(f"{name}={raw!r}: expected a positive integer")
                 values[f.name] = int(raw)

@@ -120,6 +120,7 @@ def test_the_chart_refuses_clusters_older_than_the_crd_needs() -> None:
         ("prometheus.url=prometheus:9090", "/prometheus/url"),
         ("watchNamespaces[0]=Team_A", "/watchNamespaces/0"),
         ("settings.queryParallelism=0", "/settings/queryParallelism"),
+        ("settings.maxSeriesPerAnswer=0", "/settings/maxSeriesPerAnswer"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("metrics.port=80", "/metrics/port"),
     ],
@@ -315,6 +316,15 @@ def test_the_operator_reads_its_settings_from_the_values() -> None:
     assert settings.tick_seconds == 2
     assert settings.stall_seconds == 300
     assert settings.secret_ttl_seconds == 60
+    assert settings.max_series_per_answer == 100_000
+
+
+def test_a_large_series_budget_reaches_the_operator_as_an_integer(tmp_path: Path) -> None:
+    """Helm reads a values file's numbers as floats: without `int` a budget of 2,000,000 would be 2e+06."""
+    values = tmp_path / "values.yaml"
+    values.write_text("settings:\n  maxSeriesPerAnswer: 2000000\n")
+    settings = OperatorSettings.from_env(_env(render(values)))
+    assert settings.max_series_per_answer == 2_000_000
 
 
 def test_decimals_given_with_set_are_accepted() -> None:

@@ -289,3 +289,31 @@ def test_the_later_of_two_monitors_scaling_one_deployment_yields_until_the_older
     kube, _prometheus, actions, _ = run_cycle(registry=registry)
     assert [(c.name, c.conflict_with) for c in actions.contexts] == [("aa-later", None)]
     assert conflict_condition(kube, "aa-later")["status"] == "False"
+
+
+def test_the_series_sizes_are_kept_across_cycles_so_only_the_first_counts() -> None:
+    """A budget below the fake's answers (4 and 6 series) splits the batched queries: the first
+    cycle counts them, later cycles reuse what the answers taught; the statuses are those of whole queries."""
+    registry = Registry()
+    registry.upsert(monitor("a"))
+    kube, prometheus = RecordingKube(), FakePrometheus("ml")
+    clock = [NOW]
+    evaluator = Evaluator(
+        OperatorSettings(max_series_per_answer=3), registry, kube, NoActions(), OperatorMetrics(),
+        prometheus_factory=lambda _settings: prometheus, clock=lambda: clock[0],
+    )  # fmt: skip
+    try:
+        first = evaluator.cycle()
+        counted = len(prometheus.queries)
+        clock[0] += 30
+        second = evaluator.cycle()
+    finally:
+        evaluator.close()
+    assert any(q.startswith("count (") for q in prometheus.queries[:counted])
+    later = prometheus.queries[counted:]
+    assert later and not any(q.startswith("count") for q in later)
+    assert all('model="fraud"' in q for q in later)  # every query split, to this monitor's model
+    assert second.queries == len(later) < first.queries
+    whole, _, _, _ = run_cycle(monitor("a"))
+    values = [{p["name"]: p.get("value") for p in status["policies"]} for _, _, status in kube.statuses]
+    assert values[0] == {p["name"]: p.get("value") for p in whole.statuses[0][2]["policies"]}

@@ -275,3 +275,35 @@ def test_healthz_is_unhealthy_while_the_lease_renewal_is_overdue_and_healthy_aga
     assert asyncio.run(healthz()) == (503, "not evaluating: the Lease was last renewed 12 s ago\n")
     overdue[0] = None
     assert asyncio.run(healthz()) == (200, "ok\n")
+
+
+def test_the_served_text_is_prometheus_clients_and_follows_every_status_change() -> None:
+    """/metrics serves `exposition` (each monitor's lines kept until its series change): it must say exactly
+    what prometheus_client says for the same statuses, before and after changes."""
+    measured = {"accuracy": Measurement.value(0.80, 500), "latency": Measurement.value(1 / 3, 900)}
+    odd = Rule('it\'s "odd" \\ \n', ">", 1e21, window="5m")
+    invalid = render_invalid_status("invalid spec: bad template", now=T0, prior_status=status_after([measured]))
+    monitors = Registry()
+    for watched in (
+        body("fraud", status_after([measured])),
+        body("idle", status_after([{"accuracy": Measurement.no_data("no series")}])),
+        body("broken", invalid),
+        body("odd", status_after([{odd.name: Measurement.value(2e21, 10)}], odd), namespace="other"),
+        body("new", {}),
+    ):
+        monitors.upsert(watched)
+    metrics = OperatorMetrics(CollectorRegistry(), monitors=monitors)
+    metrics.cycle_done(CycleReport(evaluated=5, queries=4, seconds=0.5, largest_answer=12), 5)
+    first = metrics.exposition()
+    assert first == generate_latest(metrics.registry)
+    assert b'policy="it\'s \\"odd\\" \\\\ \\n"' in first and b"2e+21" in first
+    assert metrics.exposition() == first  # kept text, same answer
+
+    fraud = next(e for e in monitors.all() if e.name == "fraud")
+    monitors.record_written(fraud, status_after([measured, {"accuracy": Measurement.value(0.5, 500)}]), 0.0)
+    monitors.remove("other", "odd")
+    changed = metrics.exposition()
+    assert changed == generate_latest(metrics.registry) != first
+    assert b'monitor="odd"' not in changed
+    assert b'modelmonitor_policy_value{monitor="fraud",namespace="ml",policy="accuracy"} 0.5\n' in changed
+    assert b"modelmonitor_operator_largest_answer_series 12.0" in changed

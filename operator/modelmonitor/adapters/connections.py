@@ -281,6 +281,11 @@ class Connections:
         for client in clients:
             _close(client)
 
+    def holds(self, client: PrometheusQuerier) -> bool:
+        """Whether ``client`` is still open here (some monitor uses it)."""
+        with self._lock:
+            return any(held is client for held in self._clients.values())
+
     @property
     def open_clients(self) -> int:
         """How many clients are open."""

@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 from modelmonitor.tlsfiles import TlsFiles
 
 __all__ = [
+    "LONG_QUERY",
     "ErrorKind",
     "PrometheusClient",
     "PrometheusQuerier",
@@ -284,6 +285,11 @@ def _snippet(body: bytes) -> str:
     return text if len(text) <= _BODY_SNIPPET else text[:_BODY_SNIPPET] + "…"
 
 
+#: Queries longer than this (characters) are sent by POST whatever the method set: a query split by models
+#: lists thousands of names, and servers and proxies cap the length of a URL (8 KiB is common).
+LONG_QUERY = 4000
+
+
 # --- the real client ---------------------------------------------------------------------------------------
 
 
@@ -315,7 +321,8 @@ class PrometheusSettings:
     #: Seconds to wait for a connection and for the answer; also sent to Prometheus as the query's own
     #: ``timeout`` so it stops evaluating a query nobody waits for.
     timeout_seconds: float = 10.0
-    #: ``GET`` or ``POST`` (form-encoded; for long queries behind proxies that cap URL length).
+    #: ``GET`` or ``POST`` (form-encoded; for long queries behind proxies that cap URL length). Queries longer
+    #: than ``LONG_QUERY`` characters go by POST either way.
     method: Literal["GET", "POST"] = "GET"
     #: Retries after a refused connection or a 502/503/504, with a short backoff. Never after a read timeout:
     #: re-sending a slow query doubles the load on a struggling Prometheus.
@@ -432,13 +439,14 @@ class PrometheusClient:
 
     def _call(self, endpoint: str, params: Mapping[str, str], promql: str) -> QueryResult:
         connection = self.connection
+        method = "POST" if len(promql) > LONG_QUERY else self.settings.method
         started = time.monotonic()
         try:
             response = self.session.request(
-                method=self.settings.method,
+                method=method,
                 url=f"{self._base}/api/v1/{endpoint}",
-                params=params if self.settings.method == "GET" else None,
-                data=params if self.settings.method == "POST" else None,
+                params=params if method == "GET" else None,
+                data=params if method == "POST" else None,
                 headers=connection.headers,
                 auth=connection.auth,
                 timeout=self.settings.timeout_seconds,

@@ -24,10 +24,14 @@ query is an Error for every request that needed it, never NoData.
 
 The metric names come from `modelmonitor.metricnames`, which the sidecar exports from.
 
+Split when large: a batched query whose answer would hold more series than a budget (100,000 by default) is sent
+in parts, each restricted to some of the models asked for (`split`); the queries per cycle then grow with the
+series over the budget, and each replica of several asks for its own share only.
+
 Modules: `request` (what is asked, what a cycle returns), `planning` (which queries), `answers` (splitting per
-monitor), `measure` (the cycle), and one module per family of signals: `quality`, `fairness`, `traffic`,
-`dataquality`, `drift`, `resources`, `template`, `coverage` (labelCoverage), `multiclass`, `regression`,
-`estimated` (estimatedAccuracy, estimatedPrecision, estimatedRecall).
+monitor), `split` (splitting a query by models), `measure` (the cycle), and one module per family of signals:
+`quality`, `fairness`, `traffic`, `dataquality`, `drift`, `resources`, `template`, `coverage` (labelCoverage),
+`multiclass`, `regression`, `estimated` (estimatedAccuracy, estimatedPrecision, estimatedRecall).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from modelmonitor.api.spec import DRIFT_SIGNALS
 from modelmonitor.metricnames import PREDICTION_FEATURE
 from modelmonitor.signals.measure import measure
 from modelmonitor.signals.request import BUILTIN_SIGNALS, FLEET_DRIFT_METHODS, CycleMeasurements, SignalRequest
+from modelmonitor.signals.split import SeriesBook
 
 __all__ = [
     "BUILTIN_SIGNALS",
@@ -43,6 +48,7 @@ __all__ = [
     "FLEET_DRIFT_METHODS",
     "PREDICTION_FEATURE",
     "CycleMeasurements",
+    "SeriesBook",
     "SignalRequest",
     "measure",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from modelmonitor.adapters.prometheus import QueryResult, Sample
 from modelmonitor.policy.model import Measurement, MeasurementKind, Series
-from modelmonitor.promql import quote
+from modelmonitor.promql import matches_any, quote
 from modelmonitor.signals.request import SignalRequest
 
 
@@ -54,23 +54,48 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Restriction:
+    """The models one part of a split batched query asks for (`modelmonitor.signals.split`): every series
+    selector of the query gets a ``namespace`` and a ``model`` matcher listing them."""
+
+    namespaces: tuple[str, ...]
+    models: tuple[str, ...]
+
+    def matchers(self, *, models: bool = True) -> tuple[str, ...]:
+        """The matchers; without the model one for series that know pods, not models (cAdvisor's)."""
+        namespace = matches_any("namespace", self.namespaces)
+        return (namespace, matches_any("model", self.models)) if models else (namespace,)
+
+
+@dataclass(frozen=True)
 class Grouping:
-    """The ``by (...)`` labels that tell the monitors of one batch apart."""
+    """The ``by (...)`` labels that tell the monitors of one batch apart, and which models the query asks for."""
 
     #: ``namespace, model`` plus ``version`` for monitors that name one.
     keys: tuple[str, ...]
     #: The union of the label names of ``spec.model.labels`` over the batch, sorted.
     extra: tuple[str, ...] = ()
+    #: ``None``: every model's series (one query for the whole fleet); else only these models'.
+    only: Restriction | None = None
 
     def by(self, *more: str) -> str:
         """The ``by`` clause: the grouping keys, the batch's extra labels, then ``more`` (each name once)."""
         return ", ".join(dict.fromkeys((*self.keys, *self.extra, *more)))
 
+    def select(self, metric: str, *matchers: str, models: bool = True) -> str:
+        """The series selector of ``metric`` with ``matchers`` (PromQL text such as ``result="joined"``) and the
+        restriction's matchers, if any (``models=False``: only its namespaces, for series without a model)."""
+        restricted = self.only.matchers(models=models) if self.only is not None else ()
+        inner = ", ".join((*matchers, *restricted))
+        return f"{metric}{{{inner}}}" if inner else metric
+
     @classmethod
-    def of(cls, request: SignalRequest, extra: Sequence[str], *, version: bool = False) -> Grouping:
+    def of(
+        cls, request: SignalRequest, extra: Sequence[str], *, version: bool = False, only: Restriction | None = None
+    ) -> Grouping:
         """The grouping for ``request``: by version when it names one (or when ``version`` forces it)."""
         keys = ("namespace", "model", "version") if version or request.version is not None else ("namespace", "model")
-        return cls(keys, tuple(extra))
+        return cls(keys, tuple(extra), only)
 
 
 def describe(request: SignalRequest) -> str:

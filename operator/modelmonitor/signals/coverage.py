@@ -24,10 +24,11 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """Joined labels, then the predictions that waited for one (offset by the policy's labelDelay)."""
     offset = f" offset {request.label_delay}" if request.label_delay else ""
     by = grouping.by()
+    joined = grouping.select(LABELS_RECEIVED, 'result="joined"')
     return Plan(
         (
-            f'sum by ({by}) (increase({LABELS_RECEIVED}{{result="joined"}}[{window}]))',
-            f"sum by ({by}) (increase({LABEL_PREDICTIONS}[{window}]{offset}))",
+            f"sum by ({by}) (increase({joined}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(LABEL_PREDICTIONS)}[{window}]{offset}))",
         ),
         _compute,
     )

@@ -18,8 +18,8 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     by = grouping.by("feature")
     return Plan(
         (
-            f"sum by ({by}) (increase({numerator}[{window}]))",
-            f"sum by ({by}) (increase({FEATURE_OBSERVATIONS}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(numerator)}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(FEATURE_OBSERVATIONS)}[{window}]))",
         ),
         _compute,
     )

@@ -43,19 +43,20 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan | Meas
             f"the reference's proportions; expected one of {', '.join(FLEET_DRIFT_METHODS)}"
         )
     if request.signal == "dataDrift":
+        buckets, categories = grouping.select(FEATURE_VALUE + "_bucket"), grouping.select(CATEGORY_COUNT)
         return Plan(
             (
-                f"sum by ({grouping.by('feature', 'le')}) (increase({FEATURE_VALUE}_bucket[{window}]))",
-                f"max by ({grouping.by('feature', 'le')}) ({FEATURE_REFERENCE})",
-                f"sum by ({grouping.by('feature', 'category')}) (increase({CATEGORY_COUNT}[{window}]))",
-                f"max by ({grouping.by('feature', 'category')}) ({CATEGORY_REFERENCE})",
+                f"sum by ({grouping.by('feature', 'le')}) (increase({buckets}[{window}]))",
+                f"max by ({grouping.by('feature', 'le')}) ({grouping.select(FEATURE_REFERENCE)})",
+                f"sum by ({grouping.by('feature', 'category')}) (increase({categories}[{window}]))",
+                f"max by ({grouping.by('feature', 'category')}) ({grouping.select(CATEGORY_REFERENCE)})",
             ),
             _compute_data_drift,
         )
     return Plan(
         (
-            f"sum by ({grouping.by('le')}) (increase({PREDICTION_SCORE}_bucket[{window}]))",
-            f"max by ({grouping.by('le')}) ({PREDICTION_REFERENCE})",
+            f"sum by ({grouping.by('le')}) (increase({grouping.select(PREDICTION_SCORE + '_bucket')}[{window}]))",
+            f"max by ({grouping.by('le')}) ({grouping.select(PREDICTION_REFERENCE)})",
         ),
         _compute_prediction_drift,
     )

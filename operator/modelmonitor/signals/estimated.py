@@ -49,8 +49,8 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     by = grouping.by()
     return Plan(
         (
-            f"sum by ({by}) (increase({numerator}[{window}]))",
-            f"sum by ({by}) (increase({denominator}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(numerator)}[{window}]))",
+            f"sum by ({by}) (increase({grouping.select(denominator)}[{window}]))",
         ),
         _compute,
     )

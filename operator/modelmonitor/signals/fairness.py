@@ -48,13 +48,13 @@ class _Group:
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """fairnessGap and disparateImpact share one query over the group prediction counts."""
     if request.signal == "equalOpportunityGap":
-        counts = series(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
+        counts = series(request, grouping, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
         return Plan(
             (f"sum by ({grouping.by('group', 'outcome')}) (increase({counts}[{window}]))",),
             _compute_equal_opportunity,
         )
     return Plan(
-        (f"sum by ({grouping.by('group', 'predicted')}) (increase({GROUP_PREDICTIONS}[{window}]))",),
+        (f"sum by ({grouping.by('group', 'predicted')}) (increase({grouping.select(GROUP_PREDICTIONS)}[{window}]))",),
         _compute_parity,
     )
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from modelmonitor.durations import normalized
 from modelmonitor.policy.model import Measurement
-from modelmonitor.promql import selector
-from modelmonitor.signals.answers import describe, no_series
+from modelmonitor.promql import quote, selector
+from modelmonitor.signals.answers import Grouping, describe, no_series
 from modelmonitor.signals.request import SignalRequest
 
 
@@ -23,10 +23,11 @@ def maturity(request: SignalRequest) -> str | None:
     return None if request.label_delay is None else normalized(request.label_delay)
 
 
-def series(request: SignalRequest, joined: str, matured: str) -> str:
-    """The series to sum: ``joined`` as labels join, or ``matured{maturity="..."}`` with a labelDelay."""
+def series(request: SignalRequest, grouping: Grouping, joined: str, matured: str) -> str:
+    """The series to sum: ``joined`` as labels join, or ``matured{maturity="..."}`` with a labelDelay (with the
+    grouping's restriction to some models when the query is split)."""
     age = maturity(request)
-    return joined if age is None else selector(matured, {"maturity": age})
+    return grouping.select(joined) if age is None else grouping.select(matured, f"maturity={quote(age)}")
 
 
 def no_outcomes(request: SignalRequest, joined: str, matured: str) -> Measurement:

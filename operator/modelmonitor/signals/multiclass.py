@@ -27,7 +27,7 @@ SIGNALS = ("multiclassAccuracy", "macroF1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for both signals."""
-    counts = series(request, CLASS_OUTCOMES, MATURED_CLASS_OUTCOMES)
+    counts = series(request, grouping, CLASS_OUTCOMES, MATURED_CLASS_OUTCOMES)
     return Plan((f"sum by ({grouping.by('class', 'outcome')}) (increase({counts}[{window}]))",), _compute)
 
 

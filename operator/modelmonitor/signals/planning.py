@@ -20,7 +20,7 @@ from modelmonitor.signals import (
     template,
     traffic,
 )
-from modelmonitor.signals.answers import Grouping, Plan
+from modelmonitor.signals.answers import Grouping, Plan, Restriction
 from modelmonitor.signals.request import BUILTIN_SIGNALS, SignalRequest
 
 _PLANNERS = {
@@ -43,8 +43,11 @@ def extra_labels(requests: Sequence[SignalRequest]) -> tuple[str, ...]:
     return tuple(sorted({name for request in requests if request.signal is not None for name, _ in request.labels}))
 
 
-def plan(request: SignalRequest, extra: Sequence[str]) -> Plan | Measurement:
-    """The queries ``request`` needs and how to turn their answers into its measurement; or why it is Invalid."""
+def plan(request: SignalRequest, extra: Sequence[str], only: Restriction | None = None) -> Plan | Measurement:
+    """The queries ``request`` needs and how to turn their answers into its measurement; or why it is Invalid.
+
+    ``only`` restricts a built-in signal's queries to some models (a part of a split query); ``None`` asks for
+    every model's series."""
     if (request.signal is None) == (request.query is None):
         return Measurement.invalid("set exactly one of signal and query")
     try:
@@ -69,4 +72,4 @@ def plan(request: SignalRequest, extra: Sequence[str]) -> Plan | Measurement:
             return Measurement.invalid(f"labelDelay: {problem}")
     if request.auto_threshold and signal not in DRIFT_SIGNALS:
         return Measurement.invalid(f"threshold auto: only {' and '.join(DRIFT_SIGNALS)} have a calibrated threshold")
-    return planner(request, Grouping.of(request, extra, version=signal in DRIFT_SIGNALS), window)
+    return planner(request, Grouping.of(request, extra, version=signal in DRIFT_SIGNALS, only=only), window)

@@ -16,7 +16,7 @@ SIGNALS = ("accuracy", "precision", "recall", "f1")
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """One query for all four signals (and every monitor of the batch)."""
-    counts = series(request, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
+    counts = series(request, grouping, LABELED_PREDICTIONS, MATURED_LABELED_PREDICTIONS)
     return Plan((f"sum by ({grouping.by('outcome')}) (increase({counts}[{window}]))",), _compute)
 
 

@@ -31,10 +31,10 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     """The error sum the signal needs, then the count of labeled predictions."""
     by = grouping.by()
     if request.signal == "mae":
-        errors = series(request, REGRESSION_ABSOLUTE_ERROR, MATURED_REGRESSION_ABSOLUTE_ERROR)
+        errors = series(request, grouping, REGRESSION_ABSOLUTE_ERROR, MATURED_REGRESSION_ABSOLUTE_ERROR)
     else:
-        errors = series(request, REGRESSION_SQUARED_ERROR, MATURED_REGRESSION_SQUARED_ERROR)
-    labeled = series(request, REGRESSION_LABELED, MATURED_REGRESSION_LABELED)
+        errors = series(request, grouping, REGRESSION_SQUARED_ERROR, MATURED_REGRESSION_SQUARED_ERROR)
+    labeled = series(request, grouping, REGRESSION_LABELED, MATURED_REGRESSION_LABELED)
     return Plan(
         (
             f"sum by ({by}) (increase({errors}[{window}]))",

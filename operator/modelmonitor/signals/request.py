@@ -76,6 +76,10 @@ class CycleMeasurements:
     failed_queries: int
     #: Wall time spent waiting for Prometheus, summed over queries (they run in parallel).
     query_seconds: float = 0.0
+    #: Series in the largest answer of the cycle.
+    largest_answer: int = 0
+    #: Batched queries sent in parts because their answer would pass the series budget.
+    split_queries: int = 0
 
     @property
     def queries(self) -> int:

@@ -28,12 +28,14 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     stay apart, and cAdvisor's series must carry those labels as the sidecar's do.
     """
     join = ", ".join(dict.fromkeys(("namespace", "pod", *grouping.extra)))
-    pod_model = f"group by ({join}, model, version) ({REQUEST_ERRORS})"
-    containers = '{container!="", container!="POD"}'
+    pod_model = f"group by ({join}, model, version) ({grouping.select(REQUEST_ERRORS)})"
+    containers = ('container!=""', 'container!="POD"')
     if request.signal == "cpu":
-        usage = f"sum by ({join}) (rate({CONTAINER_CPU}{containers}[{window}]))"
+        usage = f"sum by ({join}) (rate({grouping.select(CONTAINER_CPU, *containers, models=False)}[{window}]))"
     else:
-        usage = f"sum by ({join}) (max_over_time({CONTAINER_MEMORY}{containers}[{window}]))"
+        usage = (
+            f"sum by ({join}) (max_over_time({grouping.select(CONTAINER_MEMORY, *containers, models=False)}[{window}]))"
+        )
     return Plan((f"{pod_model} * on ({join}) group_left () {usage}",), _compute)
 
 

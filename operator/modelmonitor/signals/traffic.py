@@ -25,12 +25,15 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
     if request.signal == "errorRate":
         return Plan(
             (
-                f"sum by ({by}) (increase({REQUEST_ERRORS}[{window}]))",
-                f"sum by ({by}) (increase({REQUESTS}[{window}]))",
+                f"sum by ({by}) (increase({grouping.select(REQUEST_ERRORS)}[{window}]))",
+                f"sum by ({by}) (increase({grouping.select(REQUESTS)}[{window}]))",
             ),
             _compute_error_rate,
         )
-    return Plan((f"sum by ({grouping.by('le')}) (increase({REQUEST_DURATION}_bucket[{window}]))",), _compute_latency)
+    return Plan(
+        (f"sum by ({grouping.by('le')}) (increase({grouping.select(REQUEST_DURATION + '_bucket')}[{window}]))",),
+        _compute_latency,
+    )
 
 
 def _compute_error_rate(request: SignalRequest, answers: Sequence[Index]) -> Measurement:

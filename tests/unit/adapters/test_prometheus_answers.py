@@ -26,6 +26,7 @@ from requests.adapters import BaseAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from modelmonitor.adapters.prometheus import (
+    LONG_QUERY,
     ErrorKind,
     PrometheusClient,
     PrometheusSettings,
@@ -332,6 +333,18 @@ def test_range_query_sends_start_end_step_and_names_its_endpoint_in_errors() -> 
     assert error is not None and f"{URL}/api/v1/query_range" in error.message
     with pytest.raises(ValueError, match="step 0"):
         client.query_range("up", start=start, end=start, step_seconds=0)
+
+
+def test_a_long_query_goes_by_post_even_when_get_is_set() -> None:
+    client, transport = client_with(ok("vector", []))
+    short = 'up{model=~"' + "|".join(f"m{i}" for i in range(10)) + '"}'
+    long = 'up{model=~"' + "|".join(f"model-{i:05d}" for i in range(1000)) + '"}'
+    assert len(short) <= LONG_QUERY < len(long)
+    client.query(short)
+    client.query(long)
+    assert [sent.method for sent in transport.requests] == ["GET", "POST"]
+    body = transport.requests[1].body
+    assert parse_qs(body if isinstance(body, str) else body.decode())["query"] == [long]  # type: ignore[union-attr]
 
 
 def test_post_sends_a_form_body() -> None:
