@@ -362,16 +362,21 @@ def _fired_at(observation: Observation, policy: str) -> float:
 
 def _alias_moved(demo: Demo, loop: Loop, event: str, moved_from: Published, to: Published) -> None:
     """Wait for the operator to move the alias to ``to``: a ``Promoted`` or ``RolledBack`` entry of ``to`` in
-    ``status.registry.history`` and the alias on it (as the operator read it from MLflow); record the move."""
+    ``status.registry.history`` and the alias on it (as the operator read it from MLflow); record the move at the
+    entry's time."""
 
-    def done(observation: Observation) -> bool:
+    def entry(observation: Observation) -> dict[str, Any] | None:
         history = observation.registry.get("history") or []
-        entry = any(e.get("event") == event and e.get("version") == to.number for e in history)
-        return entry and observation.registry.get("aliasVersion") == to.number
+        return next((e for e in history if e.get("event") == event and e.get("version") == to.number), None)
 
     what = f"the operator to move {ALIAS} from {moved_from.label} to {to.label} ({event})"
-    moved = demo.watch.until(what, done, demo.pacing.step_timeout)
-    loop.registry.append((moved.at, f"{ALIAS}: {moved_from.label} -> {to.label} ({event}, by the operator)"))
+    moved = demo.watch.until(
+        what,
+        lambda o: entry(o) is not None and o.registry.get("aliasVersion") == to.number,
+        demo.pacing.step_timeout,
+    )
+    at = epoch(str((entry(moved) or {}).get("at", ""))) or moved.at
+    loop.registry.append((at, f"{ALIAS}: {moved_from.label} -> {to.label} ({event}, by the operator)"))
     demo.show("get", "mm", MONITOR, "-n", demo.namespace, "-o", "wide")
 
 
