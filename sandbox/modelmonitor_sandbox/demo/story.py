@@ -225,10 +225,11 @@ def publish_first_version(demo: Demo, rng: np.random.Generator) -> Published:
     and made champion: the version in production."""
     model = fit(sample(rng, 5000, BEFORE), "v1", trained_on="5000 transactions of the world before")
     holdout = sample(rng, 5000, BEFORE)
-    v1 = demo.registry.publish(replace(model, holdout_accuracy=round(model.accuracy(holdout), 4)), holdout)
+    accuracy = round(model.accuracy(holdout), 4)
+    v1 = demo.registry.publish(replace(model, holdout_accuracy=accuracy), holdout)
     demo.registry.mlflow.set_alias(REGISTERED_MODEL, ALIAS, v1.number)
     demo.printer.line(
-        f"registry: v1 (holdout accuracy {model.accuracy(holdout):.4f}) registered as version {v1.number} of "
+        f"registry: v1 (holdout accuracy {accuracy}) registered as version {v1.number} of "
         f"{REGISTERED_MODEL} at {demo.registry.mlflow.url}, source {v1.source}, with its profile; {ALIAS} -> v1"
     )
     return v1
