@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster import targets
+from modelmonitor_sandbox.devcluster.mlflow_server import MlflowServer
 
 
 @dataclass
@@ -207,104 +207,17 @@ class PrometheusProcess:
             self.process = None
 
 
-class MlflowProcess:
+class MlflowProcess(MlflowServer):
     """A real MLflow tracking server (``mlflow server``, from the test dependencies) with a sqlite backend store
-    in ``directory``, on a free loopback port. `freeze` and `thaw` stop and resume its processes (the registry
-    hanging, then back: a restart would take a minute on a loaded machine). `register` plays the trainer: it
-    registers a version and tags it."""
+    in ``directory``, on a free loopback port, started at once. `freeze` and `thaw` stop and resume its processes
+    (the registry hanging, then back: a restart would take a minute on a loaded machine). `register` plays the
+    trainer: it registers a version and tags it."""
 
     def __init__(self, directory: Path) -> None:
-        from modelmonitor_sandbox.devcluster.processes import free_port
-
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        mlflow = Path(sys.executable).with_name("mlflow")
-        log = (self.directory / "mlflow.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(mlflow), "server",
-                "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
-                "--artifacts-destination", str(self.directory / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            # The registry needs none of MLflow's job runner (a handful of huey consumer processes).
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )  # fmt: skip
+        super().__init__(directory)
         # Two imports of mlflow (its CLI, then the uvicorn worker) and the sqlite schema: slow to start, minutes on
         # a loaded machine.
-        try:
-            wait_for("the MLflow server to be ready", lambda: http_get(f"{self.url}/health") is not None, timeout=400)
-        except AssertionError:
-            self.stop()  # no server left behind when it never came up
-            raise
-
-    def stop(self) -> None:
-        if self.process is not None:
-            # mlflow server runs uvicorn/gunicorn workers in its session: end them all.
-            os.killpg(self.process.pid, signal.SIGCONT)  # if frozen
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # its job runner may not heed SIGTERM
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
-            self.process = None
-
-    def freeze(self) -> None:
-        """Stop the server's processes (SIGSTOP): connections hang and time out, as with a registry that hangs."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGCONT)
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One REST call (``/api/2.0/mlflow`` + ``path``); GET bodies go as query parameters."""
-        url = f"{self.url}/api/2.0/mlflow{path}"
-        data = None
-        if method == "GET" and body:
-            url += "?" + urllib.parse.urlencode(body)
-        elif body is not None:
-            data = json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.loads(response.read() or b"{}"))
-
-    def register(self, model: str, source: str, tags: dict[str, str] | None = None) -> str:
-        """Register a version of ``model`` (created if needed) with ``source``; its version number."""
-        try:
-            self.call("POST", "/registered-models/create", {"name": model})
-        except urllib.error.HTTPError as exc:
-            if exc.code != 400:  # RESOURCE_ALREADY_EXISTS
-                raise
-        created = self.call("POST", "/model-versions/create", {"name": model, "source": source})
-        version = str(created["model_version"]["version"])
-        for key, value in (tags or {}).items():
-            self.call(
-                "POST", "/model-versions/set-tag", {"name": model, "version": version, "key": key, "value": value}
-            )
-        return version
-
-    def alias(self, model: str, alias: str) -> str | None:
-        try:
-            return str(
-                self.call("GET", "/registered-models/alias", {"name": model, "alias": alias})["model_version"][
-                    "version"
-                ]
-            )
-        except urllib.error.HTTPError:
-            return None
-
-    def tags(self, model: str, version: str) -> dict[str, str]:
-        found = self.call("GET", "/model-versions/get", {"name": model, "version": version})["model_version"]
-        return {t["key"]: t["value"] for t in found.get("tags") or []}
+        self.start(timeout=400)
 
 
 def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path, duration: str = "2h") -> Path:

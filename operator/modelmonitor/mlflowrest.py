@@ -25,7 +25,8 @@ from modelmonitor.tlsfiles import TlsFiles
 #: The tag on a registered version naming its reference profile (an ``mlflow-artifacts:/`` URI).
 PROFILE_TAG = "modelmonitor.dev/profile"
 _ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts/"
-_ARTIFACT_SCHEME = "mlflow-artifacts:/"
+#: The scheme of URIs in the tracking server's artifact store (its artifact proxy).
+ARTIFACT_SCHEME = "mlflow-artifacts:/"
 
 _API = "/api/2.0/mlflow"
 #: Versions read per page of a search; a model with more versions is read page by page.
@@ -164,13 +165,13 @@ class MlflowRegistry:
         """Store ``data`` at ``path`` in the server's artifact store; its ``mlflow-artifacts:/`` URI."""
         clean = path.strip("/")
         self._request("PUT", f"{self._base}{_ARTIFACTS}{quote(clean)}", data=data)
-        return f"{_ARTIFACT_SCHEME}{clean}"
+        return f"{ARTIFACT_SCHEME}{clean}"
 
     def download_artifact(self, uri: str) -> bytes:
         """The bytes of an ``mlflow-artifacts:/`` URI."""
-        if not uri.startswith(_ARTIFACT_SCHEME):
-            raise RegistryError(f"{uri!r} is not an {_ARTIFACT_SCHEME} URI this server can serve")
-        path = uri[len(_ARTIFACT_SCHEME) :].lstrip("/")
+        if not uri.startswith(ARTIFACT_SCHEME):
+            raise RegistryError(f"{uri!r} is not an {ARTIFACT_SCHEME} URI this server can serve")
+        path = uri[len(ARTIFACT_SCHEME) :].lstrip("/")
         return self._request("GET", f"{self._base}{_ARTIFACTS}{quote(path)}").content
 
     # --- HTTP ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`make demo`'s command, run as a user would (`modelmonitor demo --quick`), then each closed loop checked twice:
 in the demo's own machine-readable summary, and independently in what the cluster kept afterwards (the
-Deployment, its revision history, the retraining Job, the monitor's status and Events).
+Deployment, its revision history, the retraining Job, the monitor's status and Events) and in the model registry
+(a real MLflow server the fixture starts and hands to the demo: the versions, their tags, the alias).
 
 The demo runs once for the module (about 4-5 minutes); the tests below read what it left.
 """
@@ -8,9 +9,11 @@ The demo runs once for the module (about 4-5 minutes); the tests below read what
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support import Cluster
+from support import Cluster, MlflowProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -31,6 +34,7 @@ class DemoRun:
     stdout: str
     returncode: int
     summary: dict[str, Any]
+    mlflow: MlflowProcess
 
     def loop(self, number: int) -> dict[str, Any]:
         return next(loop for loop in self.summary["loops"] if loop["number"] == number)
@@ -40,17 +44,29 @@ class DemoRun:
 def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     output = tmp_path_factory.mktemp("demo")
-    result = subprocess.run(
-        [sys.executable, "-m", "modelmonitor", "demo", "--quick", "--namespace", namespace, "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    summary_path = output / "summary.json"
-    assert summary_path.exists(), result.stdout[-4000:] + result.stderr[-3000:]
-    yield DemoRun(namespace, output, result.stdout, result.returncode, json.loads(summary_path.read_text()))
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    # The demo's registry, started here so that it outlives the demo for the checks below. Not under pytest's
+    # basetemp: a concurrent pytest run of the same user may prune it while the server runs.
+    directory = Path(tempfile.mkdtemp(prefix="modelmonitor-demo-mlflow-"))
+    mlflow = MlflowProcess(directory)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "modelmonitor", "demo", "--quick", "--namespace", namespace,
+                "--output", str(output), "--mlflow", mlflow.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=840,
+            check=False,
+        )  # fmt: skip
+        summary_path = output / "summary.json"
+        assert summary_path.exists(), result.stdout[-4000:] + result.stderr[-3000:]
+        summary = json.loads(summary_path.read_text())
+        yield DemoRun(namespace, output, result.stdout, result.returncode, summary, mlflow)
+    finally:
+        mlflow.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def _monitor(cluster: Cluster, run: DemoRun) -> dict[str, Any]:
@@ -104,24 +120,45 @@ def test_drift_fires_a_retraining_job_whose_version_is_promoted_and_the_drift_cl
     assert loop["ok"], loop
     _ordered(loop)
     assert loop["detected"].startswith("input-drift fired")
-    assert [a["what"] for a in loop["actions"]] == ["retraining Job created", "promoted v2 (image fraud-model:v2)"]
-    assert loop["details"]["version"] == "v2" and loop["details"]["training_rows"] >= 3000
+    details = loop["details"]
+    source = details["source"]
+    assert [a["what"] for a in loop["actions"]] == [
+        "retraining Job created",
+        f"promoted v2 (registered version 2, MODEL_URI {source})",
+    ]
+    assert details["version"] == "v2" and details["registered_version"] == "2" and details["training_rows"] >= 3000
+    assert [r["what"] for r in loop["registry"]] == ["champion: v1 -> v2 (Promoted, by the operator)"]
 
     # The Job the operator created: from the template, as the trainer's ServiceAccount, owned by the monitor,
-    # carrying the evidence, annotated by the trainer with the version, and marked handled by the operator.
-    job = cluster.kubectl_json("get", "job", loop["details"]["job"], "-n", demo.namespace)
+    # carrying the evidence and its own name, and marked handled by the operator.
+    job = cluster.kubectl_json("get", "job", details["job"], "-n", demo.namespace)
+    name = job["metadata"]["name"]
     annotations = job["metadata"]["annotations"]
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "fraud-trainer"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelMonitor"
     assert annotations["modelmonitor.dev/policy"] == "input-drift"
     assert annotations["modelmonitor.dev/signal"] == "dataDrift"
     assert float(annotations["modelmonitor.dev/value"]) > float(annotations["modelmonitor.dev/threshold"])
-    assert annotations["modelmonitor.dev/model-version"] == "v2"
     assert annotations["modelmonitor.dev/outcome"].startswith("Succeeded")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MODELMONITOR_JOB", "value": name} in container["env"]
     [retrain] = [r for r in _records(cluster, demo, "retrain") if r["result"] == "Succeeded"]
-    assert "promoted model version v2" in retrain["reason"]
+    assert f"promoted model version {source}" in retrain["reason"]
+    assert "registered version 2 of fraud-detector" in retrain["reason"]
     history = cluster.kubectl("rollout", "history", "deployment/fraud-model", "-n", demo.namespace).stdout
-    assert f"modelmonitor promoted model version v2 from Job {job['metadata']['name']}" in history
+    assert f"modelmonitor promoted model version {source} from Job {name}" in history
+
+    # In MLflow: the trainer's version 2 carries the Job's name and the source the Deployment was given; the
+    # operator moved champion to it once it proved itself, and tagged version 1, which it replaced.
+    tags = demo.mlflow.tags("fraud-detector", "2")
+    assert tags["modelmonitor.dev/job"] == name and tags["modelmonitor.dev/profile"].startswith("mlflow-artifacts:/")
+    assert (
+        demo.mlflow.call("GET", "/model-versions/get", {"name": "fraud-detector", "version": "2"})["model_version"][
+            "source"
+        ]
+        == source
+    )
+    assert "champion moved to version 2" in demo.mlflow.tags("fraud-detector", "1")["previous-champion"]
     assert any(
         m.startswith("policy input-drift (dataDrift) Resolving -> Inactive")
         for m in _events(cluster, demo, "PolicyInactive")
@@ -133,8 +170,13 @@ def test_a_worse_version_is_rolled_back_to_the_last_known_good_revision(demo: De
     assert loop["ok"], loop
     _ordered(loop)
     details = loop["details"]
-    assert (details["bad_version"], details["restored_version"], details["image"]) == ("v3", "v2", "fraud-model:v2")
+    assert (details["bad_version"], details["bad_registered_version"], details["restored_version"]) == ("v3", "3", "v2")
+    assert details["model_uri"] == demo.loop(1)["details"]["source"]
     assert loop["detected"].startswith("accuracy-drop fired") and details["detected_value"] < 0.8
+    assert [r["what"] for r in loop["registry"]] == [
+        "champion: v2 -> v3 (by hand)",
+        "champion: v3 -> v2 (RolledBack, by the operator)",
+    ]
 
     [rollback] = [r for r in _records(cluster, demo, "rollback") if r["result"] == "Succeeded"]
     assert "rolled back Deployment/fraud-model to the last-known-good template" in rollback["reason"]
@@ -145,9 +187,18 @@ def test_a_worse_version_is_rolled_back_to_the_last_known_good_revision(demo: De
         and ledger["to"] == _monitor(cluster, demo)["status"]["lastKnownGood"]["templateHash"]
     )
     model = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "model")
-    assert model["image"] == "fraud-model:v2"
+    assert {"name": "MODEL_URI", "value": details["model_uri"]} in model["env"]
     # Exactly one rollback: the restored revision was not rolled back from again.
     assert len(ledger["rolledBackFrom"]) == 1
+
+    # In MLflow, read after the demo: champion is back on version 2 and version 3 is marked rolled back; the
+    # monitor's registry status says the same and keeps the history of both moves.
+    assert demo.mlflow.alias("fraud-detector", "champion") == "2"
+    assert "accuracy-drop" in demo.mlflow.tags("fraud-detector", "3")["rolled-back"]
+    registry = _monitor(cluster, demo)["status"]["registry"]
+    assert (registry["servedVersion"], registry["aliasVersion"]) == ("2", "2")
+    moves = [(e["event"], e["version"]) for e in registry["history"] if e["event"] in ("Promoted", "RolledBack")]
+    assert moves == [("Promoted", "2"), ("RolledBack", "2")]
 
 
 def test_rising_load_breaches_latency_and_scaling_up_brings_it_back(demo: DemoRun, cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from modelmonitor_sandbox.demo.fleet import image_version
+from modelmonitor_sandbox.demo.fleet import model_uri
 from modelmonitor_sandbox.demo.manifests import ACCURACY_CLEAR, ACCURACY_THRESHOLD
 from modelmonitor_sandbox.demo.world import AFTER, BEFORE, fit, sample
 from modelmonitor_sandbox.devcluster.processes import free_port
@@ -41,14 +41,18 @@ def test_the_versions_fit_the_story() -> None:
     assert np.mean(after.numbers[:, 0]) - np.mean(sample(rng, 20_000, BEFORE).numbers[:, 0]) > 1.0
 
 
-def test_the_pod_image_tag_is_the_model_version() -> None:
+def test_the_pod_serves_the_model_uri_of_its_model_container() -> None:
+    uri = "mlflow-artifacts:/fraud-detector/v2"
     pod = {
         "spec": {
-            "containers": [{"name": "sidecar", "image": "mm:0.1"}, {"name": "model", "image": "r:5000/fraud-model:v2"}]
+            "containers": [
+                {"name": "sidecar", "image": "mm:0.1", "env": [{"name": "MODEL_URI", "value": "elsewhere"}]},
+                {"name": "model", "image": "fraud-model-server:1.0", "env": [{"name": "MODEL_URI", "value": uri}]},
+            ]
         }
     }
-    assert image_version(pod, "model") == "v2"
-    assert image_version({"spec": {"containers": [{"name": "model", "image": "r:5000/fraud-model"}]}}, "model") is None
+    assert model_uri(pod, "model") == uri
+    assert model_uri({"spec": {"containers": [{"name": "model", "image": "fraud-model-server:1.0"}]}}, "model") is None
 
 
 @pytest.fixture

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, default=Path("out/demo"), help="folder for timeline.png, summary.json, logs (out/demo)"
     )
     parser.add_argument("--stop-cluster", action="store_true", help="stop the sandbox at the end")
+    parser.add_argument(
+        "--mlflow",
+        metavar="URL",
+        help="an MLflow tracking server to use as the model registry instead of starting one (its registered model "
+        "fraud-detector is deleted and recreated)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             output=args.output,
             keep_cluster=not args.stop_cluster,
+            mlflow_url=args.mlflow,
         )
     except (SandboxError, BuildError) as exc:
         print(f"modelmonitor demo: {exc}", file=sys.stderr)

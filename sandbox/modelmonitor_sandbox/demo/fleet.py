@@ -2,8 +2,9 @@
 
 kwok makes pods Running but runs nothing. For every Running pod the fleet starts the two containers the pod
 stands for, as real processes on 127.0.0.1: a model server (`modelmonitor_sandbox.demo.modelserver`) loaded with the
-model version of the pod's ``model`` container image tag (``fraud-model:v2`` -> ``v2`` from the registry), and
-the sidecar in proxy mode in front of it with that version's reference profile. The sidecar is registered as a
+model the pod's ``model`` container pins in its ``MODEL_URI`` (a registered version's immutable source, read from
+MLflow's artifact store), and the sidecar in proxy mode in front of it with that version's reference profile,
+which it loads from the registry itself (``--profile-from-registry``). The sidecar is registered as a
 Prometheus scrape target labelled with the pod's namespace and name, and joins the endpoints the traffic goes
 to. When the pod goes away (scaled down, replaced by a rollout) the fleet takes it out of the endpoints, removes
 the target and stops both processes. A new pair takes traffic once Prometheus has scraped it (a readiness
@@ -13,6 +14,7 @@ which model answers.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -29,11 +31,12 @@ from modelmonitor.adapters.kubernetes import POD, KubernetesError, Workloads
 from modelmonitor.promql import quote
 from modelmonitor_sandbox.demo import prometheus
 from modelmonitor_sandbox.demo.traffic import Endpoints
-from modelmonitor_sandbox.demo.world import Registry
+from modelmonitor_sandbox.demo.world import REGISTERED_MODEL, Registry
 from modelmonitor_sandbox.devcluster import targets
 from modelmonitor_sandbox.devcluster.processes import free_port
 
 MODEL_NAME = "fraud"
+MODEL_URI = "MODEL_URI"
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,12 @@ class Replica:
                 process.wait()
 
 
-def image_version(pod: dict[str, Any], container: str) -> str | None:
-    """The tag of ``container``'s image in the pod (``fraud-model:v2`` -> ``v2``), or None."""
+def model_uri(pod: dict[str, Any], container: str) -> str | None:
+    """The value of ``MODEL_URI`` in ``container`` of the pod or pod template (what the model server loads), or
+    None."""
     for spec in (pod.get("spec") or {}).get("containers") or []:
         if spec.get("name") == container:
-            image = str(spec.get("image", "")).split("@", 1)[0]
-            _name, sep, tag = image.rpartition(":")
-            return tag if sep and "/" not in tag else None
+            return next((str(e["value"]) for e in spec.get("env") or [] if e.get("name") == MODEL_URI), None)
     return None
 
 
@@ -189,13 +191,13 @@ class Fleet:
         for name, pod in running.items():
             if name in current or name in busy or name in self._refused:
                 continue
-            version = image_version(pod, self.container)
-            if version is None or not self.registry.has(version):
-                why = f"its {self.container} image has no model version in the registry ({version or 'no tag'})"
+            source = model_uri(pod, self.container)
+            if source is None or self.registry.find(source=source) is None:
+                why = f"its {self.container} container's {MODEL_URI} is no registered version ({source or 'not set'})"
                 self._refused[name] = why
                 self.say(f"fleet: pod {name} cannot serve: {why}")
                 continue
-            self._background(name, partial(self._start, name, version))
+            self._background(name, partial(self._start, name, source))
 
     def _background(self, pod: str, work: Callable[[], None]) -> None:
         with self._lock:
@@ -213,14 +215,19 @@ class Fleet:
 
         threading.Thread(target=run, name=f"fleet-{pod}", daemon=True).start()
 
-    def _start(self, pod: str, version: str) -> None:
+    def _start(self, pod: str, source: str) -> None:
         began = time.monotonic()
+        # What the model server's image would do at start: fetch the model the pod pins.
+        model_file = self.logs / f"model-{pod}.json"
+        loaded = self.registry.load(source)
+        model_file.write_text(json.dumps(loaded.to_json()))
+        version = loaded.version
         model_port, sidecar_port = free_port(), free_port()
         log = (self.logs / f"model-{pod}.log").open("ab")
         model = subprocess.Popen(
             [
                 sys.executable, "-m", "modelmonitor_sandbox.demo.modelserver",
-                "--model", str(self.registry.model_path(version)), "--listen", f"127.0.0.1:{model_port}",
+                "--model", str(model_file), "--listen", f"127.0.0.1:{model_port}",
                 "--service-ms", str(self.capacity.service_ms), "--per-row-ms", str(self.capacity.per_row_ms),
                 "--max-queue", str(self.capacity.max_queue),
             ],
@@ -230,7 +237,8 @@ class Fleet:
         log = (self.logs / f"sidecar-{pod}.log").open("ab")
         sidecar = subprocess.Popen(
             [
-                sys.executable, "-m", "modelmonitor", "sidecar", "--profile", str(self.registry.profile_path(version)),
+                sys.executable, "-m", "modelmonitor", "sidecar", "--profile-from-registry", self.registry.mlflow.url,
+                "--registered-model", REGISTERED_MODEL, "--model-uri", source,
                 "--listen", f"127.0.0.1:{sidecar_port}", "--upstream", f"http://127.0.0.1:{model_port}",
                 "--model", MODEL_NAME, "--version", version, "--label-ttl", "10m", "--label-store", self.label_store,
             ],

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelmonitor_sandbox.demo.world import ALIAS, REGISTERED_MODEL
+
 DEPLOYMENT = "fraud-model"
 MONITOR = "fraud"
 TRAINER_ACCOUNT = "fraud-trainer"
-VERSION_ANNOTATION = "modelmonitor.dev/model-version"
+MODEL_IMAGE = "fraud-model-server:1.0"
 
 DRIFT_POLICY = "input-drift"
 ACCURACY_POLICY = "accuracy-drop"
@@ -75,8 +77,9 @@ class Pacing:
         )
 
 
-def deployment(namespace: str, version: str, replicas: int, pacing: Pacing) -> dict[str, Any]:
-    """The model's Deployment: a model server container (the image tag is the model version) and the sidecar."""
+def deployment(namespace: str, model_uri: str, replicas: int, pacing: Pacing) -> dict[str, Any]:
+    """The model's Deployment: a model server container serving the registered version its ``MODEL_URI`` pins,
+    and the sidecar."""
     labels = {"app": DEPLOYMENT}
     return {
         "apiVersion": "apps/v1",
@@ -98,7 +101,8 @@ def deployment(namespace: str, version: str, replicas: int, pacing: Pacing) -> d
                     "containers": [
                         {
                             "name": "model",
-                            "image": f"fraud-model:{version}",
+                            "image": MODEL_IMAGE,
+                            "env": [{"name": "MODEL_URI", "value": model_uri}],
                             "ports": [{"name": "http", "containerPort": 8080}],
                         },
                         {
@@ -118,28 +122,16 @@ def deployment(namespace: str, version: str, replicas: int, pacing: Pacing) -> d
 
 
 def trainer_account(namespace: str) -> list[dict[str, Any]]:
-    """The ServiceAccount retraining runs as: it may read and annotate Jobs (to report the version it produced),
-    nothing else."""
+    """The ServiceAccount retraining runs as. It needs no permission in the cluster: the trainer reports the
+    version it produced in the model registry (a tag), not on the Job."""
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": TRAINER_ACCOUNT, "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "report-model-version", "namespace": namespace},
-            "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "patch"]}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "fraud-trainer-reports-version", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "report-model-version"},
-            "subjects": [{"kind": "ServiceAccount", "name": TRAINER_ACCOUNT, "namespace": namespace}],
-        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": TRAINER_ACCOUNT, "namespace": namespace}}
     ]
 
 
-def monitor(namespace: str, pacing: Pacing) -> dict[str, Any]:
-    """The ModelMonitor: three policies, each with the action that fixes what it detects."""
+def monitor(namespace: str, pacing: Pacing, tracking_uri: str) -> dict[str, Any]:
+    """The ModelMonitor: three policies, each with the action that fixes what it detects, and the model registry
+    (MLflow at ``tracking_uri``) whose versions it promotes and whose alias it moves."""
     hold = {"for": pacing.hold, "keepFiringFor": pacing.hold}
     return {
         "apiVersion": "modelmonitor.dev/v1alpha1",
@@ -148,6 +140,11 @@ def monitor(namespace: str, pacing: Pacing) -> dict[str, Any]:
         "spec": {
             "target": {"kind": "Deployment", "name": DEPLOYMENT},
             "model": {"name": "fraud"},
+            "registry": {
+                "mlflow": {"trackingUri": tracking_uri, "timeout": "5s"},
+                "model": REGISTERED_MODEL,
+                "alias": ALIAS,
+            },
             "interval": pacing.interval,
             "policies": [
                 {
@@ -205,13 +202,10 @@ def monitor(namespace: str, pacing: Pacing) -> dict[str, Any]:
                             },
                         }
                     },
-                    # The trainer annotates its Job with the version it produced; the operator writes it into
-                    # the model container's image tag (fraud-model:v1 -> fraud-model:v2), which rolls the model.
-                    "promote": {
-                        "from": "annotation",
-                        "key": VERSION_ANNOTATION,
-                        "to": {"image": {"container": "model"}},
-                    },
+                    # The trainer registers the version it produced, tagged with the Job's name; the operator
+                    # writes that version's source URI into the model container's MODEL_URI, which rolls the
+                    # model, and moves the alias to it once it proved itself.
+                    "promote": {"from": "registry", "to": {"env": {"container": "model", "name": "MODEL_URI"}}},
                 },
                 "rollback": {
                     "type": "rollback",

@@ -2,7 +2,8 @@
 
 `Observer.until` is how the story waits: once a second it reads the monitor and the Deployment, prints each new
 Event on the monitor, prints ``kubectl get mm`` whenever the phase, the firing policies or the last action
-change, prints a progress line every few seconds, and keeps every observation for the timeline picture.
+change, prints each new entry of the monitor's registry history (``status.registry``: versions served, alias
+moves), prints a progress line every few seconds, and keeps every observation for the timeline picture.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from modelmonitor.adapters.kubernetes import DEPLOYMENT, Kind, KubernetesError, Workloads
 from modelmonitor.api import API_VERSION, KIND
-from modelmonitor_sandbox.demo.fleet import Fleet
+from modelmonitor_sandbox.demo.fleet import Fleet, model_uri
 from modelmonitor_sandbox.demo.traffic import Traffic, TrafficStats
+from modelmonitor_sandbox.demo.world import ALIAS
 
 MODELMONITOR = Kind(API_VERSION, KIND)
 EVENT = Kind("v1", "Event")
@@ -72,7 +74,8 @@ class Observation:
     actions: list[dict[str, Any]]
     last_known_good: dict[str, Any] | None
     replicas: int
-    image: str
+    model_uri: str  # the MODEL_URI the Deployment's model container pins
+    registry: dict[str, Any]  # status.registry
     revision: str
     serving: dict[str, int]
     traffic: TrafficStats
@@ -124,6 +127,7 @@ class Observer:
         deployment: str,
         fleet: Fleet,
         traffic: Traffic,
+        name: Callable[[str], str],
         progress_every: float = 10.0,
     ) -> None:
         self.workloads = workloads
@@ -134,11 +138,13 @@ class Observer:
         self.deployment = deployment
         self.fleet = fleet
         self.traffic = traffic
+        self.name = name  # how the story names a registered version number
         self.progress_every = progress_every
         self.observations: list[Observation] = []
         self.events: list[dict[str, Any]] = []
         self._seen_events: set[str] = set()
         self._shown: tuple[str, str, str] | None = None
+        self._history_seen: set[tuple[str, str, str]] = set()
         self._last_progress = 0.0
         self._last_traffic: tuple[float, TrafficStats] | None = None
 
@@ -154,14 +160,6 @@ class Observer:
         status = monitor.get("status") or {}
         deployment = self.workloads.get(DEPLOYMENT, self.namespace, self.deployment)
         template = (deployment.get("spec") or {}).get("template") or {}
-        image = next(
-            (
-                str(c.get("image", ""))
-                for c in (template.get("spec") or {}).get("containers") or []
-                if c.get("name") == "model"
-            ),
-            "",
-        )
         observation = Observation(
             at=time.time(),
             phase=str(status.get("phase", "")),
@@ -171,7 +169,8 @@ class Observer:
             actions=[dict(a) for a in status.get("actions") or []],
             last_known_good=dict(status["lastKnownGood"]) if status.get("lastKnownGood") else None,
             replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
-            image=image,
+            model_uri=model_uri(template, "model") or "",
+            registry=dict(status.get("registry") or {}),
             revision=str(
                 ((deployment.get("metadata") or {}).get("annotations") or {}).get(
                     "deployment.kubernetes.io/revision", ""
@@ -207,6 +206,14 @@ class Observer:
             if len(message) > 240:
                 message = message[:237] + "..."
             self.printer.line(f"Event {event.get('type', ''):7} {event.get('reason', '')}: {message}")
+        for entry in observation.registry.get("history") or []:
+            seen = (str(entry.get("event")), str(entry.get("version")), str(entry.get("at")))
+            if seen not in self._history_seen:
+                self._history_seen.add(seen)
+                self.printer.line(
+                    f"status.registry: {entry.get('event')} {self.name(str(entry.get('version')))} "
+                    f"({entry.get('source')}): {entry.get('why')}"
+                )
         shown = (observation.phase, observation.firing, observation.last_action)
         if shown != self._shown and observation.phase:
             self._shown = shown
@@ -224,6 +231,9 @@ class Observer:
             parts.append(f"{view.name} {value}{threshold} {view.state}")
         serving = ", ".join(f"{v} x{n}" for v, n in sorted(observation.serving.items())) or "none"
         parts.append(f"replicas {observation.replicas}, serving {serving}")
+        if observation.registry:
+            alias = self.name(str(observation.registry.get("aliasVersion", "")))
+            parts.append(f"{ALIAS} {alias}")
         now, stats = observation.at, observation.traffic
         if self._last_traffic is not None and now > self._last_traffic[0]:
             then, before = self._last_traffic

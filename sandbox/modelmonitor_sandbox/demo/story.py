@@ -4,11 +4,12 @@ The demo plays the world and the operator acts:
 
 - **the world** (this module): clients sending real requests (`traffic`), a kubelet that runs a real model
   server and a real sidecar (proxy mode) per Running pod and registers the sidecar with Prometheus (`fleet`), a
-  retraining pipeline that does the work of the retraining Job's pod (`trainer`), and, once, a person who rolls
-  out a model version by hand;
+  model registry (a real MLflow tracking server, `world.Registry`), a retraining pipeline that does the work of
+  the retraining Job's pod and registers its version (`trainer`), and, once, a person who releases a model
+  version by hand (pins it in the Deployment and moves the ``champion`` alias to it);
 - **the operator** (`modelmonitor run`, a separate process running as its own least-privilege ServiceAccount):
   measures through Prometheus, decides, and makes every change to the cluster that fixes things: the retraining
-  Job, the promotion of its version, the rollback, the scale steps.
+  Job, the promotion of its version, the rollback, the scale steps, and the alias moves in the registry.
 
 Story: (1) the inputs drift -> the drift policy fires -> a retraining Job -> its version is promoted -> the
 drift clears; (2) a worse version is rolled out by hand -> accuracy from late labels drops -> rollback to the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from kubernetes import config as kube_config
 
 from modelmonitor.adapters.kubernetes import KubernetesClient
 from modelmonitor.api.crd import render_crd_yaml
+from modelmonitor.mlflowrest import PROFILE_TAG
 from modelmonitor.promql import quote
 from modelmonitor.rbac import render as render_rbac
 from modelmonitor_sandbox.demo import manifests, prometheus
@@ -54,9 +57,10 @@ from modelmonitor_sandbox.demo.observe import Observation, Observer, Printer, St
 from modelmonitor_sandbox.demo.timeline import Loop, epoch, render, summary_table
 from modelmonitor_sandbox.demo.traffic import Endpoints, Traffic, Warehouse
 from modelmonitor_sandbox.demo.trainer import Trainer
-from modelmonitor_sandbox.demo.world import AFTER, BEFORE, Registry, fit, sample
+from modelmonitor_sandbox.demo.world import AFTER, ALIAS, BEFORE, REGISTERED_MODEL, Published, Registry, fit, sample
 from modelmonitor_sandbox.devcluster import cluster as sandbox
 from modelmonitor_sandbox.devcluster.build import kubectl_binary
+from modelmonitor_sandbox.devcluster.mlflow_server import MlflowRest, MlflowServer
 from modelmonitor_sandbox.devcluster.processes import SandboxError, free_port
 from modelmonitor_sandbox.devcluster.redis_server import RedisServer
 
@@ -216,11 +220,19 @@ def operator_process(demo: Demo, kubeconfig: Path) -> Iterator[subprocess.Popen[
             process.wait()
 
 
-def publish_first_version(demo: Demo, rng: np.random.Generator) -> None:
-    """v1: fitted on the world before the drift; its profile from held-out transactions of that world."""
+def publish_first_version(demo: Demo, rng: np.random.Generator) -> Published:
+    """v1: fitted on the world before the drift; its profile from held-out transactions of that world. Registered,
+    and made champion: the version in production."""
     model = fit(sample(rng, 5000, BEFORE), "v1", trained_on="5000 transactions of the world before")
     holdout = sample(rng, 5000, BEFORE)
-    demo.registry.publish(replace(model, holdout_accuracy=round(model.accuracy(holdout), 4)), holdout)
+    accuracy = round(model.accuracy(holdout), 4)
+    v1 = demo.registry.publish(replace(model, holdout_accuracy=accuracy), holdout)
+    demo.registry.mlflow.set_alias(REGISTERED_MODEL, ALIAS, v1.number)
+    demo.printer.line(
+        f"registry: v1 (holdout accuracy {accuracy}) registered as version {v1.number} of "
+        f"{REGISTERED_MODEL} at {demo.registry.mlflow.url}, source {v1.source}, with its profile; {ALIAS} -> v1"
+    )
+    return v1
 
 
 def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
@@ -238,16 +250,19 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
     operator_config = operator_kubeconfig(demo, secrets)
     p.line(
         f"operator: ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}, ClusterRole modelmonitor-operator bound "
-        f"in {ns} only; trainer: ServiceAccount {ns}/{TRAINER_ACCOUNT} (may read and annotate Jobs, nothing else)"
+        f"in {ns} only; trainer: ServiceAccount {ns}/{TRAINER_ACCOUNT} (no permission in the cluster: it reports "
+        "to the registry)"
     )
 
-    p.step("Model v1: fitted on the world as it was, published with its reference profile")
-    publish_first_version(demo, rng)
-    v1 = demo.registry.load("v1")
-    p.line(f"registry {demo.registry.root}: v1, holdout accuracy {v1.holdout_accuracy}")
+    p.step("Model v1: fitted on the world as it was, registered in MLflow with its reference profile")
+    if isinstance(demo.registry.mlflow, MlflowServer):
+        p.line(f"registry: waiting for the MLflow tracking server at {demo.registry.mlflow.url} (sqlite)")
+        demo.registry.mlflow.wait_ready()
+    demo.registry.mlflow.delete_model(REGISTERED_MODEL)  # what an earlier run registered
+    v1 = publish_first_version(demo, rng)
 
-    p.step(f"Deploying {DEPLOYMENT} ({START_REPLICAS} replicas, image fraud-model:v1) on the kwok nodes")
-    kubectl("apply", "-f", "-", input=json.dumps(manifests.deployment(ns, "v1", START_REPLICAS, demo.pacing)))
+    p.step(f"Deploying {DEPLOYMENT} ({START_REPLICAS} replicas, MODEL_URI={v1.source}) on the kwok nodes")
+    kubectl("apply", "-f", "-", input=json.dumps(manifests.deployment(ns, v1.source, START_REPLICAS, demo.pacing)))
     # Not `kubectl rollout status`: the pods count as available only minReadySeconds after Running.
     _wait(
         f"{START_REPLICAS} Running pods",
@@ -300,7 +315,7 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
     )
 
     trainer = Trainer(
-        _client(demo.state.kubeconfig), demo.kubectl, ns, MONITOR, TRAINER_ACCOUNT, demo.registry, demo.warehouse,
+        _client(demo.state.kubeconfig), ns, MONITOR, TRAINER_ACCOUNT, demo.registry, demo.warehouse,
         p.line, demo.pacing.train_rows, rng,
     )  # fmt: skip
     trainer.start()
@@ -316,11 +331,11 @@ def setup(demo: Demo, stack: ExitStack, rng: np.random.Generator) -> None:
 
     p.step("The operator starts (a real process, as its own ServiceAccount) and the ModelMonitor is applied")
     stack.enter_context(operator_process(demo, operator_config))
-    spec = manifests.monitor(ns, demo.pacing)
+    spec = manifests.monitor(ns, demo.pacing, demo.registry.mlflow.url)
     kubectl("apply", "-f", "-", input=json.dumps(spec))
     p.block("\n".join("      " + row for row in yaml.safe_dump(spec["spec"], sort_keys=False).splitlines()))
     demo.observer = Observer(
-        _client(demo.state.kubeconfig), kubectl, p, ns, MONITOR, DEPLOYMENT, fleet, traffic,
+        _client(demo.state.kubeconfig), kubectl, p, ns, MONITOR, DEPLOYMENT, fleet, traffic, demo.registry.name,
         progress_every=10.0,
     )  # fmt: skip
 
@@ -346,6 +361,34 @@ def _fired_at(observation: Observation, policy: str) -> float:
     return epoch(view.since) or observation.at
 
 
+def _alias_moved(demo: Demo, loop: Loop, event: str, moved_from: Published, to: Published) -> None:
+    """Wait for the operator to move the alias to ``to``: a ``Promoted`` or ``RolledBack`` entry of ``to`` in
+    ``status.registry.history`` and the alias on it (as the operator read it from MLflow); record the move at the
+    entry's time."""
+
+    def entry(observation: Observation) -> dict[str, Any] | None:
+        history = observation.registry.get("history") or []
+        return next((e for e in history if e.get("event") == event and e.get("version") == to.number), None)
+
+    what = f"the operator to move {ALIAS} from {moved_from.label} to {to.label} ({event})"
+    moved = demo.watch.until(
+        what,
+        lambda o: entry(o) is not None and o.registry.get("aliasVersion") == to.number,
+        demo.pacing.step_timeout,
+    )
+    at = epoch(str((entry(moved) or {}).get("at", ""))) or moved.at
+    loop.registry.append((at, f"{ALIAS}: {moved_from.label} -> {to.label} ({event}, by the operator)"))
+    demo.show("get", "mm", MONITOR, "-n", demo.namespace, "-o", "wide")
+
+
+def _served(demo: Demo, observation: Observation) -> Published:
+    """The registered version the Deployment pins."""
+    found = demo.registry.find(source=observation.model_uri)
+    if found is None:
+        raise StoryTimeout(f"the Deployment pins {observation.model_uri or 'no MODEL_URI'}, no registered version")
+    return found
+
+
 def _all_serving(observation: Observation, version: str) -> bool:
     return observation.serving == {version: observation.replicas} and observation.replicas > 0
 
@@ -364,6 +407,7 @@ def baseline(demo: Demo) -> None:
 def drift_story(demo: Demo, loop: Loop) -> None:
     p, watch, timeout = demo.printer, demo.watch, demo.pacing.step_timeout
     assert demo.traffic is not None and demo.trainer is not None
+    champion = _served(demo, watch.observe())
     loop.trigger = "the world drifts"
     p.step(
         "Story 1 of 3: the world drifts. Amounts grow, Brazil's share grows from 10% to 25%, and what counts as a "
@@ -395,8 +439,14 @@ def drift_story(demo: Demo, loop: Loop) -> None:
     )
     record = _record(promoted, "retrain", "Succeeded")
     assert record is not None
-    version = promoted.image.rpartition(":")[2]
-    loop.actions.append((epoch(str(record["at"])) or promoted.at, f"promoted {version} (image fraud-model:{version})"))
+    registered = _served(demo, promoted)
+    version = registered.label
+    loop.actions.append(
+        (
+            epoch(str(record["at"])) or promoted.at,
+            f"promoted {version} (registered version {registered.number}, MODEL_URI {registered.source})",
+        )
+    )
     demo.show("get", "deployment", DEPLOYMENT, "-n", demo.namespace, "-o", "wide")
     watch.until(f"every serving replica to run {version}", lambda o: _all_serving(o, version), timeout)
     cleared = watch.until(
@@ -413,9 +463,12 @@ def drift_story(demo: Demo, loop: Loop) -> None:
         ),
         timeout,
     )
+    _alias_moved(demo, loop, "Promoted", champion, registered)
     runs = demo.trainer.runs
     loop.details |= {
         "version": version,
+        "registered_version": registered.number,
+        "source": registered.source,
         "job": runs[-1].job if runs else "",
         "training_rows": runs[-1].rows if runs else 0,
         "holdout_accuracy": runs[-1].holdout_accuracy if runs else None,
@@ -428,7 +481,8 @@ def bad_version_story(demo: Demo, loop: Loop) -> None:
     p, watch, timeout = demo.printer, demo.watch, demo.pacing.step_timeout
     assert demo.trainer is not None
     before = watch.observe()
-    good = before.image.rpartition(":")[2]
+    restored = _served(demo, before)
+    good = restored.label
     p.step(
         "Story 2 of 3: another team's pipeline publishes a new version, and a person rolls it out. A bug in its "
         "feature code flipped the sign of `velocity` in its training data: its inputs look normal, its answers are "
@@ -436,14 +490,21 @@ def bad_version_story(demo: Demo, loop: Loop) -> None:
     )
     runs = demo.trainer.runs
     since = runs[-1].started if runs else time.time() - 60  # the data labeled since the drift alarm
-    candidate = demo.trainer.publish_candidate(since, notes="velocity sign flipped in the training data")
+    candidate, bad = demo.trainer.publish_candidate(since, notes="velocity sign flipped in the training data")
     loop.trigger = f"{candidate.version} rolled out by hand"
-    p.line(f"registry: {candidate.version} published ({candidate.notes})")
-    p.line(f"$ kubectl set image deployment/{DEPLOYMENT} model=fraud-model:{candidate.version}")
+    p.line(
+        f"registry: {candidate.version} registered as version {bad.number} of {REGISTERED_MODEL} "
+        f"({candidate.notes}), source {bad.source}"
+    )
+    p.line(f"$ kubectl set env deployment/{DEPLOYMENT} -c model MODEL_URI={bad.source}")
     loop.triggered_at = demo.mark(f"{candidate.version} rolled out by hand")
     demo.kubectl(
-        "set", "image", f"deployment/{DEPLOYMENT}", f"model=fraud-model:{candidate.version}", "-n", demo.namespace
+        "set", "env", f"deployment/{DEPLOYMENT}", "-c", "model", f"MODEL_URI={bad.source}", "-n", demo.namespace
     )
+    # ... and, as the release process says, makes it the champion in the registry.
+    demo.registry.mlflow.set_alias(REGISTERED_MODEL, ALIAS, bad.number)
+    p.line(f"registry: {ALIAS} -> {candidate.version} (set by hand in MLflow)")
+    loop.registry.append((time.time(), f"{ALIAS}: {good} -> {candidate.version} (by hand)"))
     fired = watch.until(f"{ACCURACY_POLICY} to fire", lambda o: o.state(ACCURACY_POLICY) == "Firing", timeout)
     view = fired.policies[ACCURACY_POLICY]
     loop.detected_at = _fired_at(fired, ACCURACY_POLICY)
@@ -475,10 +536,16 @@ def bad_version_story(demo: Demo, loop: Loop) -> None:
     )
     loop.recovered_at = epoch(recovered.policies[ACCURACY_POLICY].since) or recovered.at
     loop.recovered = f"{ACCURACY_POLICY} Inactive, {recovered.replicas} replicas serving {good}"
-    loop.details |= {"bad_version": candidate.version, "restored_version": good, "image": recovered.image}
-    loop.ok = recovered.image.endswith(f":{good}")
+    _alias_moved(demo, loop, "RolledBack", bad, restored)
+    loop.details |= {
+        "bad_version": candidate.version,
+        "bad_registered_version": bad.number,
+        "restored_version": good,
+        "model_uri": recovered.model_uri,
+    }
+    loop.ok = recovered.model_uri == restored.source
     if not loop.ok:
-        loop.error = f"the Deployment runs {recovered.image}, not {good}"
+        loop.error = f"the Deployment pins {recovered.model_uri}, not {restored.source} ({good})"
 
 
 def load_story(demo: Demo, loop: Loop) -> None:
@@ -545,7 +612,26 @@ def action_history(observations: list[Observation]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path, keep_cluster: bool = True) -> int:
+def registry_ending(registry: Registry) -> str:
+    """Where the alias points and each version's tags, read from MLflow."""
+    mlflow = registry.mlflow
+    champion = registry.name(mlflow.alias(REGISTERED_MODEL, ALIAS) or "")
+    lines = [f"      {REGISTERED_MODEL} at {mlflow.url}: {ALIAS} -> {champion}"]
+    for published in registry.published:
+        tags = mlflow.tags(REGISTERED_MODEL, published.number)
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(tags.items()) if k != PROFILE_TAG)
+        lines.append(f"      {published.label} = version {published.number} ({published.source}): {shown or 'no tags'}")
+    return "\n".join(lines)
+
+
+def run_demo(
+    pacing: Pacing,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    output: Path,
+    keep_cluster: bool = True,
+    mlflow_url: str | None = None,
+) -> int:
     start = time.time()
     printer = Printer(start)
     output = output.resolve()
@@ -556,7 +642,18 @@ def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path
         stale.unlink()
     printer.step("Starting the local sandbox (the first run builds the control plane; later runs reuse it)")
     state = sandbox.up(progress=lambda message: printer.line(f"sandbox: {message}"))
-    demo = Demo(pacing, namespace, output, printer, state, Kubectl(state.kubeconfig), Registry(registry_root))
+    mlflow: MlflowRest
+    if mlflow_url is None:
+        # The model registry beside the sandbox, fresh for each run; it takes a while to start, so it starts now
+        # and setup waits for it only when the first version is registered.
+        directory = Path(state.root) / "demo-mlflow"
+        shutil.rmtree(directory, ignore_errors=True)
+        mlflow = MlflowServer(directory)
+        mlflow.launch()
+    else:
+        mlflow = MlflowRest(mlflow_url)
+    registry = Registry(registry_root, mlflow)
+    demo = Demo(pacing, namespace, output, printer, state, Kubectl(state.kubeconfig), registry)
     rng = np.random.default_rng(2026)
     loops = [
         Loop(1, "inputs drift -> retrain -> promote"),
@@ -566,6 +663,9 @@ def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path
     stories = {1: drift_story, 2: bad_version_story, 3: load_story}
     end = start
     with ExitStack() as stack:
+        if isinstance(mlflow, MlflowServer):
+            stack.callback(mlflow.stop)
+        stack.callback(registry.close)
         setup(demo, stack, rng)
         try:
             baseline(demo)
@@ -580,10 +680,12 @@ def run_demo(pacing: Pacing, *, namespace: str = DEFAULT_NAMESPACE, output: Path
         printer.step("Where it ended")
         watch = demo.watch
         watch.narrate(watch.observe())
-        demo.show("get", "mm", "-n", namespace)
+        demo.show("get", "mm", "-n", namespace, "-o", "wide")
         demo.show("get", "deployment", DEPLOYMENT, "-n", namespace, "-o", "wide")
         printer.line("the monitor's actions (status.actions, as they were recorded):")
         printer.block(action_history(watch.observations))
+        printer.line("the model registry (read from MLflow):")
+        printer.block(registry_ending(registry))
         end = time.time()
     # Everything stopped: the operator, the fleet's processes (and their Prometheus targets), the clients.
     png = output / "timeline.png"

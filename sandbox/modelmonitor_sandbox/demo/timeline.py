@@ -56,6 +56,7 @@ class Loop:
     actions: list[tuple[float, str]] = field(default_factory=list)
     recovered_at: float | None = None
     recovered: str = ""
+    registry: list[tuple[float, str]] = field(default_factory=list)  # what moved in the model registry
     ok: bool = False
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +77,7 @@ class Loop:
             "actions": [{"at": rel(at), "what": what} for at, what in self.actions],
             "recovered_at": rel(self.recovered_at),
             "recovered": self.recovered,
+            "registry": [{"at": rel(at), "what": what} for at, what in self.registry],
             "details": self.details,
         }
 
@@ -328,4 +330,6 @@ def summary_table(loops: Sequence[Loop], start: float) -> str:
         lines.append(
             f"     recovered  {clock(loop.recovered_at)}  {loop.recovered or '-'}{after(loop.recovered_at, loop)}"
         )
+        for at, what in loop.registry:
+            lines.append(f"     registry   {clock(at)}  {what}{after(at, loop)}")
     return "\n".join(lines)

@@ -3,9 +3,9 @@
 The operator creates the Job; kwok runs its pod (and completes it at once: it runs no code). What the pod would
 do runs here: wait for enough freshly labeled transactions (those labeled after the Job was created, so the new
 model learns the world as it is now), fit the next model version on three quarters of them, check it on the
-rest, publish it to the registry with its reference profile, and report the version the way the ModelMonitor's
-``promote`` spec says: an annotation on the Job, written with the Job's own ServiceAccount (``--as``), which
-may only read and patch Jobs. The operator then reads the annotation and promotes the version.
+rest, and register it in the model registry (MLflow) with its reference profile, tagged
+``modelmonitor.dev/job=$MODELMONITOR_JOB``: the Job's name, which the operator put in the Job's environment.
+The operator then finds the registered version by that tag and promotes its source URI.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from modelmonitor.adapters.kubernetes import JOB, KubernetesError, Workloads
 from modelmonitor_sandbox.demo.traffic import Warehouse
-from modelmonitor_sandbox.demo.world import Model, Registry, Transactions, fit
+from modelmonitor_sandbox.demo.world import REGISTERED_MODEL, Model, Published, Registry, Transactions, fit
 
-VERSION_ANNOTATION = "modelmonitor.dev/model-version"
+JOB_TAG = "modelmonitor.dev/job"
+JOB_ENV = "MODELMONITOR_JOB"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class TrainingRun:
 
     job: str
     version: str
+    registered: Published
     rows: int
     holdout_accuracy: float
     started: float
@@ -39,6 +42,12 @@ class TrainingRun:
 
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def job_env(job: dict[str, Any], name: str) -> str | None:
+    """The value of the environment variable ``name`` the Job's pod template gives its first container."""
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    return next((str(e["value"]) for e in containers[0].get("env") or [] if e.get("name") == name), None)
 
 
 def split(batch: Transactions, rng: np.random.Generator, holdout: float = 0.25) -> tuple[Transactions, Transactions]:
@@ -58,7 +67,6 @@ class Trainer:
     def __init__(
         self,
         workloads: Workloads,
-        kubectl: Callable[..., str],
         namespace: str,
         monitor: str,
         service_account: str,
@@ -69,7 +77,6 @@ class Trainer:
         rng: np.random.Generator,
     ) -> None:
         self.workloads = workloads
-        self.kubectl = kubectl
         self.namespace = namespace
         self.monitor = monitor
         self.service_account = service_account
@@ -105,19 +112,20 @@ class Trainer:
                 jobs = []
             for job in jobs:
                 name = job["metadata"]["name"]
-                annotations = job["metadata"].get("annotations") or {}
-                if name in self._seen or VERSION_ANNOTATION in annotations:
+                if name in self._seen:
                     continue
                 self._seen.add(name)
                 threading.Thread(target=self._train_for, args=(job,), name=f"train-{name}", daemon=True).start()
             self._stop.wait(0.5)
 
-    def _train_for(self, job: dict[str, object]) -> None:
+    def _train_for(self, job: dict[str, Any]) -> None:
         metadata = job["metadata"]
-        assert isinstance(metadata, dict)
         name = str(metadata["name"])
         annotations = metadata.get("annotations") or {}
         try:
+            tag = job_env(job, JOB_ENV)
+            if not tag:
+                raise RuntimeError(f"the Job has no {JOB_ENV} in its environment: nothing to tag the version with")
             created = _epoch(str(metadata["creationTimestamp"]))
             evidence = ", ".join(
                 f"{k} {annotations.get('modelmonitor.dev/' + k)}"
@@ -129,22 +137,18 @@ class Trainer:
                 f"{self.rows_needed} freshly labeled transactions"
             )
             with self._lock:
-                run = self._pipeline(name, created)
-            self.kubectl(
-                "annotate", "job", name, "-n", self.namespace, "--overwrite", f"{VERSION_ANNOTATION}={run.version}",
-                f"--as=system:serviceaccount:{self.namespace}:{self.service_account}",
-            )  # fmt: skip
+                run = self._pipeline(name, tag, created)
             self.runs.append(run)
             self.say(
                 f"trainer: {run.version} fitted on {run.rows} transactions labeled since the Job started, holdout "
-                f"accuracy {run.holdout_accuracy:.3f}; published with its profile; Job {name} annotated "
-                f"{VERSION_ANNOTATION}={run.version} (as the Job's ServiceAccount)"
+                f"accuracy {run.holdout_accuracy:.3f}; registered as version {run.registered.number} of "
+                f"{REGISTERED_MODEL} (source {run.registered.source}) with its profile, tagged {JOB_TAG}={tag}"
             )
         except Exception as exc:  # report and let the operator see a Job that reported nothing
             self.errors.append(f"{name}: {exc}")
             self.say(f"trainer: Job {name}: {exc}")
 
-    def _pipeline(self, job: str, created: float) -> TrainingRun:
+    def _pipeline(self, job: str, tag: str, created: float) -> TrainingRun:
         deadline = time.monotonic() + 180
         while self.warehouse.rows_since(created) < self.rows_needed:
             if self._stop.is_set() or time.monotonic() > deadline:
@@ -158,10 +162,12 @@ class Trainer:
         version = self.registry.next_version()
         model = fit(train, version, trained_on=f"Job {job}: {len(train)} transactions labeled after the drift alarm")
         model = replace(model, holdout_accuracy=round(model.accuracy(holdout), 4))
-        self.registry.publish(model, fresh)
-        return TrainingRun(job, version, len(fresh), float(model.holdout_accuracy or 0.0), created, time.time())
+        registered = self.registry.publish(model, fresh, tags={JOB_TAG: tag})
+        return TrainingRun(
+            job, version, registered, len(fresh), float(model.holdout_accuracy or 0.0), created, time.time()
+        )
 
-    def publish_candidate(self, since: float, notes: str) -> Model:
+    def publish_candidate(self, since: float, notes: str) -> tuple[Model, Published]:
         """A candidate another team's pipeline produced from the recent data, with a bug: velocity's sign was
         flipped in its training data. Its reference profile is built from the real data, so its inputs look
         fine to the drift check; only its answers are wrong."""
@@ -171,5 +177,4 @@ class Trainer:
                 raise RuntimeError("too few labeled transactions to build a candidate")
             version = self.registry.next_version()
             model = replace(fit(fresh, version, trained_on="the candidate pipeline", negate_velocity=True), notes=notes)
-            self.registry.publish(model, fresh)
-            return model
+            return model, self.registry.publish(model, fresh)

@@ -6,8 +6,8 @@ them. A model trained before still catches most fraud after (accuracy drops a po
 clearly drifted; a model refitted on fresh data from after fits again.
 
 Models are logistic regressions on four numerical features and a one-hot country, fitted with scipy. Each is
-saved as one JSON file under a version name (``v1``, ``v2``, ...) in the demo's model registry, together with
-the reference profile the version's sidecars load.
+saved as one JSON file under a version name (``v1``, ``v2``, ...) in the demo's model registry (MLflow), and
+registered as a version of ``fraud-detector`` together with the reference profile the version's sidecars load.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
+
+from modelmonitor.mlflowrest import ARTIFACT_SCHEME, MlflowRegistry, RegistrySettings
+from modelmonitor_sandbox.devcluster.mlflow_server import MlflowRest
 
 FEATURES = ("amount", "velocity", "account_age", "distance")
 COUNTRIES = ("DE", "FR", "US", "BR")
@@ -168,35 +172,66 @@ def fit(batch: Transactions, version: str, trained_on: str, *, negate_velocity: 
     return Model(version, tuple(float(v) for v in theta[:-1]), float(theta[-1]), trained_on, len(batch))
 
 
+#: The registered model in MLflow the demo's versions belong to, and the alias on the one in production.
+REGISTERED_MODEL = "fraud-detector"
+ALIAS = "champion"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A model version as the registry holds it."""
+
+    label: str  # the demo's name of the version: v1, v2, ...
+    number: str  # MLflow's version number
+    source: str  # the immutable URI a workload pins: mlflow-artifacts:/0/<run>/artifacts/model
+
+
 class Registry:
-    """The model registry: ``<root>/<version>/model.json`` and ``profile.json``."""
+    """The model registry: a real MLflow tracking server. A version's ``model.json`` is logged in the artifacts of
+    a run of its own (``model/``), and that folder's ``mlflow-artifacts:/`` URI is the ``source`` of a registered
+    version of ``fraud-detector``; its reference profile is stored and tagged on the version by
+    ``modelmonitor profile build --registry``, where the sidecars load it from. ``root`` is the pipeline's local
+    workspace (the reference rows, the profile as built)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mlflow: MlflowRest) -> None:
         self.root = root
+        self.mlflow = mlflow
+        self.client = MlflowRegistry(RegistrySettings(url=mlflow.url, timeout_seconds=30))
+        self.published: list[Published] = []
+        self._lock = threading.Lock()
 
-    def model_path(self, version: str) -> Path:
-        return self.root / version / "model.json"
-
-    def profile_path(self, version: str) -> Path:
-        return self.root / version / "profile.json"
-
-    def has(self, version: str) -> bool:
-        return self.model_path(version).exists() and self.profile_path(version).exists()
-
-    def load(self, version: str) -> Model:
-        return Model.from_json(json.loads(self.model_path(version).read_text()))
-
-    def versions(self) -> list[str]:
-        found = [p.parent.name for p in self.root.glob("v*/model.json")]
-        return sorted(found, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+    def close(self) -> None:
+        self.client.close()
 
     def next_version(self) -> str:
-        numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
-        return f"v{max(numbers, default=0) + 1}"
+        with self._lock:
+            return f"v{len(self.published) + 1}"
 
-    def publish(self, model: Model, reference: Transactions) -> Path:
-        """Save ``model`` and build its reference profile from ``reference`` (the rows it was validated on, with
-        its own predictions), as a training pipeline would. Returns the profile's path."""
+    def find(self, *, source: str = "", number: str = "", label: str = "") -> Published | None:
+        """The version published with ``source``, numbered ``number``, or named ``label``."""
+        with self._lock:
+            return next(
+                (
+                    p
+                    for p in self.published
+                    if source in ("", p.source) and number in ("", p.number) and label in ("", p.label)
+                ),
+                None,
+            )
+
+    def name(self, number: str) -> str:
+        """How the story names MLflow's version ``number``: its label (v2), or "version N" if not the demo's."""
+        found = self.find(number=number) if number else None
+        return found.label if found is not None else f"version {number or '-'}"
+
+    def load(self, source: str) -> Model:
+        """The model a workload pinning ``source`` serves, read from MLflow's artifact store."""
+        return Model.from_json(json.loads(self.client.download_artifact(f"{source}/model.json")))
+
+    def publish(self, model: Model, reference: Transactions, tags: dict[str, str] | None = None) -> Published:
+        """Store ``model``, register it as a version (tagged ``tags``, last: a trainer's tag says the version is
+        complete) and store its reference profile, built from ``reference`` (the rows it was validated on, with its
+        own predictions), as a training pipeline would."""
         folder = self.root / model.version
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "reference.csv"
@@ -208,15 +243,25 @@ class Registry:
             ):
                 values = ",".join(f"{v:.5f}" for v in row)
                 out.write(f"{values},{country},{cls},{score:.5f},{label}\n")
-        profile = self.profile_path(model.version)
+        # As a training pipeline logs a model: into a run's artifacts, then registered from there.
+        run_id, artifacts = self.mlflow.create_run()
+        source = f"{artifacts}/model"
+        if not source.startswith(ARTIFACT_SCHEME):
+            raise RuntimeError(f"the tracking server stores run artifacts at {artifacts}, not in its artifact proxy")
+        self.client.upload_artifact(
+            f"{source.removeprefix(ARTIFACT_SCHEME)}/model.json", json.dumps(model.to_json(), indent=2).encode()
+        )
+        number = self.mlflow.register(REGISTERED_MODEL, source, run_id=run_id)
+        self.mlflow.finish_run(run_id)
         # Only PSI is calibrated: it is the method the operator's dataDrift signal computes over the fleet; the
         # other methods' bootstrap would make a retraining pipeline slower for gauges the demo does not use.
         result = subprocess.run(
             [
-                sys.executable, "-m", "modelmonitor", "profile", "build", str(data), "-o", str(profile),
+                sys.executable, "-m", "modelmonitor", "profile", "build", str(data), "-o", str(folder / "profile.json"),
                 "--label", "label", "--prediction", "prediction", "--score", "score", "--group", "country",
                 "--positive-class", "1", "--window-size", str(CALIBRATED_WINDOW_ROWS),
                 "--numerical-methods", "psi", "--categorical-methods", "psi",
+                "--registry", self.mlflow.url, "--registered-model", REGISTERED_MODEL, "--registered-version", number,
             ],
             capture_output=True,
             text=True,
@@ -224,6 +269,9 @@ class Registry:
         )  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"building the profile of {model.version} failed: {result.stderr.strip()[-2000:]}")
-        # The model file is written last: a version is visible to the fleet only once both files exist.
-        self.model_path(model.version).write_text(json.dumps(model.to_json(), indent=2))
-        return profile
+        for key, value in (tags or {}).items():
+            self.mlflow.set_tag(REGISTERED_MODEL, number, key, value)
+        published = Published(model.version, number, source)
+        with self._lock:
+            self.published.append(published)
+        return published
