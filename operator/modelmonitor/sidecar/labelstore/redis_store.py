@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,6 +52,8 @@ from modelmonitor.sidecar.labels import (
 )
 
 log = logging.getLogger("modelmonitor.sidecar")
+#: What a write queue holds: prediction records or held outcomes.
+T = TypeVar("T")
 
 # KEYS: pairs (pending key, joined marker); ARGV[1]: the marker's expiry in seconds. Per pair: the record's bytes
 # when it joined, 1 when it was joined before (a duplicate), 0 when unknown. GETDEL is atomic, so a record is
@@ -316,36 +318,31 @@ class RedisLabelStore:
             )
 
     def _flush(self) -> bool:
-        """Write the queue in batches; False when Redis failed (the batch goes back to the queue's front)."""
-        while True:
-            with self._lock:
-                if not self._queue:
-                    return True
-                size = min(self._settings.batch_size, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(size)]
-            try:
-                self._write(batch)
-            except redis.RedisError as error:
-                self._failed("write", error)
-                with self._lock:
-                    self._queue.extendleft(reversed(batch))
-                    self._trim_queue()
-                return False
-            self._succeeded()
+        """Write the queued prediction records; False when Redis failed."""
+        return self._drain(self._queue, self._write, after_failure=self._trim_queue)
 
     def _flush_holds(self) -> bool:
-        """Write the held outcomes in batches; False when Redis failed (the batch goes back to the queue's front)."""
+        """Write the held outcomes; False when Redis failed."""
+        return self._drain(self._holds, self._write_held)
+
+    def _drain(
+        self, queue: deque[T], write: Callable[[list[T]], None], *, after_failure: Callable[[], None] | None = None
+    ) -> bool:
+        """Write ``queue`` in batches; False when Redis failed (the batch goes back to the queue's front, then
+        ``after_failure`` runs under the lock)."""
         while True:
             with self._lock:
-                if not self._holds:
+                if not queue:
                     return True
-                batch = [self._holds.popleft() for _ in range(min(self._settings.batch_size, len(self._holds)))]
+                batch = [queue.popleft() for _ in range(min(self._settings.batch_size, len(queue)))]
             try:
-                self._write_held(batch)
+                write(batch)
             except redis.RedisError as error:
                 self._failed("write", error)
                 with self._lock:
-                    self._holds.extendleft(reversed(batch))
+                    queue.extendleft(reversed(batch))
+                    if after_failure is not None:
+                        after_failure()
                 return False
             self._succeeded()
 
