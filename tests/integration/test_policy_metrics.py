@@ -70,7 +70,10 @@ def replicas(
     healthy.set(accuracy(0.95))
     failing.set(accuracy(0.60))
     prometheus = PrometheusProcess(tmp_path, [healthy.address, failing.address], {"namespace": namespace})
-    operator = OperatorProcess({**cluster.env(), "MODELMONITOR_PROMETHEUS_URL": prometheus.url}, namespace, tmp_path)
+    # Every evaluation written: Prometheus may have scraped one replica only at the first evaluation, and with
+    # the default heartbeat a later "2 of 2 series" that changes no state would reach the status minutes later.
+    env = {**cluster.env(), "MODELMONITOR_PROMETHEUS_URL": prometheus.url, "MODELMONITOR_STATUS_HEARTBEAT_SECONDS": "0"}
+    operator = OperatorProcess(env, namespace, tmp_path)
     operator.start()
     target = f"operator-{namespace}"
     cluster.add_scrape_target(target, f"127.0.0.1:{operator.metrics_port}")
