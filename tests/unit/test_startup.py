@@ -1,12 +1,14 @@
-"""The metrics socket is bound before Kopf starts: a taken or malformed address stops the start, naming it."""
+"""The metrics socket is bound before Kopf starts: a taken or malformed address stops the start, naming it; and
+Kopf's settings for thousands of monitors."""
 
 from __future__ import annotations
 
 import socket
 
+import kopf
 import pytest
 
-from modelmonitor.handlers import StartupError, bind_metrics
+from modelmonitor.handlers import LIST_CHUNK, NoDiffBase, StartupError, bind_metrics, configure_kopf
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:0"])
@@ -28,3 +30,19 @@ def test_a_taken_port_or_a_bad_address_names_the_address_and_the_variable() -> N
             bind_metrics(address)
     with pytest.raises(StartupError, match=r"127.0.0.1:http \(MODELMONITOR_METRICS_ADDRESS\)"):
         bind_metrics("127.0.0.1:http")
+
+
+def test_kopf_lists_in_pages_and_keeps_no_diff_base() -> None:
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    assert settings.watching.chunk_size == LIST_CHUNK
+    assert settings.watching.server_timeout < settings.watching.client_timeout
+    storage = settings.persistence.diffbase_storage
+    assert isinstance(storage, NoDiffBase)
+    body = kopf.Body({"metadata": {"name": "m", "annotations": {"a": "b"}}, "spec": {"x": 1}, "status": {"y": 2}})
+    # Nothing copied per event, nothing written to the object, nothing recalled from it.
+    assert storage.build(body=body) == {}
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence={"spec": {"x": 1}})
+    assert not patch
+    assert storage.fetch(body=body) is None

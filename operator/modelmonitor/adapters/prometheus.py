@@ -82,7 +82,7 @@ class QueryError:
         return f"{self.kind.value}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One number from an answer: the series' labels (``__name__`` included when Prometheus kept it)."""
 
@@ -217,11 +217,15 @@ def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
     if not isinstance(result, list):
         raise _Malformed(f"data.result of a {result_type} is not a list")
     samples: list[Sample] = []
+    # One string object per distinct label value, and per distinct timestamp (an instant vector has one): a
+    # batched answer repeats the same namespaces, models and bucket bounds across up to 100,000 series.
+    strings: dict[str, str] = {}
+    instants: dict[float, float] = {}
     for index, series in enumerate(result):
         where = f"data.result[{index}]"
         if not isinstance(series, dict):
             raise _Malformed(f"{where} is not an object")
-        labels = _labels(series.get("metric", {}), where)
+        labels = _labels(series.get("metric", {}), where, strings)
         if result_type == "vector":
             if "value" not in series:
                 if "histogram" in series:
@@ -231,7 +235,7 @@ def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
                     )
                 raise _Malformed(f"{where} has no 'value'")
             timestamp, value = _point(series["value"], f"{where}.value")
-            samples.append(Sample(labels, value, timestamp))
+            samples.append(Sample(labels, value, instants.setdefault(timestamp, timestamp)))
         else:
             points = series.get("values", [])
             if not isinstance(points, list):
@@ -261,14 +265,16 @@ def _point(point: Any, where: str, *, allow_text: bool = False) -> tuple[float, 
     return float(timestamp), value
 
 
-def _labels(metric: Any, where: str) -> Mapping[str, str]:
+def _labels(metric: Any, where: str, strings: dict[str, str]) -> Mapping[str, str]:
     # Hot path (one call per series; a fleet-wide drift answer holds hundreds of thousands): JSON object keys
-    # are always strings, so only the values need a look, and the freshly parsed dict is handed out as is.
+    # are always strings (and the decoder already shares equal keys), so only the values need a look; the
+    # freshly parsed dict is handed out as is, its values replaced by the first equal string in ``strings``.
     if type(metric) is not dict:
         raise _Malformed(f"{where}.metric is not an object of string labels")
-    for value in metric.values():
+    for name, value in metric.items():
         if type(value) is not str:
             raise _Malformed(f"{where}.metric is not an object of string labels")
+        metric[name] = strings.get(value) or strings.setdefault(value, value)
     return metric
 
 

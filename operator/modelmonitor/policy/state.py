@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -85,15 +85,17 @@ class PolicyState:
     cusum: CusumState | None = None
 
     def __post_init__(self) -> None:
+        # Built for every policy of every monitor in every cycle: convert only what is not of its type yet.
         owner = f"policy {self.name!r}"
-        object.__setattr__(self, "state", State(self.state))
-        if self.held_state is not None:
+        if type(self.state) is not State:
+            object.__setattr__(self, "state", State(self.state))
+        if self.held_state is not None and type(self.held_state) is not State:
             object.__setattr__(self, "held_state", State(self.held_state))
-        if self.last_outcome is not None:
+        if self.last_outcome is not None and type(self.last_outcome) is not OutcomeKind:
             object.__setattr__(self, "last_outcome", OutcomeKind(self.last_outcome))
         for attr in ("since", "active_since", "held_since"):
             moment = getattr(self, attr)
-            if moment is not None:
+            if moment is not None and moment.tzinfo is not UTC:
                 object.__setattr__(self, attr, require_aware(moment, field=f"{owner}: {attr}"))
         if self.state in HOLD_STATES:
             if self.held_state not in EPISODE_STATES or self.held_since is None:

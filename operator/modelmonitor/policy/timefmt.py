@@ -38,6 +38,8 @@ def format_duration(seconds: float) -> str:
 
 def require_aware(moment: datetime, *, field: str) -> datetime:
     """Return ``moment`` in UTC; a naive datetime is refused because its zone would be a guess."""
+    if moment.tzinfo is UTC:  # the usual case, tens of times per monitor per cycle: no copy
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{field}: {moment.isoformat()} has no timezone; pass an aware datetime (UTC)")
     return moment.astimezone(UTC)
