@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from publish import add_output_arguments, publish
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -410,9 +411,8 @@ def render(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds; prints only")
+    add_output_arguments(parser, RESULTS)
     parser.add_argument("--no-evidently", action="store_true", help="skip Evidently (e.g. not installed)")
-    parser.add_argument("--output", type=Path, help=f"write Markdown here (full run default: {RESULTS})")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     with_evidently = not args.no_evidently
@@ -424,11 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     figures = run(sizes, with_evidently=with_evidently)
     text = render(figures)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+    publish(text, args, RESULTS)
     return 0
 
 

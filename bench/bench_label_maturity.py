@@ -24,6 +24,7 @@ import tracemalloc
 from pathlib import Path
 
 from bench_label_store import Redis, _cpu, _store, _wait_written
+from publish import add_output_arguments, publish
 
 from modelmonitor.sidecar.labels import HeldOutcome, PendingPrediction, decode_held
 from modelmonitor.sidecar.labelstore.memory import MemoryLabelStore
@@ -167,8 +168,7 @@ def report(memory: dict[str, float], sweep: dict[str, float], quick: bool) -> st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, seconds, print only")
-    parser.add_argument("--output", type=Path, help=f"markdown results (default {RESULTS}, not in --quick)")
+    add_output_arguments(parser, RESULTS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mm-bench-maturity-") as tmp:
         redis = Redis(Path(tmp))
@@ -179,11 +179,7 @@ def main() -> int:
         finally:
             redis.stop()
     text = report(memory, sweep, args.quick)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+    publish(text, args, RESULTS)
     return 0
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from bench_sidecar import MODEL_SERVER, _load, free_port, spawn, stop, wait_http
+from publish import add_output_arguments, publish
 
 from modelmonitor_sandbox.devcluster.redis_server import RedisServer
 
@@ -279,9 +280,8 @@ def report(join: dict[str, Any], proxy: dict[str, Any], memory: dict[str, Any], 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, seconds, print only")
+    add_output_arguments(parser, RESULTS)
     parser.add_argument("--rate", type=float, default=200, help="proxied calls per second (200)")
-    parser.add_argument("--output", type=Path, help=f"markdown results (default {RESULTS}, not in --quick)")
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
     with tempfile.TemporaryDirectory(prefix="mm-bench-labels-") as tmp:
@@ -298,11 +298,7 @@ def main() -> int:
         finally:
             redis.stop()
     text = report(join, proxy, memory, args.quick)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+    publish(text, args, RESULTS)
     return 0
 
 

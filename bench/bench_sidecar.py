@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from publish import add_output_arguments, publish
 
 FEATURES = 20
 RESULTS = Path(__file__).parent / "results" / "sidecar.md"
@@ -418,8 +419,7 @@ def report(ingest: dict[str, Any], proxy: dict[str, Any], soak: dict[str, Any], 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, seconds, print only")
-    parser.add_argument("--output", type=Path, help=f"markdown results (default {RESULTS}, not in --quick)")
+    add_output_arguments(parser, RESULTS)
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
     with tempfile.TemporaryDirectory(prefix="mm-bench-sidecar-") as tmp:
@@ -432,11 +432,7 @@ def main() -> int:
         soak = bench_soak(profile, workdir, seconds=6 if args.quick else 150, rng=rng)
         print(json.dumps(soak, indent=1), flush=True)
     text = report(ingest, proxy, soak, args.quick)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+    publish(text, args, RESULTS)
     return 0
 
 

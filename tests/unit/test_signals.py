@@ -965,7 +965,9 @@ def test_label_coverage_without_predictions_is_no_data_and_a_stopped_pipeline_is
     assert numbers(results[broken]) == (0.0,)
 
 
-def add_matured_confusion(fake: FakePrometheus, version: str, maturity: str, **counts: float) -> None:
+def add_matured_confusion(
+    fake: FakePrometheus, version: str, maturity: str, group: str = "all", **counts: float
+) -> None:
     for outcome, value in counts.items():
         fake.add(
             "modelmonitor_matured_labeled_predictions_total",
@@ -973,7 +975,7 @@ def add_matured_confusion(fake: FakePrometheus, version: str, maturity: str, **c
             namespace="a",
             model="m",
             version=version,
-            group="all",
+            group=group,
             outcome=outcome,
             maturity=maturity,
         )
@@ -1005,17 +1007,7 @@ def test_label_delay_judges_equal_opportunity_on_the_cohort_per_group() -> None:
     add_confusion(fake, "a", "m", "v1", group="f", tp=10, fn=0)
     add_confusion(fake, "a", "m", "v1", group="m", tp=10, fn=0)
     for group, (tp, fn) in {"f": (8, 2), "m": (5, 5)}.items():
-        for outcome, value in (("tp", tp), ("fn", fn)):
-            fake.add(
-                "modelmonitor_matured_labeled_predictions_total",
-                value,
-                namespace="a",
-                model="m",
-                version="v1",
-                group=group,
-                outcome=outcome,
-                maturity="1d",
-            )
+        add_matured_confusion(fake, "v1", "1d", group=group, tp=tp, fn=fn)
     item = request("equalOpportunityGap", ns="a", model="m", label_delay="1d")
     result = measure([item], fake, at=AT).results[item]
     assert numbers(result) == (pytest.approx(0.8 - 0.5),)

@@ -274,7 +274,7 @@ def _labels(metric: Any, where: str, strings: dict[str, str]) -> Mapping[str, st
     for name, value in metric.items():
         if type(value) is not str:
             raise _Malformed(f"{where}.metric is not an object of string labels")
-        metric[name] = strings.get(value) or strings.setdefault(value, value)
+        metric[name] = strings.setdefault(value, value)
     return metric
 
 

@@ -11,6 +11,8 @@ BENCH = Path(__file__).resolve().parents[3] / "bench" / "bench_drift.py"
 
 
 def _load() -> ModuleType:
+    if str(BENCH.parent) not in sys.path:  # as `python bench/bench_drift.py` has it: its sibling modules import
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_drift", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
