@@ -389,10 +389,10 @@ def test_batched_signals_give_each_model_its_own_value(client: Any) -> None:
     assert results[("team-c", "fraud", "acc")].kind is MeasurementKind.NO_DATA
 
     # One query per (kind, window, grouping), however many monitors ask: accuracy for five monitors is one
-    # query, plus one for the monitor naming a version; errorRate 2, latency 1, fairness 1, dataDrift with
-    # auto threshold 4, cpu 1 (for three monitors).
+    # query, plus one for the monitor naming a version; errorRate 2, latency 2 (Prometheus' quantile and the
+    # requests), fairness 1, dataDrift with auto threshold 4, cpu 1 (for three monitors).
     assert cycle.template_queries == 0
-    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 11
+    assert cycle.batched_queries == len({q for r in cycle.results.values() for q in r.queries}) == 12
 
 
 def test_stopped_prometheus_is_a_connection_error_not_no_data(exporter: Exporter) -> None:

@@ -261,6 +261,12 @@ def test_model_labels_narrow_a_builtin_signal_to_one_cluster_with_one_query_per_
                 at=at,
             )
             assert numbers(cycle.results[latency[who]]) == (pytest.approx(quantile.values[0], rel=1e-9),), who
+        # A batch without labels asks Prometheus for the quantile itself: the same value, the same requests.
+        alone = measure([latency["both"]], prometheus, at=at)
+        assert alone.batched_queries == 2  # the quantile and the requests
+        assert alone.results[latency["both"]].query.startswith("histogram_quantile(0.5, ")
+        assert numbers(alone.results[latency["both"]]) == pytest.approx(numbers(cycle.results[latency["both"]]))
+        assert alone.results[latency["both"]].series[0].samples == cycle.results[latency["both"]].series[0].samples
 
     elsewhere = SignalRequest(
         namespace, "ap-mm", "ap", "churn", WINDOW, signal="errorRate", labels=(("cluster", "ap-9"),)

@@ -71,16 +71,24 @@ class SplitAwarePrometheus:
         return QueryResult(query=promql, result_type="vector", samples=tuple(samples))
 
 
+#: Monitors that name a label get the latency buckets (4 series per model), not Prometheus' quantile (1).
+EU = (("cluster", "eu"),)
+
+
 def latency_fleet(n: int, namespaces: int = 3) -> tuple[SplitAwarePrometheus, list[SignalRequest]]:
     """n models, each with a 4-bucket latency histogram and confusion counts (2 outcome series)."""
     prometheus = SplitAwarePrometheus()
     requests = []
     for i in range(n):
         ns, model = f"ns-{i % namespaces}", f"model-{i}"
-        add_latency(prometheus.fake, ns, model, (10.0 * i, 20.0 * i, 30.0 * i, 30.0 * i + 1))
+        add_latency(prometheus.fake, ns, model, (10.0 * i, 20.0 * i, 30.0 * i, 30.0 * i + 1), cluster="eu")
         add_confusion(prometheus.fake, ns, model, "v1", tp=i + 1, tn=5, fp=3, fn=1)
-        requests += [request("latencyP95", ns=ns, model=model), request("accuracy", ns=ns, model=model)]
+        requests += [latency(ns, model), request("accuracy", ns=ns, model=model)]
     return prometheus, requests
+
+
+def latency(ns: str, model: str) -> SignalRequest:
+    return request("latencyP95", ns=ns, model=model, labels=EU)
 
 
 def brute_force_size(part: Restriction, sizes: dict[ModelKey, int]) -> int:
@@ -141,8 +149,10 @@ def test_a_part_selects_its_namespaces_and_model_names_literally() -> None:
     planned = plan(request("latencyP95", ns="ns-1", model="a", window="5m"), (), only)
     assert not isinstance(planned, type(None))
     assert planned.queries == (  # type: ignore[union-attr]
-        "sum by (namespace, model, le) (increase(modelmonitor_request_duration_seconds_bucket"
-        '{namespace="ns-1", model=~"a|b\\\\.c\\\\|d"}[5m]))',
+        "histogram_quantile(0.95, sum by (namespace, model, le) (increase(modelmonitor_request_duration_seconds_bucket"
+        '{namespace="ns-1", model=~"a|b\\\\.c\\\\|d"}[5m])))',
+        "sum by (namespace, model) (increase(modelmonitor_request_duration_seconds_bucket"
+        '{le="+Inf", namespace="ns-1", model=~"a|b\\\\.c\\\\|d"}[5m]))',
     )
     coverage = plan(request("labelCoverage", ns="ns-1", model="a"), (), only)
     assert 'modelmonitor_labels_received_total{result="joined", namespace="ns-1", model=~' in coverage.queries[0]  # type: ignore[union-attr]
@@ -203,7 +213,7 @@ def test_below_the_budget_the_query_stays_whole() -> None:
 
 def test_no_data_and_errors_stay_with_the_models_they_belong_to() -> None:
     prometheus, requests = latency_fleet(12)
-    ghost = request("latencyP95", ns="ns-0", model="ghost")
+    ghost = latency("ns-0", "ghost")
     book = SeriesBook(budget=12)
     measure([*requests, ghost], prometheus, at=AT, book=book)
     plain = measure([ghost], SplitAwarePrometheus(prometheus.fake), at=AT)
@@ -223,12 +233,12 @@ def test_a_new_model_is_counted_before_it_joins_a_part() -> None:
     prometheus, requests = latency_fleet(12)
     book = SeriesBook(budget=12)
     measure(requests, prometheus, at=AT, book=book)
-    add_latency(prometheus.fake, "ns-9", "late", (1.0, 2.0, 3.0, 4.0))
-    late = request("latencyP95", ns="ns-9", model="late")
+    add_latency(prometheus.fake, "ns-9", "late", (1.0, 2.0, 3.0, 4.0), cluster="eu")
+    late = latency("ns-9", "late")
     prometheus.asked.clear()
     cycle = measure([*requests, late], prometheus, at=AT, book=book)
     assert [q for q in prometheus.asked if q.startswith("count")] == [
-        "count by (namespace, model) (sum by (namespace, model, le) (increase("
+        "count by (namespace, model) (sum by (namespace, model, cluster, le) (increase("
         'modelmonitor_request_duration_seconds_bucket{namespace="ns-9", model="late"}[10m])))'
     ]
     assert cycle.results[late].kind is MeasurementKind.VALUES

@@ -24,13 +24,14 @@ from modelmonitor.signals import (
     SignalRequest,
     measure,
 )
+from modelmonitor.signals.planning import plan
 from modelmonitor.stats.drift import METHODS
 from modelmonitor.stats.window_null import window_test
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 _AGGREGATION = re.compile(
     r"^(sum|max|group) by \(([^)]*)\) "
-    r"\((?:(increase|rate)\(([a-zA-Z_:]+)(?:\{(\w+)=\"(\w+)\"\})?\[(\w+)\](?: offset (\w+))?\)|([a-zA-Z_:]+))\)$"
+    r"\((?:(increase|rate)\(([a-zA-Z_:]+)(?:\{(\w+)=\"([^\"]+)\"\})?\[(\w+)\](?: offset (\w+))?\)|([a-zA-Z_:]+))\)$"
 )
 
 
@@ -193,6 +194,8 @@ def test_absent_monitors_get_no_data_never_zero() -> None:
         request("missingRate", ns="ns-1", model="ghost"),
         request("accuracy", ns="ns-1", model="model-1", version="v9"),  # a version that does not exist
     ]
+    quantile = plan(absent[3], ()).queries[0]  # type: ignore[union-attr]
+    fake.canned[quantile] = QueryResult(query=quantile, result_type="vector", samples=())  # the fake computes none
     cycle = measure(absent, fake, at=AT)
     for item in absent:
         result = cycle.results[item]
@@ -423,15 +426,17 @@ def add_latency(fake: FakePrometheus, ns: str, model: str, cumulative: tuple[flo
 
 
 def test_latency_quantile_from_summed_buckets_and_its_sample_count() -> None:
+    # With spec.model.labels in the batch the operator reads the buckets and computes the quantile itself.
     fake = FakePrometheus()
     # 1000 requests: 500 up to 0.1 s, 300 in (0.1, 0.2], 180 in (0.2, 0.5], 20 slower.
-    add_latency(fake, "a", "m", (500, 800, 980, 1000.4))
-    add_latency(fake, "a", "idle", (0, 0, 0, 0))
+    add_latency(fake, "a", "m", (500, 800, 980, 1000.4), cluster="eu")
+    add_latency(fake, "a", "idle", (0, 0, 0, 0), cluster="eu")
+    eu = (("cluster", "eu"),)
     busy50, busy95, busy99, idle = (
-        request("latencyP50", ns="a", model="m", window="5m"),
-        request("latencyP95", ns="a", model="m", window="5m"),
-        request("latencyP99", ns="a", model="m", window="5m"),
-        request("latencyP95", ns="a", model="idle", window="5m"),
+        request("latencyP50", ns="a", model="m", window="5m", labels=eu),
+        request("latencyP95", ns="a", model="m", window="5m", labels=eu),
+        request("latencyP99", ns="a", model="m", window="5m", labels=eu),
+        request("latencyP95", ns="a", model="idle", window="5m", labels=eu),
     )
     cycle = measure([busy50, busy95, busy99, idle], fake, at=AT)
     assert cycle.batched_queries == 1  # the three quantiles share the bucket counts
@@ -442,6 +447,60 @@ def test_latency_quantile_from_summed_buckets_and_its_sample_count() -> None:
     assert samples_of(cycle.results[busy95]) == 1000
     assert cycle.results[idle].kind is MeasurementKind.NO_DATA  # no requests in the window
     assert "no requests" in cycle.results[idle].reason
+
+
+QUANTILE_P95 = (
+    "histogram_quantile(0.95, sum by (namespace, model, le) "
+    "(increase(modelmonitor_request_duration_seconds_bucket[5m])))"
+)
+
+
+def test_without_extra_labels_prometheus_computes_the_quantile_and_the_requests_count_the_samples() -> None:
+    fake = FakePrometheus()
+    add_latency(fake, "a", "m", (500, 800, 980, 1000.4))
+    add_latency(fake, "a", "idle", (0, 0, 0, 0))
+    add_latency(fake, "a", "one-bucket", (0, 0, 0, 7))
+    # What Prometheus answers (the fake does not compute quantiles): NaN where it has nothing to interpolate.
+    fake.canned[QUANTILE_P95] = QueryResult(
+        query=QUANTILE_P95,
+        result_type="vector",
+        samples=(
+            Sample({"namespace": "a", "model": "m"}, 0.4, 0.0),
+            Sample({"namespace": "a", "model": "idle"}, math.nan, 0.0),
+            Sample({"namespace": "a", "model": "one-bucket"}, math.nan, 0.0),
+        ),
+    )
+    busy, idle, unbucketed, ghost = (
+        request("latencyP95", ns="a", model=model, window="5m") for model in ("m", "idle", "one-bucket", "ghost")
+    )
+    cycle = measure([busy, idle, unbucketed, ghost], fake, at=AT)
+    assert sorted(text for text, _ in fake.asked) == [
+        QUANTILE_P95,
+        'sum by (namespace, model) (increase(modelmonitor_request_duration_seconds_bucket{le="+Inf"}[5m]))',
+    ]
+    assert cycle.largest_answer == 3  # a series per model, not one per bucket
+    assert numbers(cycle.results[busy]) == (0.4,)
+    assert samples_of(cycle.results[busy]) == 1000
+    assert cycle.results[busy].query == QUANTILE_P95
+    assert cycle.results[idle].kind is MeasurementKind.NO_DATA
+    assert "no requests" in cycle.results[idle].reason
+    assert cycle.results[unbucketed].kind is MeasurementKind.NO_DATA
+    assert "has no buckets" in cycle.results[unbucketed].reason
+    assert cycle.results[ghost].kind is MeasurementKind.NO_DATA
+    assert "modelmonitor_request_duration_seconds_bucket" in cycle.results[ghost].reason
+
+
+def test_each_quantile_is_its_own_query_and_they_share_the_requests_query() -> None:
+    fake = FakePrometheus()
+    add_latency(fake, "a", "m", (500, 800, 980, 1000.4))
+    quantiles = [request(signal, ns="a", model="m", window="5m") for signal in ("latencyP50", "latencyP99")]
+    for item in quantiles:
+        text = plan(item, ()).queries[0]  # type: ignore[union-attr]
+        fake.canned[text] = QueryResult(query=text, result_type="vector", samples=())
+    cycle = measure(quantiles, fake, at=AT)
+    assert cycle.batched_queries == 3
+    asked = sorted(text.split(",")[0] for text, _ in fake.asked)
+    assert asked == ["histogram_quantile(0.5", "histogram_quantile(0.99", "sum by (namespace"]
 
 
 def test_cpu_gives_one_value_per_pod() -> None:

@@ -15,11 +15,14 @@ SIGNALS = ("errorRate", *LATENCY_QUANTILES)
 
 
 def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
-    """errorRate: errors, then requests. Latency: the bucket counts, shared by the three quantiles.
+    """errorRate: errors, then requests. Latency: the quantile, then the requests (the ``+Inf`` bucket).
 
-    The quantile is computed here from the summed bucket counts, not with PromQL's ``histogram_quantile``: the
-    answer is grouped by the batch's extra labels, and a monitor that names fewer of them needs the quantile of
-    the merged histogram, which no per-group quantile can give.
+    When the batch names no extra labels, each group of the answer is exactly one monitor's selection, and
+    Prometheus computes the quantile (``histogram_quantile`` over the summed buckets): one series per model
+    instead of one per bucket (a tenth of the series with the sidecar's 15 buckets). A batch with extra labels is
+    grouped by them, and a monitor that names fewer of them needs the quantile of the merged histogram, which no
+    per-group quantile can give: its bucket counts are fetched (one query serves the three quantiles) and the
+    quantile is computed here, as Prometheus would.
     """
     by = grouping.by()
     if request.signal == "errorRate":
@@ -30,9 +33,15 @@ def plan(request: SignalRequest, grouping: Grouping, window: str) -> Plan:
             ),
             _compute_error_rate,
         )
+    buckets = f"sum by ({grouping.by('le')}) (increase({grouping.select(REQUEST_DURATION + '_bucket')}[{window}]))"
+    if grouping.extra:
+        return Plan((buckets,), _compute_latency)
+    assert request.signal is not None
+    everything = grouping.select(REQUEST_DURATION + "_bucket", 'le="+Inf"')
+    requests_seen = f"sum by ({by}) (increase({everything}[{window}]))"
     return Plan(
-        (f"sum by ({grouping.by('le')}) (increase({grouping.select(REQUEST_DURATION + '_bucket')}[{window}]))",),
-        _compute_latency,
+        (f"histogram_quantile({LATENCY_QUANTILES[request.signal]}, {buckets})", requests_seen),
+        _read_latency,
     )
 
 
@@ -95,3 +104,17 @@ def _compute_latency(request: SignalRequest, answers: Sequence[Index]) -> Measur
     if math.isnan(value):
         return Measurement.no_data(f"{request.signal}: the latency histogram of {describe(request)} has no buckets")
     return values([value], count(observations), f"{observations:.0f} requests over {request.window}")
+
+
+def _read_latency(request: SignalRequest, answers: Sequence[Index]) -> Measurement:
+    """The quantile Prometheus computed for the monitor's group, with the requests behind it."""
+    totals = [s.value for s in answers[1].select(request) if not math.isnan(s.value)]
+    if not totals:
+        return no_series(request, f"{REQUEST_DURATION}_bucket")
+    observations = sum(totals)
+    if observations <= 0:
+        return Measurement.no_data(f"{request.signal}: no requests for {describe(request)} over {request.window}")
+    quantiles = [s.value for s in answers[0].select(request) if not math.isnan(s.value)]
+    if len(quantiles) != 1:
+        return Measurement.no_data(f"{request.signal}: the latency histogram of {describe(request)} has no buckets")
+    return values(quantiles, count(observations), f"{observations:.0f} requests over {request.window}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import isotonic_regression
 
 
 def fit_isotonic(
@@ -34,6 +33,10 @@ def fit_isotonic(
         raise ValueError("scores: NaN or infinite values")
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("labels: expected 0 (negative) or 1 (positive)")
+    # Imported on use: only the sidecar's profile build fits a calibration, and scipy.optimize costs the operator
+    # ~27 MiB it never needs.
+    from scipy.optimize import isotonic_regression
+
     knots, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
     shares = np.bincount(inverse, weights=y) / counts
     fitted = np.asarray(isotonic_regression(shares, weights=counts.astype(np.float64), increasing=True).x)

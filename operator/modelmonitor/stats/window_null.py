@@ -30,7 +30,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from modelmonitor.stats._checks import FloatArray
 from modelmonitor.stats.drift.registry import METHODS
@@ -198,6 +197,10 @@ def _analytic_p_value(method: str, shares: FloatArray, rows: int, score: float) 
     feature of every model each cycle, and scipy.stats' distribution objects cost ~50 times more per call)."""
     if method == "linf":
         return _linf_tail(np.sqrt(shares * (1.0 - shares) / rows), score)
+    # scipy.special is imported where it is used: it costs ~28 MiB that an operator without drift policies
+    # never needs.
+    from scipy import special
+
     degrees = shares.size - 1
     if method == "psi":
         return float(special.chdtrc(degrees, rows * score))
@@ -212,12 +215,16 @@ def _pearson_scale(method: str, rows: int) -> float:
 @lru_cache(maxsize=1024)
 def _chi_square_critical(rate: float, degrees: int) -> float:
     """The chi-square(``degrees``) value exceeded with probability ``rate``."""
+    from scipy import special
+
     return float(special.chdtri(degrees, rate))
 
 
 def _linf_tail(sigma: FloatArray, deviation: float) -> float:
     """The union bound on P(max_i |q_i - p_i| >= deviation) with each bin's normal approximation."""
     spread = sigma[sigma > 0]  # a bin the reference never saw cannot deviate under the null
+    from scipy import special
+
     return float(min(1.0, np.sum(2.0 * special.ndtr(-deviation / spread))))
 
 
@@ -270,4 +277,6 @@ def _simulated_threshold(null: FloatArray, rate: float) -> float:
 
 def probit_of_p_value(p_value: float) -> float:
     """The standard normal score ``z`` with upper tail ``p_value`` (``N(0, 1)`` when the null holds)."""
+    from scipy import special
+
     return float(-special.ndtri(min(max(p_value, 1e-300), 1.0 - 1e-16)))
