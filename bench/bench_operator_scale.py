@@ -111,6 +111,9 @@ CYCLE_LINE = re.compile(
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+#: A cycle on schedule starts this soon after an interval boundary (the operator ticks every second).
+ON_SCHEDULE_WITHIN = 2.5
+
 T = TypeVar("T")
 
 
@@ -780,11 +783,25 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             lines = rig.cycles_after(since)
             return [[c for c in lines if c.replica == r and result.full(c)] for r in replicas]
 
-        # Warm-up: each replica's first aligned cycle that evaluates its share; the window opens when the last ends.
+        # Warm-up: each replica's first cycle that evaluates its share on schedule, ended after this wait began; the
+        # window opens when the last ends. After the start the cycles run late and back to back until the schedule
+        # catches up (the monitors are due at once), and a window holding one of them would count two cycles'
+        # work in less than two intervals; a cycle on schedule starts within a tick of an interval boundary.
+        waiting_since = time.time()
+
+        def on_schedule(cycle: CycleLine) -> bool:
+            started = cycle.at - cycle.seconds
+            overrun = cycle.seconds >= plan.interval  # then back to back is the steady state
+            return cycle.at >= waiting_since and (overrun or started % plan.interval < ON_SCHEDULE_WITHIN)
+
+        def settled() -> list[CycleLine] | None:
+            found = [next((c for c in lines if on_schedule(c)), None) for lines in full_lines(first_full)]
+            return [c for c in found if c is not None] if all(found) else None
+
         warm_lines = wait_for(
-            "a warm-up cycle of every replica evaluating its share",
-            lambda: (lambda per: [p[0] for p in per] if all(per) else None)(full_lines(first_full)),
-            deadline.cap(plan.interval * 3 + 0.04 * n + 120),
+            "a warm-up cycle of every replica evaluating its share on schedule",
+            settled,
+            deadline.cap(plan.interval * 4 + 0.04 * n + 120),
             0.2,
         )
         warm = max(warm_lines, key=lambda c: c.at)

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from modelmonitor.api import parse_monitor
 from modelmonitor.policy import ActionRecord, ActionResult, Measurement, MeasurementKind, Series
+from modelmonitor.policy.spec import monitor_from_api
 from modelmonitor.reconcile import Monitor, monitor_from_body, reconcile, status_write_due
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -72,6 +74,24 @@ def test_a_watched_body_is_mapped_once_into_one_value(monitor: Monitor) -> None:
     assert drift.auto_threshold
     assert [rule.name for rule in monitor.engine.policies] == ["accuracy", "drift"]
     assert monitor.engine.action_types == {"page": "alert"}
+
+
+def test_monitors_with_equal_policies_share_them_and_a_changed_policy_is_its_own(monitor: Monitor) -> None:
+    other = body(target={"name": "churn"}, model={"name": "churn"})
+    other["metadata"]["name"] = "churn"
+    twin = monitor_from_body(other)
+    assert all(a is b for a, b in zip(twin.spec.policies, monitor.spec.policies, strict=True))
+    assert all(a is b for a, b in zip(twin.engine.policies, monitor.engine.policies, strict=True))
+    assert twin.spec.model.name == "churn"  # only the policies are shared
+    changed = body()
+    changed["spec"]["policies"][0]["condition"]["threshold"] = 0.7
+    stricter = monitor_from_body(changed)
+    assert stricter.spec.policies[0] is not monitor.spec.policies[0]
+    assert stricter.spec.policies[0].condition.threshold == stricter.engine.policies[0].threshold == 0.7
+    assert stricter.spec.policies[1] is monitor.spec.policies[1]
+    # What is shared is what the monitor would have had on its own.
+    assert stricter.spec == parse_monitor(changed)
+    assert stricter.engine == monitor_from_api("ml", "fraud", parse_monitor(changed))
 
 
 def test_healthy_cycle_writes_a_healthy_status_and_decides_nothing(monitor: Monitor) -> None:

@@ -54,12 +54,14 @@ def _sequential(policy: Policy) -> SequentialRule | None:
     )
 
 
-def monitor_from_api(namespace: str, name: str, spec: ModelMonitorSpec) -> MonitorSpec:
-    """The `MonitorSpec` of a validated ModelMonitor spec."""
+def monitor_from_api(
+    namespace: str, name: str, spec: ModelMonitorSpec, rules: tuple[Rule, ...] | None = None
+) -> MonitorSpec:
+    """The `MonitorSpec` of a validated ModelMonitor spec; ``rules``, when given, are its policies' (in order)."""
     return MonitorSpec(
         namespace=namespace,
         name=name,
-        policies=tuple(rule_from_policy(p) for p in spec.policies),
+        policies=rules if rules is not None else tuple(rule_from_policy(p) for p in spec.policies),
         combine=Combine(spec.combine.mode),
         dry_run=spec.dry_run,
         paused=spec.paused,
