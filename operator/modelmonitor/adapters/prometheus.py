@@ -140,7 +140,7 @@ def parse_answer(query: str, status_code: int, body: bytes, *, elapsed_seconds: 
         return QueryResult(query=query, error=error, warnings=warnings, infos=infos, elapsed_seconds=elapsed_seconds)
 
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_hook=_SeriesDecoder())
     except (ValueError, UnicodeDecodeError):
         document = None
     if not isinstance(document, dict):
@@ -204,6 +204,41 @@ def parse_answer(query: str, status_code: int, body: bytes, *, elapsed_seconds: 
     )
 
 
+class _SeriesDecoder:
+    """The decoder's hook for JSON objects: each well-formed instant-vector series becomes its `Sample` as soon as it
+    is decoded, so an answer of 100,000 series is never held as 100,000 decoded objects at once (about three
+    times the memory of the samples). Everything else, malformed series included, is left as decoded for
+    `_samples` to check and report with its position.
+
+    One string object per distinct label value, and one float per distinct timestamp (an instant vector has one): a
+    batched answer repeats the same namespaces, models and outcomes across up to 100,000 series."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.instants: dict[float, float] = {}
+
+    def __call__(self, decoded: dict[str, Any]) -> Any:
+        if len(decoded) != 2:
+            return decoded
+        metric, point = decoded.get("metric"), decoded.get("value")
+        if type(metric) is not dict or type(point) is not list or len(point) != 2:
+            return decoded
+        timestamp, text = point
+        if type(timestamp) not in (int, float) or type(text) is not str:
+            return decoded
+        strings = self.strings
+        for name, value in metric.items():
+            if type(value) is not str:
+                return decoded
+            metric[name] = strings.setdefault(value, value)
+        try:
+            value = float(text)
+        except ValueError:
+            return decoded
+        moment = float(timestamp)
+        return Sample(metric, value, self.instants.setdefault(moment, moment))
+
+
 def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
     if not isinstance(data, dict):
         raise _Malformed("'data' is missing or not an object")
@@ -217,12 +252,15 @@ def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
     if not isinstance(result, list):
         raise _Malformed(f"data.result of a {result_type} is not a list")
     samples: list[Sample] = []
-    # One string object per distinct label value, and per distinct timestamp (an instant vector has one): a
-    # batched answer repeats the same namespaces, models and bucket bounds across up to 100,000 series.
     strings: dict[str, str] = {}
     instants: dict[float, float] = {}
     for index, series in enumerate(result):
         where = f"data.result[{index}]"
+        if type(series) is Sample:  # decoded and checked by `_SeriesDecoder`
+            if result_type != "vector":
+                raise _Malformed(f"{where} has a 'value' in a matrix, whose series have 'values'")
+            samples.append(series)
+            continue
         if not isinstance(series, dict):
             raise _Malformed(f"{where} is not an object")
         labels = _labels(series.get("metric", {}), where, strings)

@@ -255,6 +255,16 @@ def test_long_error_bodies_are_cut() -> None:
             vector_body(b'[{"metric": {}, "histogram": [1, {}]}]'),
             "native histogram",
         ),
+        # Well-formed series are decoded as they are read; a bad one after them is still named by its position.
+        (
+            vector_body(b'[{"metric": {}, "value": [1, "1"]}, {"metric": {"a": 1}, "value": [1, "1"]}]'),
+            "data.result[1].metric is not an object of string labels",
+        ),
+        (vector_body(b'[{"metric": {}, "value": [true, "1"]}]'), "data.result[0].value has a non-numeric timestamp"),
+        (
+            b'{"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "value": [1, "1"]}]}}',
+            "data.result[0] has a 'value' in a matrix",
+        ),
     ],
 )
 def test_garbage_is_a_bad_response(body: bytes, problem: str) -> None:
