@@ -139,8 +139,9 @@ def parse_answer(query: str, status_code: int, body: bytes, *, elapsed_seconds: 
     def failed(error: QueryError, warnings: tuple[str, ...] = (), infos: tuple[str, ...] = ()) -> QueryResult:
         return QueryResult(query=query, error=error, warnings=warnings, infos=infos, elapsed_seconds=elapsed_seconds)
 
+    decoder = _SeriesDecoder()
     try:
-        document = json.loads(body, object_hook=_SeriesDecoder())
+        document = json.loads(body, object_hook=decoder)
     except (ValueError, UnicodeDecodeError):
         document = None
     if not isinstance(document, dict):
@@ -187,7 +188,7 @@ def parse_answer(query: str, status_code: int, body: bytes, *, elapsed_seconds: 
             infos,
         )
     try:
-        result_type, samples = _samples(document.get("data"))
+        result_type, samples = _samples(document.get("data"), decoder)
     except _Malformed as problem:
         return failed(
             QueryError(ErrorKind.BAD_RESPONSE, f"malformed answer: {problem}", status_code=status_code),
@@ -218,28 +219,18 @@ class _SeriesDecoder:
         self.instants: dict[float, float] = {}
 
     def __call__(self, decoded: dict[str, Any]) -> Any:
-        if len(decoded) != 2:
+        if len(decoded) != 2 or "metric" not in decoded or "value" not in decoded:
             return decoded
-        metric, point = decoded.get("metric"), decoded.get("value")
-        if type(metric) is not dict or type(point) is not list or len(point) != 2:
-            return decoded
-        timestamp, text = point
-        if type(timestamp) not in (int, float) or type(text) is not str:
-            return decoded
-        strings = self.strings
-        for name, value in metric.items():
-            if type(value) is not str:
-                return decoded
-            metric[name] = strings.setdefault(value, value)
         try:
-            value = float(text)
-        except ValueError:
+            # No position in the message: a malformed series is checked again, with it, by `_samples`.
+            labels = _labels(decoded["metric"], "", self.strings)
+            timestamp, value = _point(decoded["value"], "")
+        except _Malformed:
             return decoded
-        moment = float(timestamp)
-        return Sample(metric, value, self.instants.setdefault(moment, moment))
+        return Sample(labels, value, self.instants.setdefault(timestamp, timestamp))
 
 
-def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
+def _samples(data: Any, decoder: _SeriesDecoder) -> tuple[str, tuple[Sample, ...]]:
     if not isinstance(data, dict):
         raise _Malformed("'data' is missing or not an object")
     result_type = data.get("resultType")
@@ -252,8 +243,7 @@ def _samples(data: Any) -> tuple[str, tuple[Sample, ...]]:
     if not isinstance(result, list):
         raise _Malformed(f"data.result of a {result_type} is not a list")
     samples: list[Sample] = []
-    strings: dict[str, str] = {}
-    instants: dict[float, float] = {}
+    strings, instants = decoder.strings, decoder.instants
     for index, series in enumerate(result):
         where = f"data.result[{index}]"
         if type(series) is Sample:  # decoded and checked by `_SeriesDecoder`
