@@ -91,6 +91,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
 LIST_CHUNK = 500
 
 
+#: Seconds Kopf keeps a monitor's worker after its last watch event. Kopf's default of 5 s keeps every monitor's
+#: last watched object (spec, status and managedFields, tens of kB decoded) alive that long: at the listing and while
+#: a cycle's writes come back as events, that is thousands of objects at once. Workers are cheap to start again,
+#: and every echo of a status write is 30 s or more from the next one anyway.
+WORKER_IDLE_SECONDS = 0.2
+
+
 class StartupError(RuntimeError):
     """The operator cannot start; the message names what failed (the kubeconfig, the API server, the CRD, the port)."""
 
@@ -219,6 +226,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.chunk_size = LIST_CHUNK
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     settings.persistence.diffbase_storage = NoDiffBase()
     # Resolve the ModelMonitor resource once; no cluster-wide CRD watch (and no RBAC for it) is needed.
     settings.scanning.disabled = True

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from modelmonitor import loop
 from modelmonitor.actions.base import ActionsOutcome, Checkpoint, MonitorContext
 from modelmonitor.adapters.kubernetes import ObjectRef
 from modelmonitor.adapters.prometheus import QueryResult, Sample
-from modelmonitor.loop import Evaluator, Registry, next_aligned
+from modelmonitor.loop import Evaluator, Registry, WriteBacklog, next_aligned
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import Evaluation
+from modelmonitor.policy import Evaluation, Measurement
+from modelmonitor.reconcile import reconcile
 from modelmonitor.settings import OperatorSettings
 
 NOW = 1_800_000_000.4  # a wall-clock instant with a fraction of a second
@@ -114,12 +118,16 @@ def monitor(name: str, namespace: str = "ml") -> dict[str, Any]:
 
 
 def run_cycle(
-    *bodies: dict[str, Any], settings: OperatorSettings | None = None, registry: Registry | None = None
+    *bodies: dict[str, Any],
+    settings: OperatorSettings | None = None,
+    registry: Registry | None = None,
+    kube: RecordingKube | None = None,
 ) -> tuple[RecordingKube, FakePrometheus, NoActions, Registry]:
     registry = Registry() if registry is None else registry
     for body in bodies:
         registry.upsert(body)
-    kube, prometheus, actions = RecordingKube(), FakePrometheus("ml"), NoActions()
+    kube = RecordingKube() if kube is None else kube
+    prometheus, actions = FakePrometheus("ml"), NoActions()
     evaluator = Evaluator(
         settings or OperatorSettings(),
         registry,
@@ -176,11 +184,45 @@ def breaching(name: str) -> dict[str, Any]:
     return body
 
 
-def test_monitors_that_change_state_are_written_before_unchanged_ones() -> None:
+class FirstWriteWaits(RecordingKube):
+    """Holds the cycle's first status write until ``released`` is set."""
+
+    def __init__(self, released: threading.Event) -> None:
+        super().__init__()
+        self.released = released
+
+    def patch_monitor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if not self.statuses:
+            assert self.released.wait(10), "the cycle did not evaluate every monitor"
+        super().patch_monitor_status(namespace, name, status)
+
+
+def test_a_monitor_that_changes_state_is_written_next_not_after_the_unchanged_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     bodies = [monitor(f"quiet{i:02d}") for i in range(20)] + [breaching("zz-breach")]
-    kube, *_ = run_cycle(*bodies, settings=OperatorSettings(write_parallelism=1))
-    assert kube.statuses[0][1] == "zz-breach"
-    assert {p["state"] for p in kube.statuses[0][2]["policies"] if p["name"] == "accuracy"} == {"Firing"}
+    # The one writer is held in its first write until every monitor is evaluated, so 20 wait for it: the breach,
+    # evaluated last, is written as soon as the writer is free.
+    evaluated = threading.Event()
+    calls = 0
+    real = loop.reconcile
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        reconciled = real(*args, **kwargs)
+        calls += 1
+        if calls == len(bodies):
+            evaluated.set()
+        return reconciled
+
+    monkeypatch.setattr(loop, "reconcile", counting)
+    kube = FirstWriteWaits(evaluated)
+    run_cycle(*bodies, settings=OperatorSettings(write_parallelism=1), kube=kube)
+    names = [name for _, name, _ in kube.statuses]
+    assert len(names) == len(bodies)
+    assert names.index("zz-breach") <= 1, names
+    breach = kube.statuses[names.index("zz-breach")][2]
+    assert {p["state"] for p in breach["policies"] if p["name"] == "accuracy"} == {"Firing"}
 
 
 def test_with_a_heartbeat_an_unchanged_monitor_is_not_rewritten_until_the_heartbeat_is_due() -> None:
@@ -317,3 +359,33 @@ def test_the_series_sizes_are_kept_across_cycles_so_only_the_first_counts() -> N
     whole, _, _, _ = run_cycle(monitor("a"))
     values = [{p["name"]: p.get("value") for p in status["policies"]} for _, _, status in kube.statuses]
     assert values[0] == {p["name"]: p.get("value") for p in whole.statuses[0][2]["policies"]}
+
+
+def test_the_write_backlog_hands_out_changed_monitors_first_and_holds_at_most_its_limit() -> None:
+    at = datetime(2027, 1, 15, 8, tzinfo=UTC)
+    healthy = {"accuracy": Measurement.value(0.8, 500), "fairness": Measurement.value(0.1, 500)}
+    breached = {"accuracy": Measurement.value(0.5, 500), "fairness": Measurement.value(0.1, 500)}
+    registry = Registry()
+    evaluated = []
+    for name, measured in (("q0", healthy), ("q1", healthy), ("q2", healthy), ("breach", breached)):
+        entry = registry.upsert(monitor(name))  # accuracy below 0.7 breaches
+        assert entry.monitor is not None
+        first = reconcile(entry.monitor, healthy, {}, at)
+        evaluated.append((entry, reconcile(entry.monitor, measured, first.status, at + timedelta(seconds=30))))
+    assert [r.changed for _, r in evaluated] == [False, False, False, True]
+
+    backlog = WriteBacklog(limit=2)
+    putting = threading.Thread(target=lambda: [backlog.put(e, r) for e, r in evaluated])
+    putting.start()
+    putting.join(0.5)
+    assert putting.is_alive() and len(backlog) == 2  # the third waits for room
+    order = []
+    for _ in evaluated:
+        deadline = time.monotonic() + 5
+        while putting.is_alive() and len(backlog) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # each take makes room for the next put
+        order.append(backlog.take()[0].name)
+    putting.join(5)
+    assert not putting.is_alive()
+    # q1 and q2 were waiting when the breach was evaluated: it goes ahead of q2, still waiting.
+    assert order == ["q0", "q1", "breach", "q2"]

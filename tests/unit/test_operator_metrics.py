@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
+from modelmonitor import operator_metrics
 from modelmonitor.loop import CycleReport, Registry
 from modelmonitor.operator_metrics import OperatorMetrics, health_app
 from modelmonitor.policy import (
@@ -278,7 +279,7 @@ def test_healthz_is_unhealthy_while_the_lease_renewal_is_overdue_and_healthy_aga
 
 
 def test_the_served_text_is_prometheus_clients_and_follows_every_status_change() -> None:
-    """/metrics serves `exposition` (each monitor's lines kept until its series change): it must say exactly
+    """/metrics serves `exposition` (each monitor's lines kept until its status is written again): it must say exactly
     what prometheus_client says for the same statuses, before and after changes."""
     measured = {"accuracy": Measurement.value(0.80, 500), "latency": Measurement.value(1 / 3, 900)}
     odd = Rule('it\'s "odd" \\ \n', ">", 1e21, window="5m")
@@ -307,3 +308,25 @@ def test_the_served_text_is_prometheus_clients_and_follows_every_status_change()
     assert b'monitor="odd"' not in changed
     assert b'modelmonitor_policy_value{monitor="fraud",namespace="ml",policy="accuracy"} 0.5\n' in changed
     assert b"modelmonitor_operator_largest_answer_series 12.0" in changed
+
+
+def test_metrics_over_http_is_the_whole_text_sent_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics sends the kept lines piece by piece, never joined: the scraper still gets the exact text, with its
+    length announced."""
+    monkeypatch.setattr(operator_metrics, "METRICS_WRITE_BYTES", 300)
+    measured = {"accuracy": Measurement.value(0.80, 500), "latency": Measurement.value(1 / 3, 900)}
+    monitors = Registry()
+    for i in range(12):
+        monitors.upsert(body(f"m{i:02d}", status_after([measured])))
+    metrics = OperatorMetrics(CollectorRegistry(), monitors=monitors)
+    metrics.cycle_done(CycleReport(evaluated=12, queries=4, seconds=0.5), 12)
+    expected = generate_latest(metrics.registry)
+    assert len(expected) > 10 * operator_metrics.METRICS_WRITE_BYTES
+
+    async def scrape() -> tuple[int, str | None, bytes]:
+        async with TestClient(TestServer(health_app(metrics, 120))) as client:
+            response = await client.get("/metrics")
+            return response.status, response.headers.get("Content-Length"), await response.read()
+
+    code, length, served = asyncio.run(scrape())
+    assert code == 200 and served == expected and length == str(len(expected))
