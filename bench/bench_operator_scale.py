@@ -108,6 +108,7 @@ GROUP, VERSION, PLURAL = "modelmonitor.dev", "v1alpha1", "modelmonitors"
 CYCLE_LINE = re.compile(
     r"cycle: (?P<evaluated>\d+) monitors evaluated, (?P<invalid>\d+) invalid, (?P<queries>\d+) queries "
     r"\((?P<failed>\d+) failed\), (?P<seconds>[\d.]+) s"
+    r"(?: \(queries done at (?P<queried>[\d.]+) s, every monitor evaluated at (?P<evaluated_at>[\d.]+) s\))?"
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -445,6 +446,8 @@ class Rig:
                                 failed=int(match["failed"]),
                                 seconds=float(match["seconds"]),
                                 replica=replica,
+                                queried=float(match["queried"] or "nan"),
+                                evaluated_by=float(match["evaluated_at"] or "nan"),
                             )
                         )
 
@@ -835,6 +838,9 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
                 deadline.cap(period * (plan.cycles + 3) + 120),
                 0.2,
             )
+            # The window spans whole intervals: cycles shorter than the interval leave the rest of it idle, and a
+            # window closed at the last cycle's end would count the cycles' CPU over less time than they take.
+            time.sleep(max(0.0, min(window_start + plan.cycles * plan.interval - time.monotonic(), deadline.left())))
             after = Usage.now(pids)
             metrics_after = [rig.operator_metrics(r) for r in replicas]
             prom_after = (http_get(f"{rig.prometheus_url}/metrics") or b"").decode()

@@ -197,8 +197,10 @@ async def evaluation_loop(runtime: Runtime) -> None:
             evaluated = bool(report.evaluated or report.invalid)
             if evaluated:
                 log.info(
-                    "cycle: %d monitors evaluated, %d invalid, %d queries (%d failed), %.2f s",
+                    "cycle: %d monitors evaluated, %d invalid, %d queries (%d failed), %.2f s "
+                    "(queries done at %.2f s, every monitor evaluated at %.2f s)",
                     report.evaluated, report.invalid, report.queries, report.failed_queries, report.seconds,
+                    report.queried_seconds, report.evaluated_seconds,
                 )  # fmt: skip
         except Exception:
             # One bad cycle must not end evaluation for every monitor; /healthz reports a stall if it repeats.

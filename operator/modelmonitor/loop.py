@@ -29,7 +29,7 @@ from modelmonitor.adapters.connections import Connections, PrometheusConnectionE
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import ActionRecord, Measurement, render_invalid_status
+from modelmonitor.policy import ActionRecord, Evaluation, Measurement, render_invalid_status
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
 from modelmonitor.settings import OperatorSettings
@@ -196,37 +196,73 @@ def next_aligned(now: float, interval: float) -> float:
     return (math.floor(now / interval) + 1) * interval
 
 
-#: Evaluated monitors waiting for a writer at most, each holding its evaluation and its decoded prior status (about
-#: 10 kB): when every status must be written (the first cycle after a start, 10,000 writes), evaluation waits for
-#: the writers instead of holding the whole fleet. Steady cycles write far fewer (write-on-change, heartbeats spread
-#: over the heartbeat period), and never wait.
-WRITE_BACKLOG_MAX = 2000
+#: Evaluated monitors waiting for a writer at most (each holds its evaluation, about 3 kB): when more wait (the
+#: first cycle after a start writes every status), evaluation waits for the writers instead of holding the fleet.
+WRITE_BACKLOG_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One monitor evaluated in a cycle, waiting for a writer. Its prior status is decoded again when it is
+    written (the status the registry holds then, which includes anything written since)."""
+
+    entry: MonitorEntry
+    monitor: Monitor
+    evaluation: Evaluation
+    conflict_with: str | None
+
+    @classmethod
+    def of(cls, entry: MonitorEntry, reconciled: Reconciled) -> Evaluated:
+        return cls(entry, reconciled.monitor, reconciled.evaluation, reconciled.conflict_with)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.evaluation.transitions or self.evaluation.decisions)
+
+    def reconciled(self) -> Reconciled:
+        return Reconciled(self.monitor, self.evaluation, self.entry.status, self.conflict_with)
 
 
 class WriteBacklog:
-    """The evaluated monitors of a cycle waiting for a writer: changed ones (a policy changed state, or something
-    was decided) first, the rest in evaluation order. One `take` per `put`; `put` waits while `limit` are
-    waiting. Thread-safe."""
+    """The evaluated monitors of a cycle waiting for a writer. Changed ones (a policy changed state, or something
+    was decided) are handed out at once, ahead of the rest; the rest once the whole cycle is evaluated (`close`),
+    so that writing them does not slow the evaluation a breach may still be waiting for, or earlier when `limit`
+    are waiting (`put` then waits for room). One `take` per `put`; thread-safe."""
 
     def __init__(self, limit: int = WRITE_BACKLOG_MAX) -> None:
-        self._heap: list[tuple[bool, int, MonitorEntry, Reconciled]] = []
+        self._heap: list[tuple[bool, int, Evaluated]] = []
         self._order = itertools.count()
         self._limit = limit
-        self._room = threading.Condition()
+        self._closed = False
+        self._changed = threading.Condition()
 
-    def put(self, entry: MonitorEntry, reconciled: Reconciled) -> None:
-        with self._room:
-            self._room.wait_for(lambda: len(self._heap) < self._limit)
-            heapq.heappush(self._heap, (not reconciled.changed, next(self._order), entry, reconciled))
+    def put(self, evaluated: Evaluated) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._heap) < self._limit)
+            heapq.heappush(self._heap, (not evaluated.changed, next(self._order), evaluated))
+            self._changed.notify_all()
 
-    def take(self) -> tuple[MonitorEntry, Reconciled]:
-        with self._room:
-            _, _, entry, reconciled = heapq.heappop(self._heap)
-            self._room.notify()
-        return entry, reconciled
+    def close(self) -> None:
+        """Every monitor of the cycle is in: unchanged ones may be taken now."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def take(self) -> Evaluated:
+        with self._changed:
+            self._changed.wait_for(self._ready)
+            _, _, evaluated = heapq.heappop(self._heap)
+            self._changed.notify_all()
+        return evaluated
+
+    def _ready(self) -> bool:
+        if not self._heap:
+            return False
+        unchanged = self._heap[0][0]
+        return not unchanged or self._closed or len(self._heap) >= self._limit
 
     def __len__(self) -> int:
-        with self._room:
+        with self._changed:
             return len(self._heap)
 
 
@@ -244,6 +280,10 @@ class CycleReport:
     largest_answer: int = 0
     write_errors: int = 0
     seconds: float = 0.0
+    #: Seconds from the cycle's start to the end of its queries, and to the last monitor evaluated (handed to the
+    #: writers): a monitor whose policy changed state is written within one write of its evaluation.
+    queried_seconds: float = 0.0
+    evaluated_seconds: float = 0.0
     measurements: list[CycleMeasurements] = field(default_factory=list)
 
 
@@ -336,6 +376,7 @@ class Evaluator:
             report.largest_answer = max(report.largest_answer, measured.largest_answer)
             results.update(measured.results)
 
+        report.queried_seconds = time.monotonic() - started
         # Which monitors yield to an older one changing the same workload: from every known monitor, not only
         # the due ones, so a monitor on a longer interval still holds its workload.
         conflicts = workload_conflicts(
@@ -343,21 +384,25 @@ class Evaluator:
             for e in self.registry.all()
             if e.monitor is not None
         )
-        # Each monitor is handed to the writers as soon as it is evaluated, those whose policies changed state or
-        # decided something ahead of the rest: a breach is written while the fleet is still being evaluated,
-        # not after it, and a monitor's evaluation is dropped once written rather than held for the whole cycle.
+        # A monitor whose policies changed state or decided something goes to the writers as soon as it is
+        # evaluated: a breach is written while the fleet is still being evaluated, not after it. The others
+        # follow once every monitor is evaluated.
         backlog = WriteBacklog()
         writes = []
-        for entry, monitor in valid:
-            reconciled = reconcile(
-                monitor,
-                self._measurements(monitor, results, connection_errors),
-                entry.status,
-                now,
-                conflict_with=conflicts.get(entry.key),
-            )
-            backlog.put(entry, reconciled)
-            writes.append(self._writer.submit(self._finish_next, backlog, now_epoch))
+        try:
+            for entry, monitor in valid:
+                reconciled = reconcile(
+                    monitor,
+                    self._measurements(monitor, results, connection_errors),
+                    entry.status,
+                    now,
+                    conflict_with=conflicts.get(entry.key),
+                )
+                backlog.put(Evaluated.of(entry, reconciled))
+                writes.append(self._writer.submit(self._finish_next, backlog, now_epoch))
+        finally:
+            backlog.close()  # the writers already given a monitor must not wait forever if evaluation failed
+        report.evaluated_seconds = time.monotonic() - started
         for future in writes:
             ok = future.result()
             report.evaluated += 1
@@ -390,8 +435,8 @@ class Evaluator:
         return measurements
 
     def _finish_next(self, backlog: WriteBacklog, now_epoch: float) -> bool:
-        entry, reconciled = backlog.take()
-        return self._finish(entry, reconciled, now_epoch)
+        evaluated = backlog.take()
+        return self._finish(evaluated.entry, evaluated.reconciled(), now_epoch)
 
     def _finish(self, entry: MonitorEntry, reconciled: Reconciled, now_epoch: float) -> bool:
         """Act, write status and post Events for one monitor. Returns False when the status write failed."""

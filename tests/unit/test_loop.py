@@ -14,7 +14,7 @@ from modelmonitor import loop
 from modelmonitor.actions.base import ActionsOutcome, Checkpoint, MonitorContext
 from modelmonitor.adapters.kubernetes import ObjectRef
 from modelmonitor.adapters.prometheus import QueryResult, Sample
-from modelmonitor.loop import Evaluator, Registry, WriteBacklog, next_aligned
+from modelmonitor.loop import Evaluated, Evaluator, Registry, WriteBacklog, next_aligned
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import Evaluation, Measurement
 from modelmonitor.reconcile import reconcile
@@ -361,7 +361,8 @@ def test_the_series_sizes_are_kept_across_cycles_so_only_the_first_counts() -> N
     assert values[0] == {p["name"]: p.get("value") for p in whole.statuses[0][2]["policies"]}
 
 
-def test_the_write_backlog_hands_out_changed_monitors_first_and_holds_at_most_its_limit() -> None:
+def evaluated_fleet() -> list[Evaluated]:
+    """Three quiet monitors (q0, q1, q2: evaluated twice on healthy values) and one whose accuracy just breached."""
     at = datetime(2027, 1, 15, 8, tzinfo=UTC)
     healthy = {"accuracy": Measurement.value(0.8, 500), "fairness": Measurement.value(0.1, 500)}
     breached = {"accuracy": Measurement.value(0.5, 500), "fairness": Measurement.value(0.1, 500)}
@@ -371,21 +372,45 @@ def test_the_write_backlog_hands_out_changed_monitors_first_and_holds_at_most_it
         entry = registry.upsert(monitor(name))  # accuracy below 0.7 breaches
         assert entry.monitor is not None
         first = reconcile(entry.monitor, healthy, {}, at)
-        evaluated.append((entry, reconcile(entry.monitor, measured, first.status, at + timedelta(seconds=30))))
-    assert [r.changed for _, r in evaluated] == [False, False, False, True]
+        second = reconcile(entry.monitor, measured, first.status, at + timedelta(seconds=30))
+        evaluated.append(Evaluated.of(entry, second))
+    assert [e.changed for e in evaluated] == [False, False, False, True]
+    return evaluated
 
+
+def taken_in_background(backlog: WriteBacklog, count: int) -> tuple[threading.Thread, list[str]]:
+    order: list[str] = []
+    thread = threading.Thread(target=lambda: [order.append(backlog.take().entry.name) for _ in range(count)])
+    thread.start()
+    return thread, order
+
+
+def test_the_write_backlog_hands_out_a_changed_monitor_at_once_and_the_rest_once_the_cycle_is_evaluated() -> None:
+    fleet = evaluated_fleet()
+    backlog = WriteBacklog()
+    taking, order = taken_in_background(backlog, len(fleet))
+    for evaluated in fleet:
+        backlog.put(evaluated)
+    deadline = time.monotonic() + 5
+    while not order and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert order == ["breach"]  # the quiet ones wait: writing them would slow the evaluation still running
+    backlog.close()
+    taking.join(5)
+    assert order == ["breach", "q0", "q1", "q2"]
+
+
+def test_the_write_backlog_holds_at_most_its_limit_and_then_hands_out_unchanged_monitors_too() -> None:
+    fleet = evaluated_fleet()
     backlog = WriteBacklog(limit=2)
-    putting = threading.Thread(target=lambda: [backlog.put(e, r) for e, r in evaluated])
+    putting = threading.Thread(target=lambda: [backlog.put(e) for e in fleet])
     putting.start()
     putting.join(0.5)
-    assert putting.is_alive() and len(backlog) == 2  # the third waits for room
-    order = []
-    for _ in evaluated:
-        deadline = time.monotonic() + 5
-        while putting.is_alive() and len(backlog) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)  # each take makes room for the next put
-        order.append(backlog.take()[0].name)
+    assert putting.is_alive() and len(backlog) == 2  # q2 waits for room
+    taking, order = taken_in_background(backlog, len(fleet))
     putting.join(5)
     assert not putting.is_alive()
-    # q1 and q2 were waiting when the breach was evaluated: it goes ahead of q2, still waiting.
-    assert order == ["q0", "q1", "breach", "q2"]
+    backlog.close()
+    taking.join(5)
+    assert sorted(order) == ["breach", "q0", "q1", "q2"] and order[0] == "q0", order
