@@ -15,14 +15,16 @@ What runs (all on 127.0.0.1, all started and stopped here):
 What is measured, over several cycles after a warm-up cycle:
 
 * cycle duration (the operator's own "cycle:" log lines; its histogram agrees), and how many cycles ran;
-* operator CPU (utime + stime from /proc over the wall time of the window, in cores) and peak RSS (VmHWM);
+* operator CPU (utime + stime from /proc over the wall time of the window, in cores; the window spans at least
+  as many whole intervals as cycles measured) and peak RSS (VmHWM);
 * queries per cycle (the operator's ``modelmonitor_operator_queries_last_cycle``, and the query requests
   Prometheus itself counted), to show it does not grow with N;
 * status writes per cycle and their server-side latency (the API server's own request metrics);
 * breach delay: a model's series switched to bad in the exporter; the moment the accuracy expression first
   crosses the threshold in Prometheus (found afterwards with a fine query_range, so nothing polls Prometheus
   during the window), and the moment the monitor's status shows the policy Firing (read through the API every
-  0.2 s). Target: one interval plus 5 s;
+  0.2 s). Target: one interval plus 5 s; the bound by construction is the interval plus the time into a cycle at
+  which every monitor has been evaluated (from the operator's cycle lines) plus two status writes;
 * where the operator's CPU goes (py-spy samples of the operator process, by what the code was doing), and the
   query phase and the status-write phase replayed alone with the operator's own code after it stopped.
 

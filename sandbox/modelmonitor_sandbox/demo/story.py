@@ -587,11 +587,14 @@ def load_story(demo: Demo, loop: Loop) -> None:
                 reason = str(record.get("reason", ""))
                 loop.actions.append((at, reason.replace(f"Deployment/{DEPLOYMENT} ", "")))
     loop.recovered_at = epoch(recovered.policies[LATENCY_POLICY].since) or recovered.at
-    loop.recovered = f"{LATENCY_POLICY} Inactive with {recovered.replicas} replicas serving"
-    loop.details |= {"replicas_before": start.replicas, "replicas_after": recovered.replicas}
-    loop.ok = recovered.replicas > start.replicas and sum(recovered.serving.values()) == recovered.replicas
+    # The latency can clear while the last replica added is still starting (those already serving took the load):
+    # the story ends once every replica the operator asked for serves.
+    settled = watch.until("every replica asked for to serve", lambda o: sum(o.serving.values()) == o.replicas, timeout)
+    loop.recovered = f"{LATENCY_POLICY} Inactive with {settled.replicas} replicas serving"
+    loop.details |= {"replicas_before": start.replicas, "replicas_after": settled.replicas}
+    loop.ok = settled.replicas > start.replicas and sum(settled.serving.values()) == settled.replicas
     if not loop.ok:
-        loop.error = f"replicas {start.replicas} -> {recovered.replicas}, serving {recovered.serving}"
+        loop.error = f"replicas {start.replicas} -> {settled.replicas}, serving {settled.serving}"
 
 
 # --- the ending -----------------------------------------------------------------------------------------------
