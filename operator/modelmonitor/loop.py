@@ -82,8 +82,9 @@ class MonitorEntry:
         decoded: dict[str, Any] = json.loads(self.status_json)
         return decoded
 
-    def keep_status(self, status: Mapping[str, Any]) -> None:
-        self.status_json = encode_status(status)
+    def keep_status(self, encoded: bytes, status: Mapping[str, Any]) -> None:
+        """Keep ``status``, given with its `encode_status` (encoded before taking the registry's lock)."""
+        self.status_json = encoded
         self.evaluated_at = str(status.get("lastEvaluationTime", ""))
 
 
@@ -114,7 +115,7 @@ class Registry:
             ):
                 # The echo of a status write (ours, usually): the spec is unchanged, only the status may be newer.
                 if watched_at > known.evaluated_at:
-                    known.keep_status(watched_status)
+                    known.keep_status(encode_status(watched_status), watched_status)
                 return known
         monitor: Monitor | None = None
         reason: str | None = None
@@ -165,8 +166,7 @@ class Registry:
         with self._lock:
             current = self._entries.get(entry.key)
             if current is not None and current.uid == entry.uid:
-                current.status_json = encoded
-                current.evaluated_at = str(status.get("lastEvaluationTime", ""))
+                current.keep_status(encoded, status)
                 if current.generation == entry.generation:
                     current.next_due = next_due
 
@@ -184,8 +184,7 @@ class Registry:
         with self._lock:
             current = self._entries.get(entry.key)
             if current is not None and current.uid == entry.uid:
-                current.status_json = encoded
-                current.evaluated_at = str(status.get("lastEvaluationTime", ""))
+                current.keep_status(encoded, status)
 
     def __len__(self) -> int:
         with self._lock:
@@ -211,14 +210,12 @@ class Evaluated:
     monitor: Monitor
     evaluation: Evaluation
     conflict_with: str | None
+    #: `Reconciled.changed`: written ahead of the others.
+    changed: bool
 
     @classmethod
     def of(cls, entry: MonitorEntry, reconciled: Reconciled) -> Evaluated:
-        return cls(entry, reconciled.monitor, reconciled.evaluation, reconciled.conflict_with)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.evaluation.transitions or self.evaluation.decisions)
+        return cls(entry, reconciled.monitor, reconciled.evaluation, reconciled.conflict_with, reconciled.changed)
 
     def reconciled(self) -> Reconciled:
         return Reconciled(self.monitor, self.evaluation, self.entry.status, self.conflict_with)
@@ -235,25 +232,25 @@ class WriteBacklog:
         self._order = itertools.count()
         self._limit = limit
         self._closed = False
-        self._changed = threading.Condition()
+        self._turn = threading.Condition()
 
     def put(self, evaluated: Evaluated) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: len(self._heap) < self._limit)
+        with self._turn:
+            self._turn.wait_for(lambda: len(self._heap) < self._limit)
             heapq.heappush(self._heap, (not evaluated.changed, next(self._order), evaluated))
-            self._changed.notify_all()
+            self._turn.notify_all()
 
     def close(self) -> None:
         """Every monitor of the cycle is in: unchanged ones may be taken now."""
-        with self._changed:
+        with self._turn:
             self._closed = True
-            self._changed.notify_all()
+            self._turn.notify_all()
 
     def take(self) -> Evaluated:
-        with self._changed:
-            self._changed.wait_for(self._ready)
+        with self._turn:
+            self._turn.wait_for(self._ready)
             _, _, evaluated = heapq.heappop(self._heap)
-            self._changed.notify_all()
+            self._turn.notify_all()
         return evaluated
 
     def _ready(self) -> bool:
@@ -263,7 +260,7 @@ class WriteBacklog:
         return not unchanged or self._closed or len(self._heap) >= self._limit
 
     def __len__(self) -> int:
-        with self._changed:
+        with self._turn:
             return len(self._heap)
 
 
