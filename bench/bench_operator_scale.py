@@ -111,6 +111,7 @@ CYCLE_LINE = re.compile(
     r"cycle: (?P<evaluated>\d+) monitors evaluated, (?P<invalid>\d+) invalid, (?P<queries>\d+) queries "
     r"\((?P<failed>\d+) failed\), (?P<seconds>[\d.]+) s"
     r"(?: \(queries done at (?P<queried>[\d.]+) s, every monitor evaluated at (?P<evaluated_at>[\d.]+) s\))?"
+    r"(?:; (?P<heartbeats>\d+) heartbeat writes to follow, (?P<behind>\d+) of earlier cycles were still waiting)?"
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -450,6 +451,8 @@ class Rig:
                                 replica=replica,
                                 queried=float(match["queried"] or "nan"),
                                 evaluated_by=float(match["evaluated_at"] or "nan"),
+                                heartbeats=int(match["heartbeats"]) if match["heartbeats"] else None,
+                                heartbeats_behind=int(match["behind"]) if match["behind"] else None,
                             )
                         )
 
@@ -791,20 +794,24 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
         # Warm-up: each replica's first cycle that evaluates its share on schedule, ended after this wait began; the
         # window opens when the last ends. After the start the cycles run late and back to back until the schedule
         # catches up (the monitors are due at once), and a window holding one of them would count two cycles'
-        # work in less than two intervals; a cycle on schedule starts within a tick of an interval boundary.
+        # work in less than two intervals; a cycle on schedule starts within a tick of an interval boundary. An
+        # operator that writes heartbeats after each cycle must also have caught up with them (none of earlier
+        # cycles waiting when this one began): the start's burst of heartbeats is no cycle's steady work either.
         waiting_since = time.time()
 
         def on_schedule(cycle: CycleLine) -> bool:
             started = cycle.at - cycle.seconds
             overrun = cycle.seconds >= plan.interval  # then back to back is the steady state
-            return cycle.at >= waiting_since and (overrun or started % plan.interval < ON_SCHEDULE_WITHIN)
+            caught_up = not cycle.heartbeats_behind
+            return cycle.at >= waiting_since and caught_up and (overrun or started % plan.interval < ON_SCHEDULE_WITHIN)
 
         def settled() -> list[CycleLine] | None:
             found = [next((c for c in lines if on_schedule(c)), None) for lines in full_lines(first_full)]
             return [c for c in found if c is not None] if all(found) else None
 
         warm_lines = wait_for(
-            "a warm-up cycle of every replica evaluating its share on schedule",
+            "a warm-up cycle of every replica evaluating its share on schedule, no heartbeat write of earlier cycles "
+            "waiting",
             settled,
             deadline.cap(plan.interval * 4 + 0.04 * n + 120),
             0.2,

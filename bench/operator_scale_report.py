@@ -66,6 +66,10 @@ class CycleLine:
     #: operator does not log them: commits before 2026-12-07).
     queried: float = math.nan
     evaluated_by: float = math.nan
+    #: Heartbeat writes the cycle left to be made after it, and those of earlier cycles still waiting when it
+    #: began (None when the operator writes heartbeats within the cycle: commits before 2026-12-07 09:00).
+    heartbeats: int | None = None
+    heartbeats_behind: int | None = None
 
 
 @dataclass
@@ -237,6 +241,10 @@ def summary_rows(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
         "Prometheus time per query (server side, mean)", lambda r: f"{fmt(1000 * r.prometheus_seconds_per_query, 0)} ms"
     )
     row("status writes per cycle (API server count)", lambda r: fmt(r.status_patches_per_cycle, 0))
+    row(
+        "of which heartbeats, made after the cycle: per cycle (median) / still waiting when the next began (max)",
+        heartbeats_cell,
+    )
     row("status writes per second (API server count, all replicas)", lambda r: fmt(r.status_writes_per_second, 1))
     row("status write, server side (mean)", lambda r: f"{fmt(r.patch_server_ms, 1)} ms")
     row("largest Prometheus answer (series, replayed query phase)", lambda r: f"{r.max_answer_series:,}")
@@ -344,10 +352,22 @@ def profile_table(results: list[SizeResult]) -> list[str]:
     return lines
 
 
+def heartbeats_cell(r: SizeResult) -> str:
+    """Heartbeat writes the measured cycles left to be made after them, and how many were still waiting when a
+    cycle began ("in the cycle" for an operator that writes them within it)."""
+    counted = [c for c in r.cycles if c.heartbeats is not None]
+    if not counted:
+        return "in the cycle"
+    made = statistics.median(c.heartbeats or 0 for c in counted)
+    behind = max(c.heartbeats_behind or 0 for c in counted)
+    return f"{made:.0f} / {behind}"
+
+
 def cycle_table(results: list[SizeResult]) -> list[str]:
     lines = [
-        "| monitors | replica | cycle ended at (s after the warm-up cycle) | evaluated | queries | failed | seconds |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| monitors | replica | cycle ended at (s after the warm-up cycle) | evaluated | queries | failed | seconds "
+        "| heartbeats after it / waiting at its start |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.cycles:
@@ -361,7 +381,8 @@ def cycle_table(results: list[SizeResult]) -> list[str]:
                 c.queries,
                 c.failed,
             )
-            lines.append("| " + " | ".join(str(cell) for cell in cells) + f" | {c.seconds:.2f} |")
+            heartbeats = "in the cycle" if c.heartbeats is None else f"{c.heartbeats} / {c.heartbeats_behind}"
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + f" | {c.seconds:.2f} | {heartbeats} |")
     return lines
 
 

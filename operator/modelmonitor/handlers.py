@@ -198,9 +198,10 @@ async def evaluation_loop(runtime: Runtime) -> None:
             if evaluated:
                 log.info(
                     "cycle: %d monitors evaluated, %d invalid, %d queries (%d failed), %.2f s "
-                    "(queries done at %.2f s, every monitor evaluated at %.2f s)",
+                    "(queries done at %.2f s, every monitor evaluated at %.2f s); "
+                    "%d heartbeat writes to follow, %d of earlier cycles were still waiting",
                     report.evaluated, report.invalid, report.queries, report.failed_queries, report.seconds,
-                    report.queried_seconds, report.evaluated_seconds,
+                    report.queried_seconds, report.evaluated_seconds, report.heartbeats, report.heartbeats_behind,
                 )  # fmt: skip
         except Exception:
             # One bad cycle must not end evaluation for every monitor; /healthz reports a stall if it repeats.

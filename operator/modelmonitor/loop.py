@@ -18,8 +18,9 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import ActionRecord, Evaluation, Measurement, render_invalid_status
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
-from modelmonitor.reconcile import Monitor, Reconciled, monitor_from_body, reconcile, status_write_due
+from modelmonitor.reconcile import Monitor, Reconciled, StatusWrite, monitor_from_body, reconcile, status_write
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.sharding import Ownership, Standalone, fraction
 from modelmonitor.signals import CycleMeasurements, SeriesBook, SignalRequest, measure
@@ -178,6 +179,26 @@ class Registry:
             if current is not None and current.uid == entry.uid and current.generation == entry.generation:
                 current.next_due = next_due
 
+    def superseded(self, entry: MonitorEntry, evaluated_at: str) -> bool:
+        """Whether a status of ``entry`` evaluated at ``evaluated_at`` is no longer to be written: the monitor is
+        gone or its spec changed, or a status at least as new was written or watched since."""
+        with self._lock:
+            current = self._entries.get(entry.key)
+            return (
+                current is None
+                or current.uid != entry.uid
+                or current.generation != entry.generation
+                or current.evaluated_at >= evaluated_at
+            )
+
+    def record_heartbeat(self, entry: MonitorEntry, encoded: bytes, evaluated_at: str) -> None:
+        """Remember a heartbeat written after its cycle (`encode_status`d), unless something newer is known; the
+        schedule is left as its cycle set it."""
+        with self._lock:
+            current = self._entries.get(entry.key)
+            if current is not None and current.uid == entry.uid and current.evaluated_at < evaluated_at:
+                current.status_json, current.evaluated_at = encoded, evaluated_at
+
     def record_status(self, entry: MonitorEntry, status: Mapping[str, Any]) -> None:
         """Remember a status written mid-cycle (a Pending action recorded before acting); schedule unchanged."""
         encoded = encode_status(status)
@@ -225,32 +246,42 @@ class WriteBacklog:
     """The evaluated monitors of a cycle waiting for a writer. Changed ones (a policy changed state, or something
     was decided) are handed out at once, ahead of the rest; the rest once the whole cycle is evaluated (`close`),
     so that writing them does not slow the evaluation a breach may still be waiting for, or earlier when `limit`
-    are waiting (`put` then waits for room). One `take` per `put`; thread-safe."""
+    are waiting (`put` then waits for room). `take` returns None once the backlog is closed and empty.
+
+    A waiting writer is woken only when there is something it may take: woken on every `put`, the writers would
+    take the interpreter from the evaluation thousands of times a cycle to find nothing ready. Thread-safe."""
 
     def __init__(self, limit: int = WRITE_BACKLOG_MAX) -> None:
         self._heap: list[tuple[bool, int, Evaluated]] = []
         self._order = itertools.count()
         self._limit = limit
         self._closed = False
-        self._turn = threading.Condition()
+        lock = threading.Lock()
+        self._takeable = threading.Condition(lock)
+        self._room = threading.Condition(lock)
 
     def put(self, evaluated: Evaluated) -> None:
-        with self._turn:
-            self._turn.wait_for(lambda: len(self._heap) < self._limit)
+        with self._room:
+            self._room.wait_for(lambda: len(self._heap) < self._limit)
             heapq.heappush(self._heap, (not evaluated.changed, next(self._order), evaluated))
-            self._turn.notify_all()
+            if self._ready():
+                self._takeable.notify()
 
     def close(self) -> None:
         """Every monitor of the cycle is in: unchanged ones may be taken now."""
-        with self._turn:
+        with self._takeable:
             self._closed = True
-            self._turn.notify_all()
+            self._takeable.notify_all()
 
-    def take(self) -> Evaluated:
-        with self._turn:
-            self._turn.wait_for(self._ready)
+    def take(self) -> Evaluated | None:
+        with self._takeable:
+            self._takeable.wait_for(lambda: self._ready() or (self._closed and not self._heap))
+            if not self._heap:
+                return None
             _, _, evaluated = heapq.heappop(self._heap)
-            self._turn.notify_all()
+            self._room.notify()
+            if self._ready():
+                self._takeable.notify()
         return evaluated
 
     def _ready(self) -> bool:
@@ -260,8 +291,47 @@ class WriteBacklog:
         return not unchanged or self._closed or len(self._heap) >= self._limit
 
     def __len__(self) -> int:
-        with self._turn:
+        with self._takeable:
             return len(self._heap)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A status that refreshes only a monitor's measured values and ``lastEvaluationTime``, to be written after
+    its cycle: `encode_status`d, with that ``lastEvaluationTime``."""
+
+    entry: MonitorEntry
+    status_json: bytes
+    evaluated_at: str
+
+
+class HeartbeatQueue:
+    """Heartbeat writes waiting for the writers between cycles, oldest first, at most one per monitor: a newer
+    one replaces the one waiting and keeps its place, so every monitor's turn comes however long the queue gets
+    when the API server is slow. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._waiting: OrderedDict[tuple[str, str], Heartbeat] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._waiting[heartbeat.entry.key] = heartbeat
+
+    def take(self) -> Heartbeat | None:
+        with self._lock:
+            return self._waiting.popitem(last=False)[1] if self._waiting else None
+
+    def clear(self) -> int:
+        """Drop every waiting heartbeat; returns how many were dropped."""
+        with self._lock:
+            dropped = len(self._waiting)
+            self._waiting.clear()
+            return dropped
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiting)
 
 
 @dataclass
@@ -282,6 +352,10 @@ class CycleReport:
     #: writers): a monitor whose policy changed state is written within one write of its evaluation.
     queried_seconds: float = 0.0
     evaluated_seconds: float = 0.0
+    #: Heartbeat writes this cycle left to be made after it, and those of earlier cycles still waiting when it
+    #: began (the writers did not keep up between cycles).
+    heartbeats: int = 0
+    heartbeats_behind: int = 0
     measurements: list[CycleMeasurements] = field(default_factory=list)
 
 
@@ -314,11 +388,22 @@ class Evaluator:
             factory=prometheus_factory,
         )
         self._writer = ThreadPoolExecutor(max_workers=settings.write_parallelism, thread_name_prefix="status")
+        #: Heartbeat writes wait here for the end of their cycle; the writers make them until the next one starts.
+        self._heartbeats = HeartbeatQueue()
+        self._heartbeat_writers: list[Future[None]] = []
+        self._stop_heartbeats = threading.Event()
+        metrics.heartbeats_waiting.set_function(lambda: len(self._heartbeats))
         #: Series per model of each batched query, per Prometheus client (by identity; the client is kept so its
         #: id cannot be reused while its book is): what sizes the parts of a split query.
         self._books: dict[Hashable, tuple[PrometheusQuerier, SeriesBook]] = {}
 
     def close(self) -> None:
+        """Stop: the heartbeat writes still waiting are dropped (the next cycle of whichever replica owns each
+        monitor then finds its heartbeat due again)."""
+        self._halt_heartbeats()
+        dropped = self._heartbeats.clear()
+        if dropped:
+            log.info("%d heartbeat status writes dropped at shutdown", dropped)
         self._writer.shutdown(wait=True)
         self.connections.close()
 
@@ -337,6 +422,23 @@ class Evaluator:
         if not due:
             self.metrics.cycle_done(report, len(known))
             return report
+        # The heartbeat writers stop (after the write each has in flight) for the whole cycle: a heartbeat must
+        # not land after, and over, a newer status this cycle writes for the same monitor.
+        self._halt_heartbeats()
+        report.heartbeats_behind = len(self._heartbeats)
+        try:
+            self._evaluate(due, now_epoch, now, started, report)
+        finally:
+            self._start_heartbeats()
+        report.heartbeats = len(self._heartbeats) - report.heartbeats_behind
+        report.seconds = time.monotonic() - started
+        self.metrics.cycle_done(report, len(known))
+        return report
+
+    def _evaluate(
+        self, due: list[MonitorEntry], now_epoch: float, now: datetime, started: float, report: CycleReport
+    ) -> None:
+        """Measure, evaluate, act on and write the ``due`` monitors (a cycle's work, filled into ``report``)."""
 
         valid: list[tuple[MonitorEntry, Monitor]] = []
         for entry in due:
@@ -386,7 +488,7 @@ class Evaluator:
         # evaluated: a breach is written while the fleet is still being evaluated, not after it. The others
         # follow once every monitor is evaluated.
         backlog = WriteBacklog()
-        writes = []
+        writers = [self._writer.submit(self._drain, backlog, now_epoch) for _ in range(self.settings.write_parallelism)]
         try:
             for entry, monitor in valid:
                 reconciled = reconcile(
@@ -397,18 +499,13 @@ class Evaluator:
                     conflict_with=conflicts.get(entry.key),
                 )
                 backlog.put(Evaluated.of(entry, reconciled))
-                writes.append(self._writer.submit(self._finish_next, backlog, now_epoch))
         finally:
-            backlog.close()  # the writers already given a monitor must not wait forever if evaluation failed
+            backlog.close()  # the writers must not wait forever if evaluation failed
         report.evaluated_seconds = time.monotonic() - started
-        for future in writes:
-            ok = future.result()
-            report.evaluated += 1
-            if not ok:
-                report.write_errors += 1
-        report.seconds = time.monotonic() - started
-        self.metrics.cycle_done(report, len(known))
-        return report
+        for writer in writers:
+            finished, failed = writer.result()
+            report.evaluated += finished
+            report.write_errors += failed
 
     def _measurements(
         self,
@@ -432,9 +529,20 @@ class Evaluator:
             self.metrics.measured(result.kind.value)
         return measurements
 
-    def _finish_next(self, backlog: WriteBacklog, now_epoch: float) -> bool:
-        evaluated = backlog.take()
-        return self._finish(evaluated.entry, evaluated.reconciled(), now_epoch)
+    def _drain(self, backlog: WriteBacklog, now_epoch: float) -> tuple[int, int]:
+        """One writer: finish monitors from ``backlog`` until it is closed and empty. Returns how many it finished
+        and how many of those failed (their status not written)."""
+        finished = failed = 0
+        while (evaluated := backlog.take()) is not None:
+            finished += 1
+            try:
+                ok = self._finish(evaluated.entry, evaluated.reconciled(), now_epoch)
+            except Exception:  # one monitor's bug must not leave the rest of the backlog unwritten
+                log.exception("finishing %s/%s failed", evaluated.entry.namespace, evaluated.entry.name)
+                self.registry.record_due(evaluated.entry, 0.0)
+                ok = False
+            failed += not ok
+        return finished, failed
 
     def _finish(self, entry: MonitorEntry, reconciled: Reconciled, now_epoch: float) -> bool:
         """Act, write status and post Events for one monitor. Returns False when the status write failed."""
@@ -444,9 +552,16 @@ class Evaluator:
         events = [*reconciled.events(outcome.records), *outcome.events]
         heartbeat = self.settings.status_heartbeat_seconds
         phase = fraction(entry.namespace, entry.name)
-        if not events and not status_write_due(prior, status, reconciled.evaluation.now, heartbeat, phase):
+        write = StatusWrite.CHANGE
+        if not events:
+            write = status_write(prior, status, reconciled.evaluation.now, heartbeat, phase)
+        if write is not StatusWrite.CHANGE:
             self.registry.record_due(entry, next_due)
-            self.metrics.skipped_write()
+            if write is StatusWrite.NONE:
+                self.metrics.skipped_write()
+            else:
+                encoded = encode_status(status)
+                self._heartbeats.put(Heartbeat(entry, encoded, str(status.get("lastEvaluationTime", ""))))
             return True
         if not self._still_owned(entry):
             return True
@@ -512,6 +627,61 @@ class Evaluator:
             return False
         self.registry.record_written(entry, status, next_due)
         return True
+
+    # --- heartbeats, between cycles ---------------------------------------------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        """Let the writers make the waiting heartbeat writes until the next cycle starts."""
+        self._stop_heartbeats.clear()
+        if len(self._heartbeats):
+            self._heartbeat_writers = [
+                self._writer.submit(self._write_heartbeats) for _ in range(self.settings.write_parallelism)
+            ]
+
+    def _halt_heartbeats(self) -> None:
+        """Stop the heartbeat writers and wait for the writes they have in flight."""
+        self._stop_heartbeats.set()
+        for writer in self._heartbeat_writers:
+            writer.result()
+        self._heartbeat_writers = []
+
+    def wait_for_heartbeats(self, timeout: float) -> bool:
+        """Wait until no heartbeat write is waiting or in flight (at most ``timeout`` s); False if some still are."""
+        deadline = time.monotonic() + timeout
+        for writer in list(self._heartbeat_writers):
+            try:
+                writer.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+        return not len(self._heartbeats)
+
+    def _write_heartbeats(self) -> None:
+        while not self._stop_heartbeats.is_set():
+            heartbeat = self._heartbeats.take()
+            if heartbeat is None:
+                return
+            try:
+                self._write_heartbeat(heartbeat)
+            except Exception:  # one monitor's bug must not stop the others' heartbeats
+                entry = heartbeat.entry
+                log.exception("heartbeat of %s/%s failed", entry.namespace, entry.name)
+
+    def _write_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Write one heartbeat unless something newer was written since, or the monitor is no longer this
+        replica's. A failed one is not retried: the next cycle finds the heartbeat still due."""
+        entry = heartbeat.entry
+        if self.registry.superseded(entry, heartbeat.evaluated_at) or not self._still_owned(entry):
+            return
+        try:
+            self.kube.patch_monitor_status(entry.namespace, entry.name, json.loads(heartbeat.status_json))
+        except KubernetesError as exc:
+            if exc.status == 404:
+                self.registry.remove(entry.namespace, entry.name)
+                return
+            log.warning("heartbeat status of %s/%s not written: %s", entry.namespace, entry.name, exc)
+            self.metrics.error("kubernetes")
+            return
+        self.registry.record_heartbeat(entry, heartbeat.status_json, heartbeat.evaluated_at)
 
     def _write_invalid(self, entry: MonitorEntry, reason: str, now: datetime, now_epoch: float) -> None:
         prior = entry.status

@@ -321,6 +321,12 @@ class OperatorMetrics:
             "status writes skipped by the heartbeat setting (nothing but measured values changed)",
             registry=r,
         )
+        self.heartbeats_waiting = Gauge(
+            "modelmonitor_operator_heartbeat_writes_waiting",
+            "heartbeat status writes waiting to be made between cycles (they are made after the cycle that "
+            "evaluated them; a count that stays high means the API server is slower than the heartbeat needs)",
+            registry=r,
+        )
         self.monitors = Gauge("modelmonitor_operator_monitors", "ModelMonitors known to the operator", registry=r)
         self.owned = Gauge(
             "modelmonitor_operator_monitors_owned",

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from modelmonitor.actions import Event
@@ -40,7 +41,7 @@ from modelmonitor.policy.spec import rule_from_policy
 from modelmonitor.policy.timefmt import parse_time
 from modelmonitor.signals import SignalRequest
 
-__all__ = ["Monitor", "Reconciled", "monitor_from_body", "reconcile", "status_write_due"]
+__all__ = ["Monitor", "Reconciled", "StatusWrite", "monitor_from_body", "reconcile", "status_write"]
 
 
 @dataclass(frozen=True)
@@ -240,25 +241,39 @@ def _material(status: Mapping[str, Any]) -> Any:
     return rest, policies
 
 
-def status_write_due(
+class StatusWrite(Enum):
+    """Whether a monitor's new status is written, and how (`status_write`)."""
+
+    #: Nothing but measured values changed and no heartbeat instant passed: not written.
+    NONE = "none"
+    #: Nothing but measured values changed, and a heartbeat instant passed: written after the cycle.
+    HEARTBEAT = "heartbeat"
+    #: A state, condition, action or anything else besides the measured values changed: written in the cycle.
+    CHANGE = "change"
+
+
+def status_write(
     prior: Mapping[str, Any],
     status: Mapping[str, Any],
     now: datetime,
     heartbeat_seconds: float,
     phase: float = 0.0,
-) -> bool:
-    """Whether ``status`` must be written over ``prior``: always without a heartbeat (``heartbeat_seconds`` <= 0);
-    with one, when something besides the measured values changed, or when a heartbeat instant of this monitor
-    has passed since the last write. The instants are ``phase`` (in [0, 1)) of a period apart from the epoch's
-    multiples of the period, so monitors with different phases are rewritten in different cycles; at most one
-    heartbeat write per period, and no status older than one period."""
-    if heartbeat_seconds <= 0 or _material(prior) != _material(status):
-        return True
+) -> StatusWrite:
+    """How ``status`` is written over ``prior``: a change when something besides the measured values changed;
+    else a heartbeat when a heartbeat instant of this monitor has passed since the last write, or always without
+    a heartbeat period (``heartbeat_seconds`` <= 0); else not at all. The instants are ``phase`` (in [0, 1)) of a
+    period apart from the epoch's multiples of the period, so monitors with different phases are rewritten in
+    different cycles; at most one heartbeat write per period, and no status older than one period."""
+    if _material(prior) != _material(status):
+        return StatusWrite.CHANGE
+    if heartbeat_seconds <= 0:
+        return StatusWrite.HEARTBEAT
     try:
         last = parse_time(str(prior.get("lastEvaluationTime", "")))
     except ValueError:
-        return True
+        return StatusWrite.CHANGE
     offset = phase * heartbeat_seconds
-    return math.floor((now.timestamp() - offset) / heartbeat_seconds) > math.floor(
+    due = math.floor((now.timestamp() - offset) / heartbeat_seconds) > math.floor(
         (last.timestamp() - offset) / heartbeat_seconds
     )
+    return StatusWrite.HEARTBEAT if due else StatusWrite.NONE

@@ -122,6 +122,7 @@ def run_cycle(
     settings: OperatorSettings | None = None,
     registry: Registry | None = None,
     kube: RecordingKube | None = None,
+    now: float = NOW,
 ) -> tuple[RecordingKube, FakePrometheus, NoActions, Registry]:
     registry = Registry() if registry is None else registry
     for body in bodies:
@@ -135,10 +136,11 @@ def run_cycle(
         actions,
         OperatorMetrics(),
         prometheus_factory=lambda _settings: prometheus,
-        clock=lambda: NOW,
+        clock=lambda: now,
     )
     try:
         evaluator.cycle()
+        assert evaluator.wait_for_heartbeats(10), "the heartbeat writes were not made after the cycle"
     finally:
         evaluator.close()
     return kube, prometheus, actions, registry
@@ -236,8 +238,154 @@ def test_with_a_heartbeat_an_unchanged_monitor_is_not_rewritten_until_the_heartb
     assert second.statuses == []
     # Without the heartbeat, every cycle writes.
     entry.next_due = 0.0
-    third, *_ = run_cycle(registry=registry, settings=OperatorSettings(status_heartbeat_seconds=0))
+    third, *_ = run_cycle(registry=registry, settings=OperatorSettings(status_heartbeat_seconds=0), now=NOW + 30)
     assert len(third.statuses) == 1
+
+
+class HeldWrites(RecordingKube):
+    """Each status write waits for ``released``; ``writing`` is set while one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+        self.writing = threading.Event()
+
+    def patch_monitor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.writing.set()
+        assert self.released.wait(10), "the write was never released"
+        super().patch_monitor_status(namespace, name, status)
+
+
+def evaluator_for(registry: Registry, kube: RecordingKube, settings: OperatorSettings, clock: list[float]) -> Evaluator:
+    prometheus = FakePrometheus("ml")
+    return Evaluator(
+        settings, registry, kube, NoActions(), OperatorMetrics(),
+        prometheus_factory=lambda _settings: prometheus, clock=lambda: clock[0],
+    )  # fmt: skip
+
+
+def test_a_heartbeat_is_written_after_its_cycle_and_the_cycle_does_not_wait_for_it() -> None:
+    registry, kube, clock = Registry(), HeldWrites(), [NOW]
+    registry.upsert(monitor("a"))
+    evaluator = evaluator_for(registry, kube, OperatorSettings(status_heartbeat_seconds=0), clock)
+    try:
+        kube.released.set()
+        evaluator.cycle()  # the first status is a change: written in the cycle
+        assert len(kube.statuses) == 1
+        kube.released.clear()
+        kube.writing.clear()
+        registry.all()[0].next_due = 0.0
+        clock[0] += 30
+        report = evaluator.cycle()  # only the values changed: a heartbeat, held in its write after the cycle
+        assert (report.evaluated, report.heartbeats, report.heartbeats_behind) == (1, 1, 0)
+        assert kube.writing.wait(5) and len(kube.statuses) == 1
+        kube.released.set()
+        assert evaluator.wait_for_heartbeats(5)
+        assert (
+            len(kube.statuses) == 2
+            and kube.statuses[1][2]["lastEvaluationTime"] > kube.statuses[0][2]["lastEvaluationTime"]
+        )
+        assert registry.all()[0].evaluated_at == kube.statuses[1][2]["lastEvaluationTime"]
+    finally:
+        kube.released.set()
+        evaluator.close()
+
+
+class Worsening(FakePrometheus):
+    """`FakePrometheus` until ``bad`` is set; then no prediction is right (accuracy 0)."""
+
+    bad = False
+
+    def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+        result = super().query(promql, at=at)
+        if not self.bad:
+            return result
+        wrong = tuple(
+            Sample(s.labels, 0.0 if s.labels.get("outcome") in ("tp", "tn") else s.value, s.timestamp)
+            for s in result.samples
+        )
+        return QueryResult(query=result.query, result_type=result.result_type, samples=wrong)
+
+
+def test_a_heartbeat_never_lands_over_a_newer_status_of_the_same_monitor() -> None:
+    registry, kube, clock, prometheus = Registry(), HeldWrites(), [NOW], Worsening("ml")
+    for name in ("a", "b"):
+        registry.upsert(monitor(name))
+    evaluator = Evaluator(
+        OperatorSettings(status_heartbeat_seconds=0, write_parallelism=1), registry, kube, NoActions(),
+        OperatorMetrics(), prometheus_factory=lambda _settings: prometheus, clock=lambda: clock[0],
+    )  # fmt: skip
+
+    def next_cycle() -> None:
+        for entry in registry.all():
+            entry.next_due = 0.0
+        clock[0] += 30
+
+    try:
+        kube.released.set()
+        evaluator.cycle()  # both written: their first status
+        kube.released.clear()
+        kube.writing.clear()
+        next_cycle()
+        assert evaluator.cycle().heartbeats == 2
+        assert kube.writing.wait(5)  # a's heartbeat is in its write; b's waits
+        # Both breach in the next cycle, which first lets a's heartbeat finish, then writes both as Firing.
+        prometheus.bad = True
+        next_cycle()
+        third = threading.Thread(target=evaluator.cycle)
+        third.start()
+        time.sleep(0.2)
+        kube.released.set()
+        third.join(10)
+        assert evaluator.wait_for_heartbeats(5)
+    finally:
+        kube.released.set()
+        evaluator.close()
+    written = [(name, status["lastEvaluationTime"], status["phase"]) for _, name, status in kube.statuses]
+    times = sorted({at for _, at, _ in written})
+    assert len(times) == 3, written
+    first, heartbeat_at, firing_at = times
+    assert [w for w in written if w[0] == "a"] == [
+        ("a", first, "Healthy"),
+        ("a", heartbeat_at, "Healthy"),
+        ("a", firing_at, "Firing"),
+    ], written
+    # b's heartbeat of the second cycle was still waiting when the third wrote Firing: it is dropped.
+    assert [w for w in written if w[0] == "b"] == [("b", first, "Healthy"), ("b", firing_at, "Firing")], written
+
+
+def test_heartbeats_still_waiting_at_shutdown_are_dropped_and_shown_while_they_wait() -> None:
+    registry, kube, clock = Registry(), HeldWrites(), [NOW]
+    for name in ("a", "b"):
+        registry.upsert(monitor(name))
+    settings = OperatorSettings(status_heartbeat_seconds=0, write_parallelism=1)
+    evaluator = evaluator_for(registry, kube, settings, clock)
+    kube.released.set()
+    evaluator.cycle()
+    kube.released.clear()
+    kube.writing.clear()
+    for entry in registry.all():
+        entry.next_due = 0.0
+    clock[0] += 30
+    evaluator.cycle()
+    assert kube.writing.wait(5)  # a's heartbeat in its write, b's waiting
+    assert "modelmonitor_operator_heartbeat_writes_waiting 1.0" in evaluator.metrics.exposition().decode()
+    threading.Timer(0.2, kube.released.set).start()
+    evaluator.close()  # finishes the write in flight, drops b's
+    assert [name for _, name, _ in kube.statuses] == ["a", "b", "a"]
+
+
+def test_a_waiting_heartbeat_is_replaced_by_a_newer_one_that_keeps_its_place() -> None:
+    registry = Registry()
+    entries = [registry.upsert(monitor(name)) for name in ("a", "b")]
+    queue = loop.HeartbeatQueue()
+    queue.put(loop.Heartbeat(entries[0], b"{}", "2027-01-01T00:00:00Z"))
+    queue.put(loop.Heartbeat(entries[1], b"{}", "2027-01-01T00:00:00Z"))
+    queue.put(loop.Heartbeat(entries[0], b"{}", "2027-01-01T00:00:30Z"))
+    first, second = queue.take(), queue.take()
+    assert first is not None and second is not None and queue.take() is None
+    assert (first.entry.name, first.evaluated_at) == ("a", "2027-01-01T00:00:30Z")
+    assert second.entry.name == "b"
 
 
 def test_by_default_an_unchanged_monitor_is_not_rewritten_every_cycle() -> None:
@@ -278,6 +426,7 @@ def run_owned(share: Share, *bodies: dict[str, Any]) -> tuple[RecordingKube, NoA
     )  # fmt: skip
     try:
         evaluator.cycle()
+        assert evaluator.wait_for_heartbeats(10), "the heartbeat writes were not made after the cycle"
     finally:
         evaluator.close()
     return kube, actions, registry

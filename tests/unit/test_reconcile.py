@@ -12,7 +12,7 @@ import pytest
 from modelmonitor.api import parse_monitor
 from modelmonitor.policy import ActionRecord, ActionResult, Measurement, MeasurementKind, Series
 from modelmonitor.policy.spec import monitor_from_api
-from modelmonitor.reconcile import Monitor, monitor_from_body, reconcile, status_write_due
+from modelmonitor.reconcile import Monitor, StatusWrite, monitor_from_body, reconcile, status_write
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -166,14 +166,15 @@ def test_paused_monitor_measures_nothing_and_decides_nothing() -> None:
     assert cycle.decisions == () and cycle.status["phase"] == "Paused"
 
 
-def test_status_write_due_skips_only_unchanged_statuses_within_the_heartbeat(monitor: Monitor) -> None:
+def test_only_a_change_is_written_in_the_cycle_and_unchanged_statuses_at_their_heartbeat(monitor: Monitor) -> None:
     prior = reconcile(monitor, measured(0.9), {}, T0).status
     same = reconcile(monitor, measured(0.91), prior, T0 + timedelta(seconds=60)).status
-    assert not status_write_due(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=300)
-    assert status_write_due(prior, same, T0 + timedelta(seconds=300), heartbeat_seconds=300)
-    assert status_write_due(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=0)
+    assert status_write(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=300) is StatusWrite.NONE
+    assert status_write(prior, same, T0 + timedelta(seconds=300), heartbeat_seconds=300) is StatusWrite.HEARTBEAT
+    assert status_write(prior, same, T0 + timedelta(seconds=60), heartbeat_seconds=0) is StatusWrite.HEARTBEAT
     firing = reconcile(monitor, measured(0.5), prior, T0 + timedelta(seconds=60)).status
-    assert status_write_due(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=300)
+    assert status_write(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=300) is StatusWrite.CHANGE
+    assert status_write(prior, firing, T0 + timedelta(seconds=60), heartbeat_seconds=0) is StatusWrite.CHANGE
 
 
 def test_heartbeats_of_a_fleet_are_spread_over_the_period(monitor: Monitor) -> None:
@@ -193,14 +194,16 @@ def test_heartbeats_of_a_fleet_are_spread_over_the_period(monitor: Monitor) -> N
         due = [
             i
             for i, phase in enumerate(phases)
-            if status_write_due({**prior, "lastEvaluationTime": format_time(last[i])}, unchanged, now, 300, phase)
+            if status_write({**prior, "lastEvaluationTime": format_time(last[i])}, unchanged, now, 300, phase)
+            is StatusWrite.HEARTBEAT
         ]
         for i in due:
             last[i], writes[i] = now, writes[i] + 1
         per_cycle.append(len(due))
     assert set(writes) == {2}, "one heartbeat per period, for every monitor"
     assert max(per_cycle) < 1000 / 6, per_cycle
-    without_phases = sum(status_write_due(prior, unchanged, T0 + timedelta(seconds=300), 300) for _ in phases)
+    at_once = T0 + timedelta(seconds=300)
+    without_phases = sum(status_write(prior, unchanged, at_once, 300) is StatusWrite.HEARTBEAT for _ in phases)
     assert without_phases == 1000
 
 

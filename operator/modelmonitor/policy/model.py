@@ -173,9 +173,15 @@ class Rule:
         auto`` policy, and the PromQL the measurement sent for messages."""
         threshold = measurement.threshold if self.auto_threshold else self.threshold
         query = measurement.query or self.query
-        if threshold == self.threshold and query == self.query:
+        if threshold != self.threshold:
+            return replace(self, threshold=threshold, query=query)  # checked again: a calibrated threshold
+        if query == self.query:
             return self
-        return replace(self, threshold=threshold, query=query)
+        # Only the text for messages differs (every cycle of a built-in signal): a copy, not checked again, since
+        # `replace` would run every check of the rule for each policy of each monitor in each cycle.
+        measured = object.__new__(Rule)
+        measured.__dict__.update(self.__dict__, query=query)
+        return measured
 
 
 @dataclass(frozen=True)

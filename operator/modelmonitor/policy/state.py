@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -405,7 +405,8 @@ def step(
         samples=outcome.samples if outcome.samples is not None else prior.samples,
         cusum=cusum if cusum is not None else prior.cusum,
     )
-    state = replace(state, message=_describe(rule, state, outcome))
+    # Set on the state just built, before anyone sees it (`replace` would check every field again).
+    object.__setattr__(state, "message", _describe(rule, state, outcome))
     transition = None
     if state.state is not prior.state:
         transition = Transition(

@@ -7,6 +7,7 @@ every time it stores formats without a fraction and round-trips exactly through 
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from modelmonitor import durations
@@ -52,7 +53,13 @@ def floor_to_second(moment: datetime) -> datetime:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix; a fraction is written only when the time has one."""
-    utc = require_aware(moment, field="time")
+    return _formatted(require_aware(moment, field="time"))
+
+
+# Status times repeat: every monitor evaluated in a cycle shares its instant, and most policies' `since` is one of
+# a few instants. Remembering the last few thousand texts saves a strftime or a parse per time per policy.
+@functools.lru_cache(maxsize=4096)
+def _formatted(utc: datetime) -> str:
     if utc.microsecond:
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -63,12 +70,19 @@ def parse_time(text: str, *, field: str = "time") -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"{field}: expected an RFC 3339 timestamp string, got {type(text).__name__}")
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = _parsed(text)
     except ValueError as exc:
         raise ValueError(f"{field}: {text!r} is not an RFC 3339 timestamp") from exc
-    if parsed.tzinfo is None:
+    if parsed is None:
         raise ValueError(f"{field}: {text!r} has no timezone; status times end in 'Z'")
-    return parsed.astimezone(UTC)
+    return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> datetime | None:
+    """``text`` parsed and in UTC; None when it has no timezone (a ValueError when it is no timestamp)."""
+    parsed = datetime.fromisoformat(text)
+    return None if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def seconds_between(start: datetime, end: datetime) -> float:
