@@ -427,8 +427,9 @@ def render(results: list[SizeResult], versions: dict[str, str]) -> str:
         "defaults (tick 1 s, 4 queries and 8 status writes in flight, status heartbeat 300 s, Leases 15/10/2 s).",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {machine()}. **Shared** with other work during the run (a Go build and other test runs): the "
-        "load averages below say how busy it was; CPU figures are per process, wall times include waiting for cores.",
+        f"- Machine: {machine()}, the benchmark's processes (API server, etcd, Prometheus, the operator replicas) "
+        "sharing it with whatever else ran: the load averages below say how busy it was; CPU figures are per "
+        "process, wall times include waiting for cores.",
         f"- Code: {source_state()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
         "## Figures",

@@ -350,6 +350,10 @@ def test_the_replay_finds_the_episode_and_alert_the_operator_decided_live(
         )
         time.sleep(4)
         status = _status(cluster, namespace)
+        # The replay covers what the live operator evaluated: up to now, not up to the last status it wrote (the
+        # resolution itself, when no heartbeat came after it), which would cut off a replay that resolves one step
+        # later than the live cycle did.
+        evaluated_until = datetime.now(UTC)
     finally:
         operator.stop()
 
@@ -362,7 +366,7 @@ def test_the_replay_finds_the_episode_and_alert_the_operator_decided_live(
         monitor = _live_monitor(namespace)
         done = _backtest(
             tmp_path, monitor, "--prometheus-url", prometheus.url, "--from", f"{applied.timestamp():.0f}",
-            "--to", status["lastEvaluationTime"], "--output", "json", "--quiet",
+            "--to", f"{evaluated_until.timestamp():.0f}", "--output", "json", "--quiet",
         )  # fmt: skip
     finally:
         prometheus.stop()
