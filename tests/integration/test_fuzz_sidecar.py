@@ -254,7 +254,9 @@ def test_ten_thousand_fuzzed_bodies_never_break_the_sidecar_and_are_counted(
     assert all(not key.endswith(" 5xx") for key in seen if key.startswith("/v1/events") or key.startswith("/v1/labels"))
     # every kind of answer was reached: the generator is not stuck on refusals
     assert {"/v1/events 2xx", "/v1/events 4xx", "/v1/labels 2xx", "/v1/labels 4xx"} <= set(seen)
-    assert seen["/v1/models/churn:predict 2xx"] > 100 and seen["/v2/models/churn/infer 2xx"] > 100, seen
+    # and well-formed predictions on both protocols got through; how many varies with the draws (unseeded: 87 of
+    # about 1,600 v2 calls in one run, several hundred in others), so this asks only that they are not rare.
+    assert seen["/v1/models/churn:predict 2xx"] >= 20 and seen["/v2/models/churn/infer 2xx"] >= 20, seen
 
     found = counters(http.request("GET", sidecar + "/metrics").data.decode())
     assert found[("modelmonitor_proxy_unmonitored_total", "monitoring_error")] == 0, processes.log("sidecar")
