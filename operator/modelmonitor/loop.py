@@ -83,10 +83,11 @@ class MonitorEntry:
         decoded: dict[str, Any] = json.loads(self.status_json)
         return decoded
 
-    def keep_status(self, encoded: bytes, status: Mapping[str, Any]) -> None:
-        """Keep ``status``, given with its `encode_status` (encoded before taking the registry's lock)."""
+    def keep_status(self, encoded: bytes, evaluated_at: str) -> None:
+        """Keep a status, given `encode_status`d (encoded before taking the registry's lock) with its
+        ``lastEvaluationTime``."""
         self.status_json = encoded
-        self.evaluated_at = str(status.get("lastEvaluationTime", ""))
+        self.evaluated_at = evaluated_at
 
 
 class Registry:
@@ -116,7 +117,7 @@ class Registry:
             ):
                 # The echo of a status write (ours, usually): the spec is unchanged, only the status may be newer.
                 if watched_at > known.evaluated_at:
-                    known.keep_status(encode_status(watched_status), watched_status)
+                    known.keep_status(encode_status(watched_status), watched_at)
                 return known
         monitor: Monitor | None = None
         reason: str | None = None
@@ -167,7 +168,7 @@ class Registry:
         with self._lock:
             current = self._entries.get(entry.key)
             if current is not None and current.uid == entry.uid:
-                current.keep_status(encoded, status)
+                current.keep_status(encoded, str(status.get("lastEvaluationTime", "")))
                 if current.generation == entry.generation:
                     current.next_due = next_due
 
@@ -197,7 +198,7 @@ class Registry:
         with self._lock:
             current = self._entries.get(entry.key)
             if current is not None and current.uid == entry.uid and current.evaluated_at < evaluated_at:
-                current.status_json, current.evaluated_at = encoded, evaluated_at
+                current.keep_status(encoded, evaluated_at)
 
     def record_status(self, entry: MonitorEntry, status: Mapping[str, Any]) -> None:
         """Remember a status written mid-cycle (a Pending action recorded before acting); schedule unchanged."""
@@ -205,7 +206,7 @@ class Registry:
         with self._lock:
             current = self._entries.get(entry.key)
             if current is not None and current.uid == entry.uid:
-                current.keep_status(encoded, status)
+                current.keep_status(encoded, str(status.get("lastEvaluationTime", "")))
 
     def __len__(self) -> int:
         with self._lock:
