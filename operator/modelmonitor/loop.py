@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,9 +30,17 @@ from modelmonitor.adapters.connections import Connections, PrometheusConnectionE
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
 from modelmonitor.operator_metrics import OperatorMetrics
-from modelmonitor.policy import ActionRecord, Evaluation, Measurement, render_invalid_status
+from modelmonitor.policy import (
+    ActionRecord,
+    Evaluation,
+    Measurement,
+    PolicyState,
+    evaluate,
+    readable_prior_states,
+    render_invalid_status,
+)
 from modelmonitor.policy.conflicts import claim_of, workload_conflicts
-from modelmonitor.reconcile import Monitor, Reconciled, StatusWrite, monitor_from_body, reconcile, status_write
+from modelmonitor.reconcile import Monitor, Reconciled, StatusWrite, monitor_from_body, status_write
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.sharding import Ownership, Standalone, fraction
 from modelmonitor.signals import CycleMeasurements, SeriesBook, SignalRequest, measure
@@ -388,6 +396,7 @@ class Evaluator:
             secret_ttl_seconds=settings.secret_ttl_seconds,
             factory=prometheus_factory,
         )
+        self._measurer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="measure")
         self._writer = ThreadPoolExecutor(max_workers=settings.write_parallelism, thread_name_prefix="status")
         #: Heartbeat writes wait here for the end of their cycle; the writers make them until the next one starts.
         self._heartbeats = HeartbeatQueue()
@@ -406,6 +415,7 @@ class Evaluator:
         if dropped:
             log.info("%d heartbeat status writes dropped at shutdown", dropped)
         self._writer.shutdown(wait=True)
+        self._measurer.shutdown(wait=True)
         self.connections.close()
 
     # --- one cycle -------------------------------------------------------------------------------------------
@@ -465,19 +475,15 @@ class Evaluator:
         self.connections.retain(entry.key for entry in self.registry.all())
         self._books = {key: held for key, held in self._books.items() if self.connections.holds(held[0])}
 
-        results: dict[SignalRequest, Measurement] = {}
+        batches: list[tuple[PrometheusQuerier, list[SignalRequest], SeriesBook]] = []
         for key, (client, requests) in groups.items():
             if key not in self._books:
                 self._books[key] = (client, SeriesBook(budget=self.settings.max_series_per_answer))
-            book = self._books[key][1]
-            measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
-            report.measurements.append(measured)
-            report.queries += measured.queries
-            report.failed_queries += measured.failed_queries
-            report.largest_answer = max(report.largest_answer, measured.largest_answer)
-            results.update(measured.results)
-
-        report.queried_seconds = time.monotonic() - started
+            batches.append((client, requests, self._books[key][1]))
+        # The queries go out first. While Prometheus answers them, this thread reads every monitor's prior policy
+        # states (decoding a status costs a third of evaluating it), so what the answers wait for is the
+        # evaluation alone.
+        measuring = self._measurer.submit(self._measure, batches, now, started)
         # Which monitors yield to an older one changing the same workload: from every known monitor, not only
         # the due ones, so a monitor on a longer interval still holds its workload.
         conflicts = workload_conflicts(
@@ -485,6 +491,16 @@ class Evaluator:
             for e in self.registry.all()
             if e.monitor is not None
         )
+        priors = {entry.key: self._prior_states(entry) for entry, _ in valid}
+        measurements, report.queried_seconds = measuring.result()
+        results: dict[SignalRequest, Measurement] = {}
+        for measured in measurements:
+            report.measurements.append(measured)
+            report.queries += measured.queries
+            report.failed_queries += measured.failed_queries
+            report.largest_answer = max(report.largest_answer, measured.largest_answer)
+            results.update(measured.results)
+        outcomes: Counter[str] = Counter()
         # A monitor whose policies changed state or decided something goes to the writers as soon as it is
         # evaluated: a breach is written while the fleet is still being evaluated, not after it. The others
         # follow once every monitor is evaluated.
@@ -492,29 +508,56 @@ class Evaluator:
         writers = [self._writer.submit(self._drain, backlog, now_epoch) for _ in range(self.settings.write_parallelism)]
         try:
             for entry, monitor in valid:
-                reconciled = reconcile(
-                    monitor,
-                    self._measurements(monitor, results, connection_errors),
-                    entry.status,
+                # The same evaluation `reconcile` makes, on the prior states read while the queries were out.
+                evaluation = evaluate(
+                    monitor.engine,
+                    priors.pop(entry.key),
+                    self._measurements(monitor, results, connection_errors, outcomes),
                     now,
-                    conflict_with=conflicts.get(entry.key),
                 )
-                backlog.put(Evaluated.of(entry, reconciled))
+                backlog.put(Evaluated(entry, monitor, evaluation, conflicts.get(entry.key), evaluation.changed))
         finally:
             backlog.close()  # the writers must not wait forever if evaluation failed
         report.evaluated_seconds = time.monotonic() - started
+        for kind, count in outcomes.items():
+            self.metrics.measured(kind, count)
         for writer in writers:
             finished, failed = writer.result()
             report.evaluated += finished
             report.write_errors += failed
+
+    def _measure(
+        self,
+        batches: Sequence[tuple[PrometheusQuerier, list[SignalRequest], SeriesBook]],
+        now: datetime,
+        started: float,
+    ) -> tuple[list[CycleMeasurements], float]:
+        """Measure each batch against its Prometheus; and when that was done, in seconds since ``started``."""
+        measured = [
+            measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
+            for client, requests, book in batches
+        ]
+        return measured, time.monotonic() - started
+
+    def _prior_states(self, entry: MonitorEntry) -> dict[str, PolicyState]:
+        """The policy states ``entry``'s status records. An entry that cannot be read is named in a log line and a
+        Warning Event, and its policy starts Inactive; this cycle then writes its entry anew."""
+        states, unreadable = readable_prior_states(entry.status)
+        for problem in unreadable:
+            log.warning("%s/%s: status not readable, the policy starts Inactive: %s", entry.namespace, entry.name,
+                        problem)  # fmt: skip
+            self._event(entry, "Warning", "StatusUnreadable", f"{problem}; the policy starts Inactive")
+        return states
 
     def _measurements(
         self,
         monitor: Monitor,
         results: Mapping[SignalRequest, Measurement],
         connection_errors: Mapping[tuple[str, str], str],
+        outcomes: Counter[str],
     ) -> dict[str, Measurement]:
-        """This cycle's measurement of each policy of ``monitor`` (none while it is paused)."""
+        """This cycle's measurement of each policy of ``monitor`` (none while it is paused); ``outcomes`` counts
+        the measurements by kind."""
         if monitor.spec.paused:
             return {}
         error = connection_errors.get(monitor.key)
@@ -527,7 +570,7 @@ class Evaluator:
                 measurements[request.policy] = Measurement.error("not measured in this cycle")
                 continue
             measurements[request.policy] = result
-            self.metrics.measured(result.kind.value)
+            outcomes[result.kind.value] += 1
         return measurements
 
     def _drain(self, backlog: WriteBacklog, now_epoch: float) -> tuple[int, int]:

@@ -371,8 +371,8 @@ class OperatorMetrics:
             if report.failed_queries:
                 self.errors.labels("prometheus").inc(report.failed_queries)
 
-    def measured(self, status: str) -> None:
-        self.outcomes.labels(status).inc()
+    def measured(self, status: str, count: int = 1) -> None:
+        self.outcomes.labels(status).inc(count)
 
     def decided(self, action_type: str, result: str) -> None:
         self.decisions.labels(action_type or "unknown", result).inc()

@@ -192,7 +192,7 @@ class Reconciled:
     @property
     def changed(self) -> bool:
         """Whether a policy changed state or something was decided (such monitors are written first)."""
-        return bool(self.evaluation.transitions or self.evaluation.decisions)
+        return self.evaluation.changed
 
     def events(self, records: Sequence[ActionRecord]) -> list[Event]:
         """The Events of this cycle: one per policy transition and one per action record."""

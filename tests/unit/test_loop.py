@@ -179,6 +179,29 @@ def test_actions_and_status_see_whole_second_timestamps() -> None:
     assert kube.statuses[0][2]["lastEvaluationTime"] == "2027-01-15T08:00:00Z"
 
 
+def test_a_status_edited_into_something_unreadable_stops_neither_its_monitor_nor_the_others() -> None:
+    # A Pending policy without activeSince: the operator never writes one (the episode's start is part of every
+    # action's idempotency key); here edited by hand through the status subresource.
+    edited = monitor("edited")
+    edited["status"] = {
+        "lastEvaluationTime": "2027-01-15T07:59:30Z",
+        "policies": [
+            {"name": "accuracy", "state": "Pending", "since": "2027-01-15T07:50:00Z", "errorStreak": 0},
+            {"name": "fairness", "state": "Inactive", "since": "2027-01-15T07:40:00Z", "errorStreak": 0},
+        ],
+    }
+    kube, _prometheus, _actions, _registry = run_cycle(edited, monitor("other"))
+    written = {name: status for _ns, name, status in kube.statuses}
+    assert set(written) == {"edited", "other"}
+    policies = {p["name"]: p for p in written["edited"]["policies"]}
+    # The unreadable policy starts over, as of this cycle; the readable one keeps its state's start.
+    assert (policies["accuracy"]["state"], policies["accuracy"]["since"]) == ("Inactive", "2027-01-15T08:00:00Z")
+    assert (policies["fairness"]["state"], policies["fairness"]["since"]) == ("Inactive", "2027-01-15T07:40:00Z")
+    warnings = [(kind, message) for kind, reason, message in kube.events if reason == "StatusUnreadable"]
+    assert len(warnings) == 1 and warnings[0][0] == "Warning"
+    assert "status.policies[0]" in warnings[0][1] and "activeSince" in warnings[0][1]
+
+
 def breaching(name: str) -> dict[str, Any]:
     """A monitor whose accuracy policy breaches at once (threshold above the measured 0.79) with `for: 0s`."""
     body = monitor(name)
@@ -207,17 +230,17 @@ def test_a_monitor_that_changes_state_is_written_next_not_after_the_unchanged_on
     # evaluated last, is written as soon as the writer is free.
     evaluated = threading.Event()
     calls = 0
-    real = loop.reconcile
+    real = loop.evaluate
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
-        reconciled = real(*args, **kwargs)
+        evaluation = real(*args, **kwargs)
         calls += 1
         if calls == len(bodies):
             evaluated.set()
-        return reconciled
+        return evaluation
 
-    monkeypatch.setattr(loop, "reconcile", counting)
+    monkeypatch.setattr(loop, "evaluate", counting)
     kube = FirstWriteWaits(evaluated)
     run_cycle(*bodies, settings=OperatorSettings(write_parallelism=1), kube=kube)
     names = [name for _, name, _ in kube.statuses]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,6 +160,38 @@ def test_queries_per_cycle_do_not_grow_with_monitors(n: int) -> None:
     assert cycle.template_queries == 0
     assert len(fake.asked) == 5
     assert len(cycle.results) == 4 * n
+
+
+def test_a_request_is_measured_as_soon_as_its_answers_are_in_not_after_the_slowest_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prometheus holds the error-rate query until every accuracy and precision request has been measured: a
+    # measure() that waited for every answer before measuring any request would hold it forever (10 s here).
+    n = 20
+    fake = fleet(n)
+    measured_quality = threading.Event()
+    done = 0
+    with_queries = Measurement.with_queries
+
+    def counting(self: Measurement, queries: tuple[str, ...], warnings: tuple[str, ...] = ()) -> Measurement:
+        nonlocal done
+        done += "modelmonitor_labeled_predictions_total" in queries[0]
+        if done == 2 * n:
+            measured_quality.set()
+        return with_queries(self, queries, warnings)
+
+    class Slow:
+        def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
+            if "modelmonitor_request_errors_total" in promql:
+                assert measured_quality.wait(10), "the quality requests waited for the error-rate answer"
+            return fake.query(promql, at=at)
+
+    monkeypatch.setattr(Measurement, "with_queries", counting)
+    requests = fleet_requests(n)
+    cycle = measure(requests, Slow(), at=AT)
+    assert measured_quality.is_set()
+    assert all(cycle.results[r].kind is MeasurementKind.VALUES for r in requests), cycle.results
+    assert list(cycle.results) == requests  # in the order asked, not the order measured
 
 
 def test_each_monitor_gets_its_own_models_value() -> None:

@@ -6,7 +6,7 @@ cycle per monitor, hands `Evaluation.decisions` to the actions layer, emits an E
 """
 
 from modelmonitor.policy.decide import Decision, DecisionKind, decide, idempotency_key
-from modelmonitor.policy.engine import Evaluation, evaluate, prior_states
+from modelmonitor.policy.engine import Evaluation, evaluate, prior_states, readable_prior_states
 from modelmonitor.policy.model import (
     Combine,
     Measurement,
@@ -74,6 +74,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "prior_states",
+    "readable_prior_states",
     "records_from_status",
     "render_invalid_status",
     "render_status",

@@ -40,6 +40,11 @@ class Evaluation:
         """The new state of every policy, in spec order."""
         return tuple(s.state for s in self.steps)
 
+    @property
+    def changed(self) -> bool:
+        """Whether a policy changed state or something was decided."""
+        return bool(self.transitions or self.decisions)
+
 
 def prior_states(status: Mapping[str, Any] | None) -> dict[str, PolicyState]:
     """The policy states recorded in a monitor's status (``status.policies``), by policy name."""
@@ -50,6 +55,30 @@ def prior_states(status: Mapping[str, Any] | None) -> dict[str, PolicyState]:
         raise ValueError("status.policies: expected a list")
     states = [PolicyState.from_status(entry) for entry in entries]
     return {s.name: s for s in states}
+
+
+def readable_prior_states(status: Mapping[str, Any]) -> tuple[dict[str, PolicyState], list[str]]:
+    """The policy states recorded in a monitor's status, by policy name, and what was wrong with each entry that
+    could not be read. Such an entry (one the operator could not have written: edited by hand, say) is left out,
+    so its policy starts Inactive and its entry is written anew, instead of the monitor failing every cycle."""
+    entries = status.get("policies") or []
+    if not isinstance(entries, list):
+        return {}, [f"status.policies: expected a list, got {type(entries).__name__}"]
+    states: dict[str, PolicyState] = {}
+    unreadable: list[str] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            unreadable.append(f"status.policies[{i}]: expected an object, got {type(entry).__name__}")
+            continue
+        try:
+            state = PolicyState.from_status(entry)
+        except (ValueError, TypeError) as exc:
+            # The entry's own checks name its field; the state's checks name the policy but not where it was read.
+            problem = str(exc)
+            unreadable.append(problem if problem.startswith("status.") else f"status.policies[{i}]: {problem}")
+        else:
+            states[state.name] = state
+    return states, unreadable
 
 
 def evaluate(

@@ -234,6 +234,14 @@ class Measurement:
         if self.kind is not MeasurementKind.VALUES and self.series:
             raise ValueError(f"a {self.kind.value} measurement carries no series values")
 
+    def with_queries(self, queries: tuple[str, ...], warnings: tuple[str, ...] = ()) -> Measurement:
+        """This measurement with the PromQL it was made from (main query first) and Prometheus' warnings on the
+        answers: a copy, not checked again (made for every policy of every monitor in every cycle, where
+        `dataclasses.replace` would run the checks again)."""
+        copy = object.__new__(Measurement)
+        copy.__dict__.update(self.__dict__, query=queries[0] if queries else "", queries=queries, warnings=warnings)
+        return copy
+
     @classmethod
     def value(cls, value: float, samples: int | None = None) -> Measurement:
         """A single-series answer (a scalar, or a vector with one element)."""

@@ -53,6 +53,12 @@ class State(StrEnum):
     ERROR = "Error"
 
 
+#: Each enum a status entry names, by value: read for every policy of every monitor in every cycle, where looking a
+#: member up by calling the enum costs as much as the rest of the entry.
+_MEMBERS: dict[type[StrEnum], dict[str, StrEnum]] = {
+    enum: {member.value: member for member in enum} for enum in (State, OutcomeKind)
+}
+
 EPISODE_STATES = frozenset({State.INACTIVE, State.PENDING, State.FIRING, State.RESOLVING})
 HOLD_STATES = frozenset({State.NO_DATA, State.ERROR})
 ACTIVE_STATES = frozenset({State.PENDING, State.FIRING, State.RESOLVING})
@@ -200,11 +206,11 @@ class PolicyState:
             raw = entry.get(key)
             if raw is None:
                 return None
-            try:
-                return enum(raw)
-            except ValueError:
+            member = _MEMBERS[enum].get(raw) if isinstance(raw, str) else None
+            if member is None:
                 allowed = ", ".join(m.value for m in enum)
-                raise ValueError(f"{where}.{key}: {raw!r} is not one of {allowed}") from None
+                raise ValueError(f"{where}.{key}: {raw!r} is not one of {allowed}")
+            return member
 
         state = enum_field("state", State)
         if state is None:

@@ -4,9 +4,8 @@ series budget, `split`), split the answers per monitor."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 
 from modelmonitor.adapters.prometheus import PrometheusQuerier, QueryResult, Sample
@@ -87,59 +86,96 @@ def measure(
     part_texts = {
         (text, i): restricted(text, part.restriction) for text, split in parts.items() for i, part in enumerate(split)
     }
-    answers = _send(prometheus, [*texts, *dict.fromkeys(part_texts.values())], at, max_parallel, sent)
+    #: What each text to send answers: a whole query, or parts of split ones (two parts may be the same text).
+    answers_for: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    for text in texts:
+        answers_for[text].append((text, None))
+    for (text, i), part_text in part_texts.items():
+        answers_for[part_text].append((text, i))
+    part_answers: dict[str, dict[int, QueryResult]] = {text: {} for text in parts}
 
-    # Per batched query: one index over every model's samples, and the answer each model's samples came from.
+    # Per query: one index over every model's samples, and the answer each model's samples came from.
     indexes: dict[str, Index] = {}
     answer_of: dict[str, Mapping[ModelKey, QueryResult]] = {}
     whole_answer: dict[str, QueryResult] = {**uncounted}
-    for text in texts:
-        whole_answer[text] = answers[text]
-        indexes[text] = Index(answers[text])
-        if book is not None and text in wanted and answers[text].ok:
-            book.learn(text, answers[text].samples, wanted[text], whole=True, counted=False)
-    for text, split in parts.items():
-        by_model: dict[ModelKey, QueryResult] = {}
-        merged: list[Sample] = []
-        noted: dict[str, None] = {}
-        for i, part in enumerate(split):
-            answer = answers[part_texts[(text, i)]]
-            by_model.update(dict.fromkeys(part.models, answer))
-            noted.update(dict.fromkeys(answer.warnings))
-            if answer.ok:
-                assert book is not None
-                book.learn(text, answer.samples, part.models, whole=False, counted=False)
-                own = set(part.models)
-                # The cross product's other models are read from their own parts, so none is counted twice.
-                merged.extend(sample for sample in answer.samples if model_of(sample) in own)
-        answer_of[text] = by_model
-        indexes[text] = Index(
-            QueryResult(query=text, result_type="vector", samples=tuple(merged), warnings=tuple(noted))
-        )
-    if book is not None:
-        book.forget_unused()
 
     def answer_for(text: str, request: SignalRequest) -> QueryResult:
         split = answer_of.get(text)
         return whole_answer[text] if split is None else split[(request.namespace, request.model)]
 
+    # The requests of each plan are measured as soon as the answers to its queries are in, while Prometheus
+    # is still working on the others: every monitor of a fleet waits for the slowest query, not for it and then
+    # for the measuring of every request.
     results: dict[SignalRequest, Measurement] = {}
+    waiting: dict[tuple[str, ...], list[tuple[SignalRequest, Plan]]] = defaultdict(list)
     for request, planned in plans.items():
         if isinstance(planned, Measurement):
             results[request] = planned
-            continue
-        mine = [answer_for(text, request) for text in planned.queries]
-        failed = [answer for answer in mine if not answer.ok]
-        warnings = tuple(dict.fromkeys(w for answer in mine for w in answer.warnings))
-        if failed:
-            error = failed[0].error
-            assert error is not None
-            measured = Measurement.error(str(error))
         else:
-            measured = planned.compute(request, [indexes[text] for text in planned.queries])
-        results[request] = replace(measured, query=planned.queries[0], queries=planned.queries, warnings=warnings)
+            waiting[planned.queries].append((request, planned))
+    needing: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for queries in waiting:
+        for text in dict.fromkeys(queries):
+            needing[text].append(queries)
 
-    sent_templates = sum(1 for text in templated if text in answers)
+    def measure_waiting(queries: tuple[str, ...]) -> None:
+        for request, planned in waiting.pop(queries):
+            mine = [answer_for(text, request) for text in queries]
+            failed = [answer for answer in mine if not answer.ok]
+            warnings = tuple(dict.fromkeys(w for answer in mine for w in answer.warnings))
+            if failed:
+                error = failed[0].error
+                assert error is not None
+                measured = Measurement.error(str(error))
+            else:
+                measured = planned.compute(request, [indexes[text] for text in queries])
+            results[request] = measured.with_queries(queries, warnings)
+
+    def answered(text: str) -> None:
+        """``text`` has its whole answer (or every part's): measure the requests that waited only for it."""
+        for queries in needing.pop(text, ()):
+            if queries in waiting and all(t in whole_answer or t in answer_of for t in queries):
+                measure_waiting(queries)
+
+    for text in uncounted:
+        answered(text)
+    for sent_text, answer in _stream(prometheus, list(answers_for), at, max_parallel, sent):
+        for text, i in answers_for[sent_text]:
+            if i is None:
+                whole_answer[text] = answer
+                indexes[text] = Index(answer)
+                if book is not None and text in wanted and answer.ok:
+                    book.learn(text, answer.samples, wanted[text], whole=True, counted=False)
+                answered(text)
+                continue
+            split, got = parts[text], part_answers[text]
+            got[i] = answer
+            if len(got) < len(split):
+                continue
+            by_model: dict[ModelKey, QueryResult] = {}
+            merged: list[Sample] = []
+            noted: dict[str, None] = {}
+            for j, part in enumerate(split):
+                answer_j = got[j]
+                by_model.update(dict.fromkeys(part.models, answer_j))
+                noted.update(dict.fromkeys(answer_j.warnings))
+                if answer_j.ok:
+                    assert book is not None
+                    book.learn(text, answer_j.samples, part.models, whole=False, counted=False)
+                    own = set(part.models)
+                    # The cross product's other models are read from their own parts, so none is counted twice.
+                    merged.extend(sample for sample in answer_j.samples if model_of(sample) in own)
+            answer_of[text] = by_model
+            indexes[text] = Index(
+                QueryResult(query=text, result_type="vector", samples=tuple(merged), warnings=tuple(noted))
+            )
+            answered(text)
+    if book is not None:
+        book.forget_unused()
+    assert not waiting, "every query was answered, so every request was measured"
+    results = {request: results[request] for request in plans}
+
+    sent_templates = sum(1 for text in templated if text in whole_answer and text not in uncounted)
     return CycleMeasurements(
         results=results,
         batched_queries=len(sent) - sent_templates,
@@ -198,14 +234,23 @@ def _send(
     prometheus: PrometheusQuerier, texts: Sequence[str], at: datetime, max_parallel: int, sent: list[QueryResult]
 ) -> dict[str, QueryResult]:
     """Send ``texts`` (distinct), ``max_parallel`` at a time; their answers by text, each also added to ``sent``."""
-    answers: dict[str, QueryResult] = {}
+    return dict(_stream(prometheus, texts, at, max_parallel, sent))
+
+
+def _stream(
+    prometheus: PrometheusQuerier, texts: Sequence[str], at: datetime, max_parallel: int, sent: list[QueryResult]
+) -> Iterator[tuple[str, QueryResult]]:
+    """Send ``texts`` (distinct), ``max_parallel`` at a time; each answer as it comes in (added to ``sent``)."""
     workers = max(1, min(max_parallel, len(texts)))
     if workers == 1:
         for text in texts:
-            answers[text] = prometheus.query(text, at=at)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promql") as pool:
-            for text, answer in zip(texts, pool.map(lambda q: prometheus.query(q, at=at), texts), strict=True):
-                answers[text] = answer
-    sent.extend(answers.values())
-    return answers
+            answer = prometheus.query(text, at=at)
+            sent.append(answer)
+            yield text, answer
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promql") as pool:
+        pending = {pool.submit(prometheus.query, text, at=at): text for text in texts}
+        for future in as_completed(pending):
+            answer = future.result()
+            sent.append(answer)
+            yield pending[future], answer
