@@ -140,8 +140,8 @@ def measure(
     for text in uncounted:
         answered(text)
     for sent_text, answer in _stream(prometheus, list(answers_for), at, max_parallel, sent):
-        for text, i in answers_for[sent_text]:
-            if i is None:
+        for text, nth in answers_for[sent_text]:
+            if nth is None:
                 whole_answer[text] = answer
                 indexes[text] = Index(answer)
                 if book is not None and text in wanted and answer.ok:
@@ -149,7 +149,7 @@ def measure(
                 answered(text)
                 continue
             split, got = parts[text], part_answers[text]
-            got[i] = answer
+            got[nth] = answer
             if len(got) < len(split):
                 continue
             by_model: dict[ModelKey, QueryResult] = {}
