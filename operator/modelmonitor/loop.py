@@ -43,7 +43,7 @@ from modelmonitor.policy.conflicts import claim_of, workload_conflicts
 from modelmonitor.reconcile import Monitor, Reconciled, StatusWrite, monitor_from_body, status_write
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.sharding import Ownership, Standalone, fraction
-from modelmonitor.signals import CycleMeasurements, SeriesBook, SignalRequest, measure
+from modelmonitor.signals import SeriesBook, SignalRequest, measure
 
 log = logging.getLogger("modelmonitor.loop")
 
@@ -365,7 +365,6 @@ class CycleReport:
     #: began (the writers did not keep up between cycles).
     heartbeats: int = 0
     heartbeats_behind: int = 0
-    measurements: list[CycleMeasurements] = field(default_factory=list)
 
 
 class Evaluator:
@@ -483,7 +482,7 @@ class Evaluator:
         # The queries go out first. While Prometheus answers them, this thread reads every monitor's prior policy
         # states (decoding a status costs a third of evaluating it), so what the answers wait for is the
         # evaluation alone.
-        measuring = self._measurer.submit(self._measure, batches, now, started)
+        measuring = self._measurer.submit(self._measure, batches, now, started, report)
         # Which monitors yield to an older one changing the same workload: from every known monitor, not only
         # the due ones, so a monitor on a longer interval still holds its workload.
         conflicts = workload_conflicts(
@@ -491,15 +490,8 @@ class Evaluator:
             for e in self.registry.all()
             if e.monitor is not None
         )
-        priors = {entry.key: self._prior_states(entry) for entry, _ in valid}
-        measurements, report.queried_seconds = measuring.result()
-        results: dict[SignalRequest, Measurement] = {}
-        for measured in measurements:
-            report.measurements.append(measured)
-            report.queries += measured.queries
-            report.failed_queries += measured.failed_queries
-            report.largest_answer = max(report.largest_answer, measured.largest_answer)
-            results.update(measured.results)
+        priors = {entry.key: self._prior_states(entry, monitor.spec.paused) for entry, monitor in valid}
+        results = measuring.result()
         outcomes: Counter[str] = Counter()
         # A monitor whose policies changed state or decided something goes to the writers as soon as it is
         # evaluated: a breach is written while the fleet is still being evaluated, not after it. The others
@@ -531,18 +523,25 @@ class Evaluator:
         batches: Sequence[tuple[PrometheusQuerier, list[SignalRequest], SeriesBook]],
         now: datetime,
         started: float,
-    ) -> tuple[list[CycleMeasurements], float]:
-        """Measure each batch against its Prometheus; and when that was done, in seconds since ``started``."""
-        measured = [
-            measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
-            for client, requests, book in batches
-        ]
-        return measured, time.monotonic() - started
+        report: CycleReport,
+    ) -> dict[SignalRequest, Measurement]:
+        """Measure each batch against its Prometheus: the measurements, by request. The queries, and when they
+        were done, go into ``report``."""
+        results: dict[SignalRequest, Measurement] = {}
+        for client, requests, book in batches:
+            measured = measure(requests, client, at=now, max_parallel=self.settings.query_parallelism, book=book)
+            report.queries += measured.queries
+            report.failed_queries += measured.failed_queries
+            report.largest_answer = max(report.largest_answer, measured.largest_answer)
+            results.update(measured.results)
+        report.queried_seconds = time.monotonic() - started
+        return results
 
-    def _prior_states(self, entry: MonitorEntry) -> dict[str, PolicyState]:
-        """The policy states ``entry``'s status records. An entry that cannot be read is named in a log line and a
-        Warning Event, and its policy starts Inactive; this cycle then writes its entry anew."""
-        states, unreadable = readable_prior_states(entry.status)
+    def _prior_states(self, entry: MonitorEntry, paused: bool) -> dict[str, PolicyState]:
+        """The policy states ``entry``'s status records (with their messages only while ``paused``: a paused
+        monitor keeps its states as they are). An entry that cannot be read is named in a log line and a Warning
+        Event, and its policy starts Inactive; this cycle then writes its entry anew."""
+        states, unreadable = readable_prior_states(entry.status, messages=paused)
         for problem in unreadable:
             log.warning("%s/%s: status not readable, the policy starts Inactive: %s", entry.namespace, entry.name,
                         problem)  # fmt: skip
@@ -552,12 +551,12 @@ class Evaluator:
     def _measurements(
         self,
         monitor: Monitor,
-        results: Mapping[SignalRequest, Measurement],
+        results: dict[SignalRequest, Measurement],
         connection_errors: Mapping[tuple[str, str], str],
         outcomes: Counter[str],
     ) -> dict[str, Measurement]:
-        """This cycle's measurement of each policy of ``monitor`` (none while it is paused); ``outcomes`` counts
-        the measurements by kind."""
+        """This cycle's measurement of each policy of ``monitor`` (none while it is paused), taken out of
+        ``results`` (so each is freed once its monitor is evaluated); ``outcomes`` counts them by kind."""
         if monitor.spec.paused:
             return {}
         error = connection_errors.get(monitor.key)
@@ -565,7 +564,7 @@ class Evaluator:
             return {request.policy: Measurement.error(error) for request in monitor.requests}
         measurements: dict[str, Measurement] = {}
         for request in monitor.requests:
-            result = results.get(request)
+            result = results.pop(request, None)
             if result is None:
                 measurements[request.policy] = Measurement.error("not measured in this cycle")
                 continue

@@ -202,6 +202,23 @@ def test_a_status_edited_into_something_unreadable_stops_neither_its_monitor_nor
     assert "status.policies[0]" in warnings[0][1] and "activeSince" in warnings[0][1]
 
 
+def test_a_paused_monitor_keeps_its_policies_as_they_were_messages_included() -> None:
+    paused = monitor("paused")
+    paused["spec"]["paused"] = True
+    paused["status"] = {
+        "lastEvaluationTime": "2027-01-15T07:59:30Z",
+        "policies": [
+            {"name": "accuracy", "state": "Firing", "since": "2027-01-15T07:40:00Z", "errorStreak": 0,
+             "activeSince": "2027-01-15T07:39:00Z", "value": 0.61, "message": "value 0.61 < 0.7; firing since then"},
+        ],
+    }  # fmt: skip
+    kube, prometheus, _actions, _registry = run_cycle(paused)
+    assert prometheus.queries == []
+    (_ns, _name, status), *_ = kube.statuses
+    (accuracy,) = status["policies"]
+    assert (accuracy["state"], accuracy["message"]) == ("Firing", "value 0.61 < 0.7; firing since then")
+
+
 def breaching(name: str) -> dict[str, Any]:
     """A monitor whose accuracy policy breaches at once (threshold above the measured 0.79) with `for: 0s`."""
     body = monitor(name)

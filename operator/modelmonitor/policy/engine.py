@@ -57,10 +57,15 @@ def prior_states(status: Mapping[str, Any] | None) -> dict[str, PolicyState]:
     return {s.name: s for s in states}
 
 
-def readable_prior_states(status: Mapping[str, Any]) -> tuple[dict[str, PolicyState], list[str]]:
+def readable_prior_states(
+    status: Mapping[str, Any], *, messages: bool = True
+) -> tuple[dict[str, PolicyState], list[str]]:
     """The policy states recorded in a monitor's status, by policy name, and what was wrong with each entry that
     could not be read. Such an entry (one the operator could not have written: edited by hand, say) is left out,
-    so its policy starts Inactive and its entry is written anew, instead of the monitor failing every cycle."""
+    so its policy starts Inactive and its entry is written anew, instead of the monitor failing every cycle.
+
+    Without ``messages`` the states' messages are left empty: `evaluate` gives every policy a new one unless the
+    monitor is paused, and a cycle holds every due monitor's prior states at once."""
     entries = status.get("policies") or []
     if not isinstance(entries, list):
         return {}, [f"status.policies: expected a list, got {type(entries).__name__}"]
@@ -77,6 +82,8 @@ def readable_prior_states(status: Mapping[str, Any]) -> tuple[dict[str, PolicySt
             problem = str(exc)
             unreadable.append(problem if problem.startswith("status.") else f"status.policies[{i}]: {problem}")
         else:
+            if not messages:
+                object.__setattr__(state, "message", "")
             states[state.name] = state
     return states, unreadable
 
@@ -110,7 +117,7 @@ def evaluate(
             kept = known.get(rule.name)
             if kept is not None:
                 held = Outcome(OutcomeKind.NO_DATA, None, None, None, "monitor paused")
-                steps.append(PolicyStep(rule, kept, held, kept, None))
+                steps.append(PolicyStep(rule, held, kept, None))
             continue
         before = known.get(rule.name) or PolicyState.initial(rule.name, now)
         measurement = measurements.get(rule.name)

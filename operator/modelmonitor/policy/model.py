@@ -177,11 +177,24 @@ class Rule:
             return replace(self, threshold=threshold, query=query)  # checked again: a calibrated threshold
         if query == self.query:
             return self
-        # Only the text for messages differs (every cycle of a built-in signal): a copy, not checked again, since
-        # `replace` would run every check of the rule for each policy of each monitor in each cycle.
+        # Only the text for messages differs (every cycle of a built-in signal): one copy per rule and text, not
+        # checked again (`replace` would run every check), shared by the monitors that share the rule (a fleet from
+        # one template) instead of one copy per policy of each monitor held until its status is written.
+        known = _MEASURED_RULES.get((id(self), query))
+        if known is not None and known[0] is self:
+            return known[1]
         measured = object.__new__(Rule)
         measured.__dict__.update(self.__dict__, query=query)
+        if len(_MEASURED_RULES) >= MEASURED_RULES_MAX:
+            _MEASURED_RULES.clear()
+        # The entry holds the rule itself, so its id cannot be reused while the entry exists.
+        _MEASURED_RULES[(id(self), query)] = (self, measured)
         return measured
+
+
+#: Rules given a cycle's PromQL text (`Rule.for_measurement`), by the rule's identity and the text.
+_MEASURED_RULES: dict[tuple[int, str], tuple[Rule, Rule]] = {}
+MEASURED_RULES_MAX = 4096
 
 
 @dataclass(frozen=True)

@@ -287,14 +287,14 @@ class Transition:
 
 @dataclass(frozen=True)
 class PolicyStep:
-    """One policy's cycle: what it was, what was measured, what it is now.
+    """One policy's cycle: the rule as measured, the outcome, what it is now and the transition to it. (The state
+    it was in is not kept: a cycle holds the steps of every monitor until their statuses are written.)
 
     ``started_firing`` is True in the one cycle an episode enters Firing from Inactive or Pending.
     ``ended_episode`` is the ``activeSince`` of an episode that fired and ended in this cycle (for "resolved").
     """
 
     rule: Rule
-    prior: PolicyState
     outcome: Outcome
     state: PolicyState
     transition: Transition | None
@@ -428,4 +428,4 @@ def step(
             outcome=outcome.kind,
             message=state.message,
         )
-    return PolicyStep(rule, prior, outcome, state, transition, started, ended)
+    return PolicyStep(rule, outcome, state, transition, started, ended)
