@@ -366,8 +366,8 @@ def heartbeats_cell(r: SizeResult) -> str:
 def cycle_table(results: list[SizeResult]) -> list[str]:
     lines = [
         "| monitors | replica | cycle ended at (s after the warm-up cycle) | evaluated | queries | failed | seconds "
-        "| heartbeats after it / waiting at its start |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| queries done / every monitor evaluated at (s into the cycle) | heartbeats after it / waiting at its start |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.cycles:
@@ -382,7 +382,10 @@ def cycle_table(results: list[SizeResult]) -> list[str]:
                 c.failed,
             )
             heartbeats = "in the cycle" if c.heartbeats is None else f"{c.heartbeats} / {c.heartbeats_behind}"
-            lines.append("| " + " | ".join(str(cell) for cell in cells) + f" | {c.seconds:.2f} | {heartbeats} |")
+            phases = f"{fmt(c.queried)} / {fmt(c.evaluated_by)}"
+            lines.append(
+                "| " + " | ".join(str(cell) for cell in cells) + f" | {c.seconds:.2f} | {phases} | {heartbeats} |"
+            )
     return lines
 
 
