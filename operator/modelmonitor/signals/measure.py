@@ -86,7 +86,8 @@ def measure(
     part_texts = {
         (text, i): restricted(text, part.restriction) for text, split in parts.items() for i, part in enumerate(split)
     }
-    #: What each text to send answers: a whole query, or parts of split ones (two parts may be the same text).
+    #: For each text to send, whose answer it is: a whole query's (None), or the nth part of a split one's (two
+    #: parts may be the same text).
     answers_for: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
     for text in texts:
         answers_for[text].append((text, None))
