@@ -240,12 +240,11 @@ class Evaluated:
     monitor: Monitor
     evaluation: Evaluation
     conflict_with: str | None
-    #: `Reconciled.changed`: written ahead of the others.
-    changed: bool
 
-    @classmethod
-    def of(cls, entry: MonitorEntry, reconciled: Reconciled) -> Evaluated:
-        return cls(entry, reconciled.monitor, reconciled.evaluation, reconciled.conflict_with, reconciled.changed)
+    @property
+    def changed(self) -> bool:
+        """A policy changed state or something was decided: written ahead of the others."""
+        return self.evaluation.changed
 
     def reconciled(self) -> Reconciled:
         return Reconciled(self.monitor, self.evaluation, self.entry.status, self.conflict_with)
@@ -507,7 +506,7 @@ class Evaluator:
                     self._measurements(monitor, results, connection_errors, outcomes),
                     now,
                 )
-                backlog.put(Evaluated(entry, monitor, evaluation, conflicts.get(entry.key), evaluation.changed))
+                backlog.put(Evaluated(entry, monitor, evaluation, conflicts.get(entry.key)))
         finally:
             backlog.close()  # the writers must not wait forever if evaluation failed
         report.evaluated_seconds = time.monotonic() - started

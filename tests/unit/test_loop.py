@@ -562,7 +562,7 @@ def evaluated_fleet() -> list[Evaluated]:
         assert entry.monitor is not None
         first = reconcile(entry.monitor, healthy, {}, at)
         second = reconcile(entry.monitor, measured, first.status, at + timedelta(seconds=30))
-        evaluated.append(Evaluated.of(entry, second))
+        evaluated.append(Evaluated(entry, second.monitor, second.evaluation, second.conflict_with))
     assert [e.changed for e in evaluated] == [False, False, False, True]
     return evaluated
 

@@ -47,14 +47,14 @@ class Evaluation:
 
 
 def prior_states(status: Mapping[str, Any] | None) -> dict[str, PolicyState]:
-    """The policy states recorded in a monitor's status (``status.policies``), by policy name."""
+    """The policy states recorded in a monitor's status (``status.policies``), by policy name. Raises ValueError
+    naming the first entry that cannot be read (`readable_prior_states` leaves such entries out instead)."""
     if not status:
         return {}
-    entries = status.get("policies") or []
-    if not isinstance(entries, list):
-        raise ValueError("status.policies: expected a list")
-    states = [PolicyState.from_status(entry) for entry in entries]
-    return {s.name: s for s in states}
+    states, unreadable = readable_prior_states(status)
+    if unreadable:
+        raise ValueError(unreadable[0])
+    return states
 
 
 def readable_prior_states(
