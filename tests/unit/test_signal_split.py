@@ -252,3 +252,64 @@ def test_a_failed_count_is_an_error_and_the_query_is_not_sent() -> None:
     assert all(result.kind is MeasurementKind.ERROR for result in cycle.results.values())
     assert all(q.startswith("count (") for q in prometheus.asked)
     assert cycle.failed_queries == 2
+
+
+# --- a replica's share --------------------------------------------------------------------------------------
+
+
+def test_a_replica_measuring_half_the_models_asks_for_its_half_once_it_knows_the_sizes() -> None:
+    prometheus, requests = latency_fleet(30)
+    mine = [item for item in requests if int(item.model.split("-")[1]) % 2 == 0]
+    whole = measure(mine, SplitAwarePrometheus(prometheus.fake), at=AT)
+    book = SeriesBook(budget=1000)
+    first = measure(mine, prometheus, at=AT, book=book)
+    # The first cycle counts each query, then asks for it whole: that is what tells the sizes of every model.
+    assert first.split_queries == 0
+    assert max(prometheus.sizes) == 30 * 4
+    prometheus.asked.clear()
+    prometheus.sizes.clear()
+    second = measure(mine, prometheus, at=AT, book=book)
+    assert second.split_queries == 2 and second.batched_queries == 2
+    assert second.largest_answer == max(prometheus.sizes) == 15 * 4  # this replica's models only
+    asked = [set(_MATCHER.findall(query)) for query in prometheus.asked]
+    assert all(("model", "=~", "|".join(sorted({item.model for item in mine}))) in found for found in asked)
+    for item in mine:
+        assert second.results[item].series == whole.results[item].series
+        assert second.results[item].queries == whole.results[item].queries
+
+
+def test_a_replica_measuring_most_of_the_models_asks_for_the_whole_answer() -> None:
+    prometheus, requests = latency_fleet(20)
+    most = [item for item in requests if item.model not in ("model-0", "model-1")]  # 90 %
+    book = SeriesBook(budget=1000)
+    measure(most, prometheus, at=AT, book=book)
+    prometheus.asked.clear()
+    cycle = measure(most, prometheus, at=AT, book=book)
+    assert cycle.split_queries == 0
+    assert not any("model=~" in query for query in prometheus.asked)
+
+
+def test_a_share_whose_cross_product_selects_most_models_is_asked_for_whole() -> None:
+    # The same model names in every namespace, shared out so that each name and each namespace is in the share:
+    # namespace=~"ns-0|ns-1" and model=~"model-0|model-1" would select all four models.
+    prometheus = SplitAwarePrometheus()
+    for ns, model in itertools.product(("ns-0", "ns-1"), ("model-0", "model-1")):
+        add_latency(prometheus.fake, ns, model, (1.0, 2.0, 3.0, 4.0), cluster="eu")
+    mine = [latency("ns-0", "model-0"), latency("ns-1", "model-1")]
+    book = SeriesBook(budget=1000)
+    measure(mine, prometheus, at=AT, book=book)
+    prometheus.asked.clear()
+    assert measure(mine, prometheus, at=AT, book=book).split_queries == 0
+    assert not any("=~" in query for query in prometheus.asked)
+
+
+def test_an_empty_answer_stays_one_whole_query() -> None:
+    prometheus = SplitAwarePrometheus()
+    mine = [latency("ns-0", "model-0")]
+    book = SeriesBook(budget=1000)
+    for _ in range(2):
+        prometheus.asked.clear()
+        cycle = measure(mine, prometheus, at=AT, book=book)
+        assert cycle.results[mine[0]].kind is MeasurementKind.NO_DATA
+    assert cycle.split_queries == 0
+    assert not any("model=" in query for query in prometheus.asked)

@@ -1,5 +1,6 @@
-"""Measuring one cycle: plan every request, send each distinct query once (in parts when its answer would pass the
-series budget, `split`), split the answers per monitor."""
+"""Measuring one cycle: plan every request, send each distinct query once (restricted to the requests' models, in
+parts, when its answer would pass the series budget or those models are a small share of it: `split`), split the
+answers per monitor."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def measure(
     All queries are evaluated at the same instant ``at`` (now when ``None``) so that a ratio computed from two
     queries compares the same window. Up to ``max_parallel`` queries are in flight at once. With a ``book``
     (kept across cycles for this Prometheus), a batched query whose answer would hold more series than the
-    book's budget is sent in parts restricted to the requests' models (`modelmonitor.signals.split`); without
-    one, every batched query is sent whole. Blocking: call from a worker thread in async code.
+    book's budget, or whose answer the requests' models are a small share of (another replica measures the
+    rest), is sent restricted to the requests' models, in parts (`modelmonitor.signals.split`); without one,
+    every batched query is sent whole. Blocking: call from a worker thread in async code.
     """
     at = at if at is not None else datetime.now(UTC)
     unique = list(dict.fromkeys(requests))

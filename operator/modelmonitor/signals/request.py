@@ -78,7 +78,8 @@ class CycleMeasurements:
     query_seconds: float = 0.0
     #: Series in the largest answer of the cycle.
     largest_answer: int = 0
-    #: Batched queries sent in parts because their answer would pass the series budget.
+    #: Batched queries sent restricted to the requests' models, in parts: their answer would pass the series budget,
+    #: or those models are a small share of it.
     split_queries: int = 0
 
     @property

@@ -1,25 +1,35 @@
-"""Splitting a batched query so that no Prometheus answer holds more than a budget of series.
+"""Restricting a batched query to the models this replica measures: in parts, so that no Prometheus answer holds
+more than a budget of series, and whenever those models are a small share of the whole answer.
 
 A batched query asks for every model's series at once (one query per signal kind, whatever the number of
 monitors). Its answer grows with the models in Prometheus: a latency histogram is about 9 series per model, so at
 11,000 models one answer passes 100,000 series, which costs Prometheus, the wire and the operator's memory more
 than it should. When a query's answer would pass the budget, it is sent in parts instead, each restricted to some
 of the models this replica measures (``namespace=~"..."``, ``model=~"..."`` literal alternations, which cost
-Prometheus no more than the whole query: docs/operator.md) and sized to fit; below the budget the query stays one
-unrestricted query, as before.
+Prometheus no more than the whole query: docs/operator.md) and sized to fit.
+
+Below the budget the query is also restricted when this replica's models select at most `RESTRICT_AT_MOST` of the
+whole answer's series: with several replicas sharing the monitors each asks for its own share only (Prometheus
+then works on each series once, not once per replica), and so does a replica whose monitors watch few of the
+models in Prometheus. Otherwise (one replica measuring most of the models) it stays one unrestricted query. Which
+share a restriction selects is known once the query has been answered whole, which is how a query that fits is
+first sent.
 
 The sizes come from the answers themselves: a `SeriesBook` remembers, per query, how many series its whole answer
 and each (namespace, model) had in the last answers. A query never sent before is first counted with
 ``count (query)`` (one series); when that passes the budget, the models this replica asks for are counted with
 ``count by (namespace, model) (query)`` restricted to at most ``budget`` models at a time (one series per model),
 and so are models that appear later (a new monitor). Between two cycles a model can grow (a new version being
-rolled out, new features): a part can then pass the budget by that growth, once, until its answer is learnt.
+rolled out, new features): a part can then pass the budget by that growth, once, until its answer is learnt. The
+sizes of models no longer asked for (another replica's) are those of their last answer.
 
 A part asks for the namespaces and the model names of its models, so it also selects the models in the cross
 product of the two lists (``team-b/fraud`` when ``team-a/fraud`` and ``team-b/churn`` are in the part). Those are
 counted in its size (the book knows them from earlier answers), kept out of the measurements (each model's series
 are read from the part it belongs to only) and learnt like the rest. Parts are filled in (namespace, model) order,
-so a part spans few namespaces and the cross product stays small.
+so a part spans few namespaces and the cross product stays small; when the cross product selects more than
+`RESTRICT_AT_MOST` of a query that fits the budget (the same model names in every namespace, shared out by
+replica), the query is sent whole.
 """
 
 from __future__ import annotations
@@ -38,6 +48,10 @@ ModelKey = tuple[str, str]
 
 #: The default budget: series in one Prometheus answer (``MODELMONITOR_MAX_SERIES_PER_ANSWER``).
 DEFAULT_MAX_SERIES = 100_000
+
+#: A query that fits the budget is restricted to this replica's models when they select at most this share of its
+#: whole answer's series (two replicas: about half each).
+RESTRICT_AT_MOST = 0.75
 
 #: What is known of a query not sent for this long is dropped (a day: longer than any monitor's interval).
 FORGET_AFTER_SECONDS = 24 * 3600.0
@@ -150,6 +164,8 @@ class SeriesBook:
     _totals: dict[str, int] = field(default_factory=dict)
     _sizes: dict[str, dict[ModelKey, int]] = field(default_factory=dict)
     _used: dict[str, float] = field(default_factory=dict)
+    #: Queries whose size per model is known for every model of the whole answer (it was answered whole).
+    _complete: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,12 +192,19 @@ class SeriesBook:
         return split(unknown, ones, self.budget) if unknown else []
 
     def plan(self, query: str, models: Sequence[ModelKey]) -> list[Part] | None:
-        """``None`` when the whole query fits the budget (send it unrestricted), else its parts for ``models``."""
+        """``None`` to send ``query`` whole (unrestricted), else its parts for ``models``: always when the whole
+        answer would pass the budget, and below it when ``models`` select at most `RESTRICT_AT_MOST` of it."""
         with self._lock:
-            if self._totals.get(query, 0) <= self.budget:
+            whole = self._totals.get(query, 0)
+            if whole <= self.budget and query not in self._complete:
                 return None
             sizes = dict(self._sizes.get(query, {}))
-        return split(models, sizes, self.budget)
+        parts = split(models, sizes, self.budget)
+        if whole <= self.budget and not (
+            whole > 0 and sum(part.expected for part in parts) <= RESTRICT_AT_MOST * whole
+        ):
+            return None
+        return parts
 
     def learn_total(self, query: str, total: int) -> None:
         """Remember the series of ``query``'s whole answer, counted with ``count(query)``."""
@@ -205,6 +228,8 @@ class SeriesBook:
             found[key] = found.get(key, 0) + (int(sample.value) if counted else 1)
         with self._lock:
             sizes = {} if whole else self._sizes.setdefault(query, {})
+            if whole:
+                self._complete.add(query)
             before = sum(sizes.get(key, 0) for key in found)
             sizes.update(found)
             self._sizes[query] = sizes
@@ -222,3 +247,4 @@ class SeriesBook:
                 del self._used[query]
                 self._sizes.pop(query, None)
                 self._totals.pop(query, None)
+                self._complete.discard(query)
