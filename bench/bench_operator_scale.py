@@ -890,8 +890,12 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             for a, b in zip(metrics_after, metrics_before, strict=True)
         )
         result.histogram_mean = total / count if count else math.nan
-        # Per replica: each sends the same queries whatever its share.
+        # Per replica: each sends the same queries whatever its share (asking each for its own models).
         result.queries_gauge = max(sample_sum(m, "modelmonitor_operator_queries_last_cycle") for m in metrics_after)
+        # A replica asking for its own share only gets answers about its share's size.
+        result.replica_largest_answers = [
+            int(sample_sum(m, "modelmonitor_operator_largest_answer_series")) for m in metrics_after
+        ]
         query_count = "prometheus_http_request_duration_seconds_count"
         query_sum = "prometheus_http_request_duration_seconds_sum"
         handler = {"handler": "/api/v1/query"}

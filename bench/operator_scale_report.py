@@ -136,8 +136,10 @@ class SizeResult:
     #: CPU cores and peak RSS (MiB) of each replica.
     replica_cores: list[float] = field(default_factory=list)
     replica_rss: list[float] = field(default_factory=list)
-    #: The most series in one Prometheus answer of the replayed query phase.
+    #: The most series in one Prometheus answer of the replayed query phase (every monitor's models).
     max_answer_series: int = 0
+    #: The most series in one answer each replica got in its last cycle (its largest-answer gauge).
+    replica_largest_answers: list[int] = field(default_factory=list)
     #: Status writes per second over the window, counted by the API server.
     status_writes_per_second: float = math.nan
 
@@ -248,6 +250,10 @@ def summary_rows(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
     row("status writes per second (API server count, all replicas)", lambda r: fmt(r.status_writes_per_second, 1))
     row("status write, server side (mean)", lambda r: f"{fmt(r.patch_server_ms, 1)} ms")
     row("largest Prometheus answer (series, replayed query phase)", lambda r: f"{r.max_answer_series:,}")
+    row(
+        "largest answer each replica got in its last cycle (operator gauge)",
+        lambda r: " / ".join(f"{n:,}" for n in r.replica_largest_answers) or "n/a",
+    )
     row("status size (compact JSON, mean)", lambda r: f"{r.status_bytes:,.0f} bytes")
     row("ModelMonitor watch events per cycle (all watchers)", lambda r: fmt(r.watch_events_per_cycle, 0))
     row(

@@ -133,9 +133,11 @@ def test_a_replica_asks_for_its_own_share_only(prometheus: PrometheusClient) -> 
     measure(fleet_requests(share), querier, at=at, book=book)
     querier.asked.clear()
     cycle = measure(fleet_requests(share), querier, at=at, book=book)
-    restricted = [query for query, _ in querier.asked if models_named(query)]
-    assert {name for query in restricted for name in models_named(query)} == mine
-    # The share's outcomes (20 x 4) still pass the budget: split; its latency and errors (20 each) fit whole.
-    assert cycle.split_queries == 1
+    # Every query names this replica's models and no other: the share's outcomes (20 x 4) pass the budget and
+    # go in two parts; its latency quantile, requests and errors (20 series each) fit, and are restricted because
+    # they are half of the whole answers (learnt from the first cycle's whole answers).
+    assert all(models_named(query) for query, _ in querier.asked), querier.asked
+    assert {name for query, _ in querier.asked for name in models_named(query)} == mine
+    assert (cycle.split_queries, cycle.batched_queries) == (5, 6)
     assert querier.largest <= BUDGET
     assert all(result.kind is MeasurementKind.VALUES for result in cycle.results.values())

@@ -199,6 +199,8 @@ class SeriesBook:
             if whole <= self.budget and query not in self._complete:
                 return None
             sizes = dict(self._sizes.get(query, {}))
+        if whole <= self.budget and not sum(sizes.get(key, 0) for key in models) <= RESTRICT_AT_MOST * whole:
+            return None  # the cross product only adds to the models' own series: no need to split to know
         parts = split(models, sizes, self.budget)
         if whole <= self.budget and not (
             whole > 0 and sum(part.expected for part in parts) <= RESTRICT_AT_MOST * whole
