@@ -813,7 +813,9 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             "a warm-up cycle of every replica evaluating its share on schedule, no heartbeat write of earlier cycles "
             "waiting",
             settled,
-            deadline.cap(plan.interval * 4 + 0.04 * n + 120),
+            # The start's burst of heartbeats comes due one heartbeat after the start and takes minutes to drain
+            # at 10,000 monitors (longer on an API server still deleting an earlier run's monitors).
+            deadline.cap(plan.interval * 4 + 0.04 * n + OperatorSettings.from_env().status_heartbeat_seconds + 120),
             0.2,
         )
         warm = max(warm_lines, key=lambda c: c.at)
