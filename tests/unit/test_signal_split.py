@@ -313,26 +313,3 @@ def test_an_empty_answer_stays_one_whole_query() -> None:
         assert cycle.results[mine[0]].kind is MeasurementKind.NO_DATA
     assert cycle.split_queries == 0
     assert not any("model=" in query for query in prometheus.asked)
-
-
-def test_the_query_that_took_longest_is_sent_first_next_cycle() -> None:
-    prometheus, requests = latency_fleet(6)
-
-    class Timed:
-        """Answers as the fake does, with the accuracy query's outcomes taking longest."""
-
-        def query(self, promql: str, *, at: datetime | None = None) -> QueryResult:
-            answer = prometheus.query(promql, at=at)
-            seconds = 3.0 if "outcome" in promql else 0.5
-            return QueryResult(
-                query=answer.query, result_type=answer.result_type, samples=answer.samples, elapsed_seconds=seconds
-            )
-
-    book = SeriesBook(budget=1000)
-    measure(requests, Timed(), at=AT, book=book, max_parallel=1)
-    first = [q for q in prometheus.asked if not q.startswith("count")]
-    assert "outcome" not in first[0]  # the requests' order: latency first
-    prometheus.asked.clear()
-    measure(requests, Timed(), at=AT, book=book, max_parallel=1)
-    assert "outcome" in prometheus.asked[0]
-    assert sorted(prometheus.asked) == sorted(first)

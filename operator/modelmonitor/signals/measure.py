@@ -142,17 +142,7 @@ def measure(
 
     for text in uncounted:
         answered(text)
-    to_send = list(answers_for)
-    if book is not None:
-        # Slowest first: a query Prometheus takes long over gets a slot at once instead of after the quick ones.
-        base = {sent_text: answers_for[sent_text][0][0] for sent_text in to_send}
-        order = {query: i for i, query in enumerate(book.slowest_first(dict.fromkeys(base.values())))}
-        to_send.sort(key=lambda sent_text: order[base[sent_text]])
-    #: Per query, how long its answer (its slowest part's) took this cycle.
-    took: dict[str, float] = {}
-    for sent_text, answer in _stream(prometheus, to_send, at, max_parallel, sent):
-        for text, _ in answers_for[sent_text]:
-            took[text] = max(took.get(text, 0.0), answer.elapsed_seconds)
+    for sent_text, answer in _stream(prometheus, list(answers_for), at, max_parallel, sent):
         for text, nth in answers_for[sent_text]:
             if nth is None:
                 whole_answer[text] = answer
@@ -184,8 +174,6 @@ def measure(
             )
             answered(text)
     if book is not None:
-        for text, seconds in took.items():
-            book.learn_seconds(text, seconds)
         book.forget_unused()
     assert not waiting, "every query was answered, so every request was measured"
     results = {request: results[request] for request in plans}

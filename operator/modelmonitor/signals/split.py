@@ -34,7 +34,6 @@ replica), the query is sent whole.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import defaultdict
@@ -167,8 +166,6 @@ class SeriesBook:
     _used: dict[str, float] = field(default_factory=dict)
     #: Queries whose size per model is known for every model of the whole answer (it was answered whole).
     _complete: set[str] = field(default_factory=set)
-    #: Seconds the last answer to each query took (its slowest part's when split).
-    _seconds: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -210,18 +207,6 @@ class SeriesBook:
         ):
             return None
         return parts
-
-    def learn_seconds(self, query: str, seconds: float) -> None:
-        """Remember how long an answer to ``query`` (or to its slowest part) took."""
-        with self._lock:
-            self._seconds[query] = seconds
-            self._used[query] = time.monotonic()
-
-    def slowest_first(self, queries: Iterable[str]) -> list[str]:
-        """``queries`` in the order to send them: those never answered first, then by their last answer's time,
-        longest first, so that the slowest query does not wait for a free slot behind the quick ones."""
-        with self._lock:
-            return sorted(queries, key=lambda query: -self._seconds.get(query, math.inf))
 
     def learn_total(self, query: str, total: int) -> None:
         """Remember the series of ``query``'s whole answer, counted with ``count(query)``."""
@@ -265,4 +250,3 @@ class SeriesBook:
                 self._sizes.pop(query, None)
                 self._totals.pop(query, None)
                 self._complete.discard(query)
-                self._seconds.pop(query, None)
