@@ -666,6 +666,31 @@ class CountingQuerier:
             self.largest = max(self.largest, len(answer.samples))
         return answer
 
+    def take(self) -> int:
+        """The largest answer so far, starting over."""
+        with self.lock:
+            largest, self.largest = self.largest, 0
+        return largest
+
+
+def fleet_requests(namespace: str, monitors: int, interval: int) -> list[SignalRequest]:
+    """The signal requests of the benchmark's ``monitors`` monitors, as the operator makes them."""
+    requests = []
+    for i in range(monitors):
+        body = monitor_body(model_name(i), interval)
+        for policy in body["spec"]["policies"]:
+            requests.append(
+                SignalRequest(
+                    namespace=namespace,
+                    monitor=body["metadata"]["name"],
+                    policy=policy["name"],
+                    model=body["spec"]["model"]["name"],
+                    window=policy["window"],
+                    signal=policy["signal"],
+                )
+            )
+    return requests
+
 
 def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, int]:
     """The query phase alone, with the operator's own `measure` and Prometheus client, for all N monitors.
@@ -675,20 +700,7 @@ def replay_queries(rig: Rig, repeats: int = 3) -> tuple[list[float], int, int, i
     split as the operator splits them, with its series budget (MODELMONITOR_MAX_SERIES_PER_ANSWER, kept across the
     repeats as the operator keeps it across cycles).
     """
-    requests = []
-    for i in range(rig.plan.monitors):
-        body = monitor_body(model_name(i), rig.plan.interval)
-        for policy in body["spec"]["policies"]:
-            requests.append(
-                SignalRequest(
-                    namespace=rig.namespace,
-                    monitor=body["metadata"]["name"],
-                    policy=policy["name"],
-                    model=body["spec"]["model"]["name"],
-                    window=policy["window"],
-                    signal=policy["signal"],
-                )
-            )
+    requests = fleet_requests(rig.namespace, rig.plan.monitors, rig.plan.interval)
     client = PrometheusClient(PrometheusSettings(url=rig.prometheus_url, timeout_seconds=30))
     counting = CountingQuerier(client)
     book = SeriesBook(budget=OperatorSettings.from_env().max_series_per_answer)

@@ -46,11 +46,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_operator_scale import EXPORTER, http_get, monitor_body, sample_sum, wait_for
+from bench_operator_scale import EXPORTER, CountingQuerier, fleet_requests, http_get, sample_sum, wait_for
 from publish import add_output_arguments, publish
-from synthetic_exporter import model_name
 
-from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings, QueryResult
+from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusSettings
 from modelmonitor.settings import OperatorSettings
 from modelmonitor.sharding import owner_of
 from modelmonitor.signals import CycleMeasurements, SeriesBook, SignalRequest, measure
@@ -61,53 +60,12 @@ NAMESPACE = "bench"
 INTERVAL = 30
 
 
-def fleet_requests(monitors: int) -> list[SignalRequest]:
-    """The requests of the scale benchmark's ``monitors`` monitors."""
-    requests = []
-    for i in range(monitors):
-        body = monitor_body(model_name(i), INTERVAL)
-        for policy in body["spec"]["policies"]:
-            requests.append(
-                SignalRequest(
-                    namespace=NAMESPACE,
-                    monitor=body["metadata"]["name"],
-                    policy=policy["name"],
-                    model=body["spec"]["model"]["name"],
-                    window=policy["window"],
-                    signal=policy["signal"],
-                )
-            )
-    return requests
-
-
 def shares(requests: Sequence[SignalRequest], replicas: int) -> list[list[SignalRequest]]:
     names = [f"replica-{r}" for r in range(replicas)]
     owned: list[list[SignalRequest]] = [[] for _ in names]
     for item in requests:
         owned[names.index(owner_of(item.namespace, item.monitor, names) or names[0])].append(item)
     return owned
-
-
-class LargestAnswer:
-    """The Prometheus client, noting the most series in one answer since the last `take`."""
-
-    def __init__(self, client: PrometheusClient) -> None:
-        self.client = client
-        self.largest = 0
-        self.lock = threading.Lock()
-
-    def query(self, promql: str, *, at: dt.datetime | None = None) -> QueryResult:
-        answer = self.client.query(promql, at=at)
-        if not answer.ok:
-            raise SystemExit(f"Prometheus failed a query: {answer.error}")
-        with self.lock:
-            self.largest = max(self.largest, len(answer.samples))
-        return answer
-
-    def take(self) -> int:
-        with self.lock:
-            largest, self.largest = self.largest, 0
-        return largest
 
 
 @dataclass
@@ -192,7 +150,7 @@ def query_time(url: str) -> tuple[float, float]:
 
 def at_once(
     owned: Sequence[Sequence[SignalRequest]],
-    querier: LargestAnswer,
+    querier: CountingQuerier,
     books: Sequence[SeriesBook | None],
     at: dt.datetime,
 ) -> tuple[float, list[CycleMeasurements]]:
@@ -210,9 +168,12 @@ def at_once(
     for thread in threads:
         thread.join()
     wall = time.monotonic() - started
-    if any(cycle is None for cycle in out):
+    cycles = [cycle for cycle in out if cycle is not None]
+    if len(cycles) < len(owned):
         raise SystemExit("a replica's measure failed (its traceback is above)")
-    return wall, [cycle for cycle in out if cycle is not None]
+    if any(cycle.failed_queries for cycle in cycles):
+        raise SystemExit("Prometheus failed a query: both ways would measure the same errors, which shows nothing")
+    return wall, cycles
 
 
 def same(a: Sequence[CycleMeasurements], b: Sequence[CycleMeasurements]) -> bool:
@@ -236,13 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     models = 500 if args.quick else args.models
     if args.replicas < 1 or models < 1 or args.rounds < 1:
         parser.error("--models, --replicas and --rounds must be at least 1")
-    owned = shares(fleet_requests(models), args.replicas)
+    owned = shares(fleet_requests(NAMESPACE, models, INTERVAL), args.replicas)
     with (
         tempfile.TemporaryDirectory(prefix="bench-share-") as tmp,
         fleet(models, args.scrape_interval, Path(tmp)) as url,
     ):
         client = PrometheusClient(PrometheusSettings(url=url, timeout_seconds=30))
-        querier = LargestAnswer(client)
+        querier = CountingQuerier(client)
         budget = OperatorSettings.from_env().max_series_per_answer
         books = [SeriesBook(budget=budget) for _ in owned]
         whole, share = Way("whole queries"), Way("own share")

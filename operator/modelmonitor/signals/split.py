@@ -196,15 +196,15 @@ class SeriesBook:
         answer would pass the budget, and below it when ``models`` select at most `RESTRICT_AT_MOST` of it."""
         with self._lock:
             whole = self._totals.get(query, 0)
-            if whole <= self.budget and query not in self._complete:
+            fits = whole <= self.budget
+            if fits and (whole == 0 or query not in self._complete):
                 return None
             sizes = dict(self._sizes.get(query, {}))
-        if whole <= self.budget and not sum(sizes.get(key, 0) for key in models) <= RESTRICT_AT_MOST * whole:
+        limit = RESTRICT_AT_MOST * whole
+        if fits and sum(sizes.get(key, 0) for key in models) > limit:
             return None  # the cross product only adds to the models' own series: no need to split to know
         parts = split(models, sizes, self.budget)
-        if whole <= self.budget and not (
-            whole > 0 and sum(part.expected for part in parts) <= RESTRICT_AT_MOST * whole
-        ):
+        if fits and sum(part.expected for part in parts) > limit:
             return None
         return parts
 
