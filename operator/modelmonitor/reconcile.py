@@ -260,10 +260,15 @@ def status_write(
     phase: float = 0.0,
 ) -> StatusWrite:
     """How ``status`` is written over ``prior``: a change when something besides the measured values changed;
-    else a heartbeat when a heartbeat instant of this monitor has passed since the last write, or always without
-    a heartbeat period (``heartbeat_seconds`` <= 0); else not at all. The instants are ``phase`` (in [0, 1)) of a
-    period apart from the epoch's multiples of the period, so monitors with different phases are rewritten in
-    different cycles; at most one heartbeat write per period, and no status older than one period."""
+    else a heartbeat when a heartbeat instant of this monitor has passed since half a period after the last write,
+    or always without a heartbeat period (``heartbeat_seconds`` <= 0); else not at all.
+    The instants are ``phase`` (in [0, 1)) of a period apart from the epoch's multiples of the period, so monitors
+    with different phases are rewritten in different cycles; at most one heartbeat write per period.
+
+    The half period: a status just written (a change, or every monitor's first status after a start) needs no
+    heartbeat at the next instant. Without it, the monitors a start writes over its first minutes each came due
+    again at their instant in those minutes, thousands at once at 10,000 monitors, waiting behind the start's
+    own writes. So a status is at most one and a half periods old, one period when nothing changes."""
     if _material(prior) != _material(status):
         return StatusWrite.CHANGE
     if heartbeat_seconds <= 0:
@@ -274,6 +279,6 @@ def status_write(
         return StatusWrite.CHANGE
     offset = phase * heartbeat_seconds
     due = math.floor((now.timestamp() - offset) / heartbeat_seconds) > math.floor(
-        (last.timestamp() - offset) / heartbeat_seconds
+        (last.timestamp() + heartbeat_seconds / 2 - offset) / heartbeat_seconds
     )
     return StatusWrite.HEARTBEAT if due else StatusWrite.NONE
