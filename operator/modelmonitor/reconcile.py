@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from modelmonitor.actions import Event
 from modelmonitor.api import ModelMonitorSpec, Policy, duration_seconds, parse_monitor
+from modelmonitor.api.common import ApiModel
 from modelmonitor.policy import (
     ActionRecord,
     ActionResult,
@@ -114,6 +115,22 @@ def _shared(policy: Policy) -> tuple[Policy, Rule]:
     return known
 
 
+#: Equal spec parts besides the policies (the Prometheus connection, the registry, combine, each action), by their
+#: type and JSON: monitors generated from one template share them too (each is a few pydantic objects, frozen).
+_shared_parts: dict[tuple[str, str], ApiModel] = {}
+PartT = TypeVar("PartT", bound=ApiModel)
+
+
+def _shared_part(part: PartT) -> PartT:
+    key = (type(part).__qualname__, part.model_dump_json())
+    known = _shared_parts.get(key)
+    if known is None:
+        if len(_shared_parts) >= SHARED_POLICIES_MAX:
+            _shared_parts.clear()
+        known = _shared_parts[key] = part
+    return cast(PartT, known)
+
+
 def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
     """The `Monitor` of a watched ModelMonitor object. Raises `SpecError` naming the field when the spec cannot
     be used (the API server's schema and CEL rules catch the same problems earlier, when the CRD is installed)."""
@@ -121,7 +138,15 @@ def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     parsed = parse_monitor(body)
     shared = [_shared(policy) for policy in parsed.policies]
-    spec = parsed.model_copy(update={"policies": [policy for policy, _ in shared]})
+    spec = parsed.model_copy(
+        update={
+            "policies": [policy for policy, _ in shared],
+            "prometheus": _shared_part(parsed.prometheus),
+            "combine": _shared_part(parsed.combine),
+            "registry": _shared_part(parsed.registry) if parsed.registry is not None else None,
+            "actions": {name: _shared_part(action) for name, action in parsed.actions.items()},
+        }
+    )
     return Monitor(
         namespace=namespace,
         name=name,

@@ -83,13 +83,18 @@ def test_monitors_with_equal_policies_share_them_and_a_changed_policy_is_its_own
     twin = monitor_from_body(other)
     assert all(a is b for a, b in zip(twin.spec.policies, monitor.spec.policies, strict=True))
     assert all(a is b for a, b in zip(twin.engine.policies, monitor.engine.policies, strict=True))
-    assert twin.spec.model.name == "churn"  # only the policies are shared
+    assert twin.spec.model.name == "churn"  # the policies and the parts equal in both are shared
+    assert twin.spec.prometheus is monitor.spec.prometheus and twin.spec.combine is monitor.spec.combine
+    assert all(twin.spec.actions[name] is action for name, action in monitor.spec.actions.items())
     changed = body()
     changed["spec"]["policies"][0]["condition"]["threshold"] = 0.7
+    changed["spec"]["prometheus"] = {"url": "http://other-prometheus:9090"}
     stricter = monitor_from_body(changed)
     assert stricter.spec.policies[0] is not monitor.spec.policies[0]
     assert stricter.spec.policies[0].condition.threshold == stricter.engine.policies[0].threshold == 0.7
     assert stricter.spec.policies[1] is monitor.spec.policies[1]
+    assert stricter.spec.prometheus is not monitor.spec.prometheus
+    assert stricter.spec.prometheus.url == "http://other-prometheus:9090"
     # What is shared is what the monitor would have had on its own.
     assert stricter.spec == parse_monitor(changed)
     assert stricter.engine == monitor_from_api("ml", "fraud", parse_monitor(changed))
