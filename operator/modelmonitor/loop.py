@@ -29,6 +29,7 @@ from modelmonitor.actions import Actions, ActionsOutcome, MonitorContext
 from modelmonitor.adapters.connections import Connections, PrometheusConnectionError, PrometheusFactory
 from modelmonitor.adapters.kubernetes import Kubernetes, KubernetesError, ObjectRef
 from modelmonitor.adapters.prometheus import PrometheusClient, PrometheusQuerier
+from modelmonitor.deflate import Deflate
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import (
     ActionRecord,
@@ -52,15 +53,68 @@ class NotOwned(RuntimeError):
     """A write refused because the monitor is no longer this replica's (see `modelmonitor.sharding`)."""
 
 
+#: An example status (conditions, one policy) as the preset dictionary of the kept statuses (`Deflate`).
+_STATUS_EXAMPLE = json.dumps(
+    {
+        "actions": [],
+        "conditions": [
+            {
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "message": message,
+                "reason": reason,
+                "status": status,
+                "type": kind,
+            }
+            for kind, status, reason, message in (
+                ("Ready", "True", "Evaluated", "all 3 policies OK"),
+                ("Evaluating", "True", "Measured", "3 policies measured this cycle"),
+                ("Degraded", "False", "BelowErrorLimit", "no policy failed 3 times in a row"),
+                ("ActionInProgress", "False", "Idle", "no action in progress"),
+                ("Conflict", "False", "NoConflict", "no older ModelMonitor changes the same workload"),
+            )
+        ],
+        "firingPolicies": "",
+        "lastAction": "",
+        "lastEvaluationTime": "2026-01-01T00:00:00Z",
+        "message": "all 3 policies OK",
+        "observedGeneration": 1,
+        "phase": "Healthy",
+        "policies": [
+            {
+                "errorStreak": 0,
+                "lastOutcome": "OK",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "message": "value 0.98 is not < 0.9 (window 5m, 1000 samples); query: sum by (namespace, model) "
+                "(increase(modelmonitor_requests_total[5m]))",
+                "name": "policy",
+                "samples": 1000,
+                "since": "2026-01-01T00:00:00Z",
+                "state": "Inactive",
+                "threshold": 0.9,
+                "value": 0.98,
+            }
+        ],
+    },
+    separators=(",", ":"),
+).encode()
+_STATUSES = Deflate(_STATUS_EXAMPLE)
+
+
 def encode_status(status: Mapping[str, Any]) -> bytes:
-    """A status as the registry keeps it: compact JSON.
+    """A status as the registry keeps it: compact JSON, compressed (`decode_status` reverses it).
 
     Every monitor's status lives from one write to the next while each cycle allocates and frees millions of
     small objects around it. Kept as dicts, the statuses of 10,000 monitors are spread over the allocator's
-    arenas and keep most of them from being returned after a cycle; kept as one buffer each (about 2 kB), they
-    hold nothing but themselves. A cycle decodes a status when it evaluates the monitor and again when it writes
-    it (about 20 us each)."""
-    return json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode()
+    arenas and keep most of them from being returned after a cycle; kept as one buffer each, they hold nothing
+    but themselves: about 2 kB of JSON, 0.45 kB compressed. A cycle decodes a status when it evaluates the
+    monitor and again when it writes it (about 35 us each, 15 of them decompressing)."""
+    return _STATUSES.compress(json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def decode_status(encoded: bytes) -> dict[str, Any]:
+    """A status kept by `encode_status`, as a fresh dict."""
+    decoded: dict[str, Any] = json.loads(_STATUSES.decompress(encoded))
+    return decoded
 
 
 @dataclass
@@ -72,7 +126,7 @@ class MonitorEntry:
     uid: str
     generation: int
     #: The last status written or watched, `encode_status`d; `status` decodes it.
-    status_json: bytes
+    encoded_status: bytes
     monitor: Monitor | None
     invalid_reason: str | None
     interval_seconds: float
@@ -88,13 +142,12 @@ class MonitorEntry:
     @property
     def status(self) -> dict[str, Any]:
         """A fresh copy of the last status: decode it once per use."""
-        decoded: dict[str, Any] = json.loads(self.status_json)
-        return decoded
+        return decode_status(self.encoded_status)
 
     def keep_status(self, encoded: bytes, evaluated_at: str) -> None:
         """Keep a status, given `encode_status`d (encoded before taking the registry's lock) with its
         ``lastEvaluationTime``."""
-        self.status_json = encoded
+        self.encoded_status = encoded
         self.evaluated_at = evaluated_at
 
 
@@ -138,16 +191,16 @@ class Registry:
         watched_json = encode_status(watched_status)
         with self._lock:
             previous = self._entries.get((namespace, name))
-            status_json, evaluated_at = watched_json, watched_at
+            encoded_status, evaluated_at = watched_json, watched_at
             # Our own last write may be newer than what the watch has delivered so far.
             if previous is not None and previous.uid == uid and previous.evaluated_at > watched_at:
-                status_json, evaluated_at = previous.status_json, previous.evaluated_at
+                encoded_status, evaluated_at = previous.encoded_status, previous.evaluated_at
             entry = MonitorEntry(
                 namespace=namespace,
                 name=name,
                 uid=uid,
                 generation=generation,
-                status_json=status_json,
+                encoded_status=encoded_status,
                 evaluated_at=evaluated_at,
                 monitor=monitor,
                 invalid_reason=reason,
@@ -309,7 +362,7 @@ class Heartbeat:
     its cycle: `encode_status`d, with that ``lastEvaluationTime``."""
 
     entry: MonitorEntry
-    status_json: bytes
+    encoded_status: bytes
     evaluated_at: str
 
 
@@ -715,7 +768,7 @@ class Evaluator:
         if self.registry.superseded(entry, heartbeat.evaluated_at) or not self._still_owned(entry):
             return
         try:
-            self.kube.patch_monitor_status(entry.namespace, entry.name, json.loads(heartbeat.status_json))
+            self.kube.patch_monitor_status(entry.namespace, entry.name, decode_status(heartbeat.encoded_status))
         except KubernetesError as exc:
             if exc.status == 404:
                 self.registry.remove(entry.namespace, entry.name)
@@ -723,7 +776,7 @@ class Evaluator:
             log.warning("heartbeat status of %s/%s not written: %s", entry.namespace, entry.name, exc)
             self.metrics.error("kubernetes")
             return
-        self.registry.record_heartbeat(entry, heartbeat.status_json, heartbeat.evaluated_at)
+        self.registry.record_heartbeat(entry, heartbeat.encoded_status, heartbeat.evaluated_at)
 
     def _write_invalid(self, entry: MonitorEntry, reason: str, now: datetime, now_epoch: float) -> None:
         prior = entry.status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,7 @@ from modelmonitor import loop
 from modelmonitor.actions.base import ActionsOutcome, Checkpoint, MonitorContext
 from modelmonitor.adapters.kubernetes import ObjectRef
 from modelmonitor.adapters.prometheus import QueryResult, Sample
-from modelmonitor.loop import Evaluated, Evaluator, Registry, WriteBacklog, next_aligned
+from modelmonitor.loop import Evaluated, Evaluator, Registry, WriteBacklog, decode_status, encode_status, next_aligned
 from modelmonitor.operator_metrics import OperatorMetrics
 from modelmonitor.policy import Evaluation, Measurement
 from modelmonitor.reconcile import reconcile
@@ -603,3 +604,17 @@ def test_the_write_backlog_holds_at_most_its_limit_and_then_hands_out_unchanged_
     backlog.close()
     taking.join(5)
     assert sorted(order) == ["breach", "q0", "q1", "q2"] and order[0] == "q0", order
+
+
+def test_a_kept_status_comes_back_the_same_from_a_fifth_of_its_json() -> None:
+    """The registry keeps every monitor's last status between writes (thousands of them): compressed, and decoded
+    to the same status, non-ASCII messages included."""
+    entry = Registry().upsert(monitor("fraud"))
+    assert entry.monitor is not None
+    measured = {"accuracy": Measurement.value(0.8, 500), "fairness": Measurement.value(0.1, 500)}
+    status = dict(reconcile(entry.monitor, measured, {}, datetime(2027, 1, 15, 8, tzinfo=UTC)).status)
+    status["message"] = "Genauigkeit über 0,85 ✓"
+    as_json = json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode()
+    kept = encode_status(status)
+    assert decode_status(kept) == json.loads(as_json)
+    assert len(kept) < len(as_json) / 3, (len(kept), len(as_json))
