@@ -108,4 +108,5 @@ def test_a_model_server_answers_kserve_v1_and_queues_beyond_its_capacity(model_s
     shed = [status for status, _, _ in results if status != 200]
     assert shed and set(shed) == {503} and 11 <= len(served) <= 15
     assert served[-1] >= 10 * 0.05  # the last one waited for the ten before it
-    assert served[-1] > 3 * served[0]
+    # Queued behind the others, not slow alike: a loaded host slows the first one too (0.30 s in one run).
+    assert served[-1] - served[0] >= 9 * 0.05

@@ -373,6 +373,14 @@ def test_accuracy_with_a_label_delay_judges_the_maturity_cohort(rig: Rig, versio
     late_total = f'sum(modelmonitor_labels_late_total{{{base},maturity="{MATURITY}"}})'
     wait_for("40 late labels", lambda: rig.by_label(late_total, "") == {"": 40.0} or None, timeout=30)
     rig.wait_for_outcomes(version, outcomes({**early, **late}, early_labels + late_labels))  # as joined: all
+    # The coverage query below reads the predictions one maturity back: wait until Prometheus had scraped all 100
+    # by then (on a loaded host the last scrape before that instant could still predate the late ones).
+    predictions_then = f"sum(modelmonitor_label_predictions_total{{{base}}} offset {MATURITY})"
+    wait_for(
+        f"all 100 predictions scraped {MATURITY} ago",
+        lambda: rig.by_label(predictions_then, "") == {"": 100.0} or None,
+        timeout=60,
+    )
     assert rig.pending_keys(version) == 0
     held = sum(1 for _ in rig.redis.client().scan_iter(match=f"modelmonitor:churn:{version}:m:*"))
     assert held == 0  # every held outcome swept (an empty sorted set is no key)
