@@ -830,8 +830,9 @@ def run_size(plan: Plan, state: sandbox.ClusterState, deadline: Deadline, rng: n
             "a warm-up cycle of every replica evaluating its share on schedule, at most two cycles' heartbeat writes "
             "of earlier cycles waiting",
             settled,
-            # The start's burst of heartbeats comes due one heartbeat after the start and takes minutes to drain
-            # at 10,000 monitors (longer on an API server still deleting an earlier run's monitors).
+            # Code before the half-period heartbeat rule (a comparison's baseline) has a burst of heartbeats after
+            # its start that takes minutes to drain at 10,000 monitors (longer on an API server still deleting an
+            # earlier run's monitors).
             deadline.cap(plan.interval * 4 + 0.04 * n + heartbeat + 120),
             0.2,
         )

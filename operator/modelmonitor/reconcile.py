@@ -17,7 +17,7 @@ A cycle of one monitor, as the loop runs it:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -98,37 +98,33 @@ def _created(meta: Mapping[str, Any]) -> datetime | None:
         return None
 
 
-#: Equal policies, validated once: by their JSON, the validated policy and its rule. Monitors generated from one
-#: template share their policies' objects instead of holding copies (at 10,000 monitors with three policies each,
-#: about 50 MiB of the operator's memory). Both are frozen. Emptied when it reaches `SHARED_POLICIES_MAX`.
-_shared_policies: dict[str, tuple[Policy, Rule]] = {}
-SHARED_POLICIES_MAX = 4096
+#: Equal spec parts, validated once, by their type and JSON: monitors generated from one template share their
+#: policies (each with its rule), Prometheus connection, registry, `combine` and actions instead of holding copies
+#: (at 10,000 monitors with three policies each, the policies alone were about 50 MiB of the operator's memory).
+#: All are frozen. Emptied when it reaches `SHARED_MAX`.
+_shared: dict[tuple[str, str], Any] = {}
+SHARED_MAX = 4096
+PartT = TypeVar("PartT")
+ModelT = TypeVar("ModelT", bound=ApiModel)
 
 
-def _shared(policy: Policy) -> tuple[Policy, Rule]:
-    key = policy.model_dump_json()
-    known = _shared_policies.get(key)
-    if known is None:
-        if len(_shared_policies) >= SHARED_POLICIES_MAX:
-            _shared_policies.clear()
-        known = _shared_policies[key] = (policy, rule_from_policy(policy))
-    return known
-
-
-#: Equal spec parts besides the policies (the Prometheus connection, the registry, combine, each action), by their
-#: type and JSON: monitors generated from one template share them too (each is a few pydantic objects, frozen).
-_shared_parts: dict[tuple[str, str], ApiModel] = {}
-PartT = TypeVar("PartT", bound=ApiModel)
-
-
-def _shared_part(part: PartT) -> PartT:
+def _shared_as(part: ApiModel, make: Callable[[], PartT]) -> PartT:
+    """The shared object for ``part``: ``make()``'s, the first time an equal part is seen."""
     key = (type(part).__qualname__, part.model_dump_json())
-    known = _shared_parts.get(key)
+    known = _shared.get(key)
     if known is None:
-        if len(_shared_parts) >= SHARED_POLICIES_MAX:
-            _shared_parts.clear()
-        known = _shared_parts[key] = part
+        if len(_shared) >= SHARED_MAX:
+            _shared.clear()
+        known = _shared[key] = make()
     return cast(PartT, known)
+
+
+def _shared_policy(policy: Policy) -> tuple[Policy, Rule]:
+    return _shared_as(policy, lambda: (policy, rule_from_policy(policy)))
+
+
+def _shared_part(part: ModelT) -> ModelT:
+    return _shared_as(part, lambda: part)
 
 
 def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
@@ -137,7 +133,7 @@ def monitor_from_body(body: Mapping[str, Any]) -> Monitor:
     meta = body.get("metadata") or {}
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     parsed = parse_monitor(body)
-    shared = [_shared(policy) for policy in parsed.policies]
+    shared = [_shared_policy(policy) for policy in parsed.policies]
     spec = parsed.model_copy(
         update={
             "policies": [policy for policy, _ in shared],
